@@ -1,0 +1,331 @@
+// Package bolt is the embedded store engine: one bbolt file in the data
+// directory, for a single paypage process. Each record kind is a bucket; a
+// Commit is one bbolt Update transaction; expired records are hidden on read
+// and removed by a sweeper.
+package bolt
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/paypage/paypage/pkg/apperr"
+	"github.com/paypage/paypage/pkg/store"
+	bbolt "go.etcd.io/bbolt"
+	bolterr "go.etcd.io/bbolt/errors"
+)
+
+// DB is a store.Store on a bbolt file.
+type DB struct {
+	db   *bbolt.DB
+	Now  func() time.Time // the clock; tests may replace it before use
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+var _ store.Store = (*DB)(nil)
+
+// Open opens (creating if needed) the bbolt file at path, mode 0600, and
+// starts the sweeper of expired records.
+func Open(path string) (*DB, error) {
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, apperr.Wrap(apperr.Unavailable, err, "open store %s", path)
+	}
+	d := &DB{db: db, Now: time.Now, stop: make(chan struct{})}
+	d.wg.Add(1)
+	go d.sweep(time.Minute)
+	return d, nil
+}
+
+// Close stops the sweeper and closes the file.
+func (d *DB) Close() error {
+	close(d.stop)
+	d.wg.Wait()
+	return mapErr(d.db.Close())
+}
+
+// Path returns the file's path.
+func (d *DB) Path() string { return d.db.Path() }
+
+// mapErr turns bbolt's errors into store codes, in this one place.
+func mapErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case apperr.Code(err) != apperr.Internal:
+		return err
+	case errors.Is(err, bolterr.ErrDatabaseNotOpen), errors.Is(err, bolterr.ErrTimeout),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return apperr.Wrap(apperr.Unavailable, err, "store unavailable")
+	}
+	return err
+}
+
+func bucketName(kind string) []byte { return []byte("r:" + kind) }
+func logName(name string) []byte    { return []byte("l:" + name) }
+
+// record layout: version (8 bytes) | expires unix nanoseconds (8, 0 = never) | value
+func encode(version int64, expires time.Time, value []byte) []byte {
+	b := make([]byte, 16+len(value))
+	binary.BigEndian.PutUint64(b, uint64(version))
+	if !expires.IsZero() {
+		binary.BigEndian.PutUint64(b[8:], uint64(expires.UnixNano()))
+	}
+	copy(b[16:], value)
+	return b
+}
+
+func (d *DB) decode(b []byte) (store.Record, bool) {
+	if len(b) < 16 {
+		return store.Record{}, false
+	}
+	r := store.Record{Version: int64(binary.BigEndian.Uint64(b))}
+	if ns := binary.BigEndian.Uint64(b[8:]); ns != 0 {
+		r.ExpiresAt = time.Unix(0, int64(ns))
+		if !d.Now().Before(r.ExpiresAt) {
+			return store.Record{}, false
+		}
+	}
+	r.Value = append([]byte(nil), b[16:]...)
+	return r, true
+}
+
+// Get reads a live record.
+func (d *DB) Get(ctx context.Context, k store.Key) (store.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Record{}, mapErr(err)
+	}
+	var rec store.Record
+	err := d.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketName(k.Kind))
+		if b == nil {
+			return store.ErrNotFound
+		}
+		r, ok := d.decode(b.Get([]byte(k.ID)))
+		if !ok {
+			return store.ErrNotFound
+		}
+		rec = r
+		return nil
+	})
+	return rec, mapErr(err)
+}
+
+// Commit applies ops in one transaction.
+func (d *DB) Commit(ctx context.Context, ops ...store.Op) error {
+	if err := store.SameGroup(ops); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return mapErr(err)
+	}
+	now := d.Now()
+	return mapErr(d.db.Update(func(tx *bbolt.Tx) error {
+		for _, op := range ops {
+			b, err := tx.CreateBucketIfNotExists(bucketName(op.Key.Kind))
+			if err != nil {
+				return err
+			}
+			cur, _ := d.decode(b.Get([]byte(op.Key.ID)))
+			if op.IfVersion != store.Any && op.IfVersion != cur.Version {
+				return store.ErrConflict
+			}
+			if op.Delete {
+				if err := b.Delete([]byte(op.Key.ID)); err != nil {
+					return err
+				}
+				continue
+			}
+			var exp time.Time
+			if op.TTL > 0 {
+				exp = now.Add(op.TTL)
+			}
+			if err := b.Put([]byte(op.Key.ID), encode(cur.Version+1, exp, op.Value)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+}
+
+// Take reads a live record and deletes it in the same transaction.
+func (d *DB) Take(ctx context.Context, k store.Key) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, mapErr(err)
+	}
+	var v []byte
+	err := d.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketName(k.Kind))
+		if b == nil {
+			return store.ErrNotFound
+		}
+		raw := b.Get([]byte(k.ID))
+		r, ok := d.decode(raw)
+		if raw != nil {
+			if err := b.Delete([]byte(k.ID)); err != nil {
+				return err
+			}
+		}
+		if !ok {
+			return store.ErrNotFound
+		}
+		v = r.Value
+		return nil
+	})
+	return v, mapErr(err)
+}
+
+// Incr adds one to a counter that lives for window after its first increment.
+func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, mapErr(err)
+	}
+	var n int64
+	err := d.db.Update(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketName(k.Kind))
+		if err != nil {
+			return err
+		}
+		exp := d.Now().Add(window)
+		if r, ok := d.decode(b.Get([]byte(k.ID))); ok {
+			n, _ = strconv.ParseInt(string(r.Value), 10, 64)
+			exp = r.ExpiresAt
+		}
+		n++
+		return b.Put([]byte(k.ID), encode(1, exp, strconv.AppendInt(nil, n, 10)))
+	})
+	return n, mapErr(err)
+}
+
+// Scan calls fn for every live record of a kind. It reads them all first,
+// so fn may write to the store.
+func (d *DB) Scan(ctx context.Context, kind string, fn func(id string, r store.Record) error) error {
+	type item struct {
+		id string
+		r  store.Record
+	}
+	var items []item
+	err := d.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketName(kind))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			if r, ok := d.decode(v); ok {
+				items = append(items, item{string(k), r})
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return mapErr(err)
+	}
+	for _, it := range items {
+		if err := ctx.Err(); err != nil {
+			return mapErr(err)
+		}
+		if err := fn(it.id, it.r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Append adds an entry to a log bucket under the next sequence number.
+func (d *DB) Append(ctx context.Context, log string, data []byte) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", mapErr(err)
+	}
+	var id string
+	err := d.db.Update(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(logName(log))
+		if err != nil {
+			return err
+		}
+		seq, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		id = fmt.Sprintf("%020d", seq)
+		return b.Put([]byte(id), data)
+	})
+	return id, mapErr(err)
+}
+
+// Read returns entries after the given ID, in order.
+func (d *DB) Read(ctx context.Context, log, after string, limit int) ([]store.Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, mapErr(err)
+	}
+	var out []store.Entry
+	err := d.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(logName(log))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		k, v := c.First()
+		if after != "" {
+			k, v = c.Seek([]byte(after))
+			if k != nil && string(k) == after {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil && len(out) < limit; k, v = c.Next() {
+			out = append(out, store.Entry{ID: string(k), Data: append([]byte(nil), v...)})
+		}
+		return nil
+	})
+	return out, mapErr(err)
+}
+
+// Ping checks that the file is open.
+func (d *DB) Ping(ctx context.Context) error {
+	return mapErr(d.db.View(func(*bbolt.Tx) error { return ctx.Err() }))
+}
+
+func (d *DB) sweep(every time.Duration) {
+	defer d.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-t.C:
+			_ = d.Sweep()
+		}
+	}
+}
+
+// Sweep deletes every expired record now; the sweeper calls it each minute.
+func (d *DB) Sweep() error {
+	now := d.Now()
+	return mapErr(d.db.Update(func(tx *bbolt.Tx) error {
+		return tx.ForEach(func(name []byte, b *bbolt.Bucket) error {
+			if len(name) < 2 || string(name[:2]) != "r:" {
+				return nil
+			}
+			var dead [][]byte
+			_ = b.ForEach(func(k, v []byte) error {
+				if len(v) >= 16 {
+					if ns := binary.BigEndian.Uint64(v[8:]); ns != 0 && !now.Before(time.Unix(0, int64(ns))) {
+						dead = append(dead, append([]byte(nil), k...))
+					}
+				}
+				return nil
+			})
+			for _, k := range dead {
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}))
+}

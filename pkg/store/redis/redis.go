@@ -1,0 +1,275 @@
+// Package redis is the store engine for several paypage replicas: Redis as a
+// single node, behind Sentinel, or as a Cluster, through go-redis's universal
+// client. A record lives at "pp:{group}:kind:id", so one Commit's keys share a
+// Cluster hash slot; a Commit is one Lua script; logs are Redis Streams.
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/paypage/paypage/pkg/apperr"
+	"github.com/paypage/paypage/pkg/store"
+)
+
+// DB is a store.Store on Redis.
+type DB struct {
+	c goredis.UniversalClient
+}
+
+var _ store.Store = (*DB)(nil)
+
+// Open connects to the Redis named by a URL and checks that it answers:
+//
+//	redis://[:password@]host:port/db            a single node (rediss:// for TLS)
+//	redis://host:port?master_name=M&addr=h2:p   Sentinel: the sentinels' addresses and the master's name
+//	redis+cluster://host:port?addr=h2:p         Cluster: seed nodes (rediss+cluster:// for TLS)
+func Open(ctx context.Context, rawURL string) (*DB, error) {
+	c, err := newClient(rawURL)
+	if err != nil {
+		return nil, apperr.Wrap(apperr.Invalid, err, "store URL %s", redactURL(rawURL))
+	}
+	d := &DB{c: c}
+	if err := d.Ping(ctx); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// New wraps an existing client.
+func New(c goredis.UniversalClient) *DB { return &DB{c: c} }
+
+func newClient(rawURL string) (goredis.UniversalClient, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, errors.New("not a URL")
+	}
+	switch {
+	case strings.HasSuffix(u.Scheme, "+cluster"):
+		u.Scheme = strings.TrimSuffix(u.Scheme, "+cluster")
+		o, err := goredis.ParseClusterURL(u.String())
+		if err != nil {
+			return nil, err
+		}
+		return goredis.NewClusterClient(o), nil
+	case u.Query().Has("master_name"):
+		o, err := goredis.ParseFailoverURL(rawURL)
+		if err != nil {
+			return nil, err
+		}
+		return goredis.NewFailoverClient(o), nil
+	}
+	o, err := goredis.ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return goredis.NewClient(o), nil
+}
+
+// redactURL drops the password from a URL for messages.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return u.Redacted()
+}
+
+// Close closes the client.
+func (d *DB) Close() error { return d.c.Close() }
+
+// mapErr turns go-redis errors into store codes, in this one place.
+func mapErr(err error) error {
+	var netErr net.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, goredis.Nil):
+		return store.ErrNotFound
+	case apperr.Code(err) != apperr.Internal:
+		return err
+	case strings.Contains(err.Error(), "PAYPAGE_CONFLICT"):
+		return store.ErrConflict
+	case errors.As(err, &netErr), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, goredis.ErrClosed), errors.Is(err, net.ErrClosed),
+		strings.HasPrefix(err.Error(), "LOADING"), strings.HasPrefix(err.Error(), "CLUSTERDOWN"),
+		strings.HasPrefix(err.Error(), "READONLY"), strings.HasPrefix(err.Error(), "MASTERDOWN"),
+		strings.Contains(err.Error(), "connection refused"), strings.Contains(err.Error(), "EOF"):
+		return apperr.Wrap(apperr.Unavailable, err, "store unavailable")
+	}
+	return err
+}
+
+func key(k store.Key) string { return "pp:{" + k.G() + "}:" + k.Kind + ":" + k.ID }
+
+// A stored value is "version:expiresUnixMs:value".
+func decode(s string) (store.Record, error) {
+	v, rest, ok1 := strings.Cut(s, ":")
+	e, val, ok2 := strings.Cut(rest, ":")
+	ver, err1 := strconv.ParseInt(v, 10, 64)
+	exp, err2 := strconv.ParseInt(e, 10, 64)
+	if !ok1 || !ok2 || err1 != nil || err2 != nil {
+		return store.Record{}, fmt.Errorf("malformed record")
+	}
+	r := store.Record{Version: ver, Value: []byte(val)}
+	if exp > 0 {
+		r.ExpiresAt = time.UnixMilli(exp)
+	}
+	return r, nil
+}
+
+// Get reads a record.
+func (d *DB) Get(ctx context.Context, k store.Key) (store.Record, error) {
+	s, err := d.c.Get(ctx, key(k)).Result()
+	if err != nil {
+		return store.Record{}, mapErr(err)
+	}
+	return decode(s)
+}
+
+// commitScript checks every version first, then writes: all or nothing.
+// ARGV: now in ms, then for each key: ifVersion, delete (0/1), ttl ms, value.
+var commitScript = goredis.NewScript(`
+local now = tonumber(ARGV[1])
+local vers = {}
+for i = 1, #KEYS do
+  local b = 1 + (i - 1) * 4
+  local want = tonumber(ARGV[b + 1])
+  local cur = redis.call('GET', KEYS[i])
+  local ver = 0
+  if cur then ver = tonumber(string.match(cur, '^(%d+):')) end
+  if want >= 0 and want ~= ver then return redis.error_reply('PAYPAGE_CONFLICT') end
+  vers[i] = ver
+end
+for i = 1, #KEYS do
+  local b = 1 + (i - 1) * 4
+  if ARGV[b + 2] == '1' then
+    redis.call('DEL', KEYS[i])
+  else
+    local ttl = tonumber(ARGV[b + 3])
+    local exp = 0
+    if ttl > 0 then exp = now + ttl end
+    local v = (vers[i] + 1) .. ':' .. exp .. ':' .. ARGV[b + 4]
+    if ttl > 0 then redis.call('SET', KEYS[i], v, 'PX', ttl) else redis.call('SET', KEYS[i], v) end
+  end
+end
+return 1
+`)
+
+// Commit runs every op in one Lua script on the group's slot.
+func (d *DB) Commit(ctx context.Context, ops ...store.Op) error {
+	if err := store.SameGroup(ops); err != nil {
+		return err
+	}
+	keys := make([]string, len(ops))
+	args := make([]any, 0, 1+4*len(ops))
+	args = append(args, time.Now().UnixMilli())
+	for i, op := range ops {
+		keys[i] = key(op.Key)
+		del := "0"
+		if op.Delete {
+			del = "1"
+		}
+		args = append(args, op.IfVersion, del, op.TTL.Milliseconds(), op.Value)
+	}
+	return mapErr(commitScript.Run(ctx, d.c, keys, args...).Err())
+}
+
+// Take reads and deletes a record with GETDEL.
+func (d *DB) Take(ctx context.Context, k store.Key) ([]byte, error) {
+	s, err := d.c.GetDel(ctx, key(k)).Result()
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	r, err := decode(s)
+	return r.Value, err
+}
+
+var incrScript = goredis.NewScript(`
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+`)
+
+// Incr increments a counter that expires window after its first increment.
+func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64, error) {
+	n, err := incrScript.Run(ctx, d.c, []string{key(k)}, window.Milliseconds()).Int64()
+	return n, mapErr(err)
+}
+
+// Scan walks the keys of a kind with SCAN, on every master of a Cluster.
+func (d *DB) Scan(ctx context.Context, kind string, fn func(id string, r store.Record) error) error {
+	pattern := "pp:{*}:" + kind + ":*"
+	walk := func(ctx context.Context, c goredis.UniversalClient) error {
+		it := c.Scan(ctx, 0, pattern, 500).Iterator()
+		for it.Next(ctx) {
+			k := it.Val()
+			i := strings.Index(k, "}:")
+			if i < 0 || !strings.HasPrefix(k[i+2:], kind+":") {
+				continue
+			}
+			id := k[i+2+len(kind)+1:]
+			s, err := c.Get(ctx, k).Result()
+			if errors.Is(err, goredis.Nil) {
+				continue // expired or deleted since SCAN saw it
+			}
+			if err != nil {
+				return mapErr(err)
+			}
+			r, err := decode(s)
+			if err != nil {
+				continue // a counter, not a record
+			}
+			if err := fn(id, r); err != nil {
+				return err
+			}
+		}
+		return mapErr(it.Err())
+	}
+	if cc, ok := d.c.(*goredis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error { return walk(ctx, c) })
+	}
+	return walk(ctx, d.c)
+}
+
+func streamKey(log string) string { return "pp:{log_" + log + "}:stream" }
+
+// Append adds an entry to the log's stream.
+func (d *DB) Append(ctx context.Context, log string, data []byte) (string, error) {
+	id, err := d.c.XAdd(ctx, &goredis.XAddArgs{Stream: streamKey(log), Values: []any{"d", data}}).Result()
+	return id, mapErr(err)
+}
+
+// Read returns entries after the given stream ID.
+func (d *DB) Read(ctx context.Context, log, after string, limit int) ([]store.Entry, error) {
+	start := "-"
+	if after != "" {
+		start = "(" + after
+	}
+	msgs, err := d.c.XRangeN(ctx, streamKey(log), start, "+", int64(limit)).Result()
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	out := make([]store.Entry, 0, len(msgs))
+	for _, m := range msgs {
+		s, _ := m.Values["d"].(string)
+		out = append(out, store.Entry{ID: m.ID, Data: []byte(s)})
+	}
+	return out, nil
+}
+
+// Ping checks that Redis answers.
+func (d *DB) Ping(ctx context.Context) error { return mapErr(d.c.Ping(ctx).Err()) }
+
+// Client returns the underlying client, for engine-specific features such as
+// stream consumer groups.
+func (d *DB) Client() goredis.UniversalClient { return d.c }

@@ -1,0 +1,134 @@
+// Package store is the storage contract that every paypage record goes
+// through, and its engines live below it: bolt (embedded, one process) and
+// redis (single node, Sentinel or Cluster). Both pass the same contract tests
+// in storetest.
+//
+// Records are named by a Key. Keys that share a Group are kept together (one
+// Redis Cluster hash slot), and one Commit changes records of one group only,
+// atomically, each write guarded by a compare-and-set on the record's version.
+package store
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/paypage/paypage/pkg/apperr"
+)
+
+// Errors every engine maps its driver's errors to.
+var (
+	ErrNotFound    = apperr.E(apperr.NotFound, "record not found")
+	ErrConflict    = apperr.E(apperr.Conflict, "record changed concurrently")
+	ErrUnavailable = apperr.E(apperr.Unavailable, "store unavailable")
+)
+
+// Key names a record: a Kind (what it is), an ID unique within the kind, and
+// a Group that keeps related records together. An empty Group means the ID.
+type Key struct {
+	Kind  string
+	ID    string
+	Group string
+}
+
+// K returns a key whose group is its own ID.
+func K(kind, id string) Key { return Key{Kind: kind, ID: id} }
+
+// G returns the group the key belongs to.
+func (k Key) G() string {
+	if k.Group != "" {
+		return k.Group
+	}
+	return k.ID
+}
+
+// Valid reports whether the key's parts are non-empty and free of the
+// separator characters the engines use.
+func (k Key) Valid() bool {
+	ok := func(s string) bool { return s != "" && !strings.ContainsAny(s, "{}:\x00") }
+	return ok(k.Kind) && ok(k.ID) && ok(k.G())
+}
+
+// Record is a stored value and its version. Version counts writes from 1; a
+// record that does not exist has version 0.
+type Record struct {
+	Value     []byte
+	Version   int64
+	ExpiresAt time.Time // zero: never
+}
+
+// Any, as an Op's IfVersion, skips the version check.
+const Any int64 = -1
+
+// Op is one write of a Commit.
+type Op struct {
+	Key       Key
+	Value     []byte        // the new value; ignored when Delete
+	Delete    bool          // remove the record
+	IfVersion int64         // Any, 0 (must not exist) or the version the record must have
+	TTL       time.Duration // time to live of the written record; 0 keeps it forever
+}
+
+// Entry is one item of an append-only log, in the order it was appended.
+type Entry struct {
+	ID   string // engine-specific, increasing; pass it as after to read on
+	Data []byte
+}
+
+// Store is the contract every engine implements.
+type Store interface {
+	// Get reads a record; ErrNotFound when it is absent or expired.
+	Get(ctx context.Context, k Key) (Record, error)
+	// Commit applies every op or none: ErrConflict when a version check fails.
+	// All keys must share one group.
+	Commit(ctx context.Context, ops ...Op) error
+	// Take reads a record and deletes it in the same step; ErrNotFound when absent.
+	Take(ctx context.Context, k Key) ([]byte, error)
+	// Incr adds one to a counter and returns the new count; the counter
+	// expires window after its first increment.
+	Incr(ctx context.Context, k Key, window time.Duration) (int64, error)
+	// Scan calls fn for every live record of a kind, in no particular order,
+	// until fn returns an error.
+	Scan(ctx context.Context, kind string, fn func(id string, r Record) error) error
+	// Append adds data to the end of a named log and returns its entry ID.
+	Append(ctx context.Context, log string, data []byte) (string, error)
+	// Read returns up to limit entries of a log after the entry ID after ("" from the start).
+	Read(ctx context.Context, log string, after string, limit int) ([]Entry, error)
+	// Ping checks that the store answers.
+	Ping(ctx context.Context) error
+	// Close releases the store.
+	Close() error
+}
+
+// SameGroup checks that a commit's ops are valid and share one group.
+func SameGroup(ops []Op) error {
+	if len(ops) == 0 {
+		return apperr.E(apperr.Invalid, "empty commit")
+	}
+	g := ops[0].Key.G()
+	seen := make(map[Key]bool, len(ops))
+	for _, op := range ops {
+		if seen[op.Key] {
+			return apperr.E(apperr.Invalid, "commit writes %q/%q twice", op.Key.Kind, op.Key.ID)
+		}
+		seen[op.Key] = true
+		if !op.Key.Valid() {
+			return apperr.E(apperr.Invalid, "invalid key %q/%q", op.Key.Kind, op.Key.ID)
+		}
+		if op.Key.G() != g {
+			return apperr.E(apperr.Invalid, "commit spans groups %q and %q", g, op.Key.G())
+		}
+	}
+	return nil
+}
+
+// Put is an Op that writes v whatever the current version.
+func Put(k Key, v []byte) Op { return Op{Key: k, Value: v, IfVersion: Any} }
+
+// Create is an Op that writes v only when the record does not exist.
+func Create(k Key, v []byte, ttl time.Duration) Op {
+	return Op{Key: k, Value: v, IfVersion: 0, TTL: ttl}
+}
+
+// Update is an Op that writes v only when the record is still at version.
+func Update(k Key, v []byte, version int64) Op { return Op{Key: k, Value: v, IfVersion: version} }

@@ -1,0 +1,262 @@
+// Package storetest is the one contract test suite that every store engine
+// must pass.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/paypage/paypage/pkg/apperr"
+	"github.com/paypage/paypage/pkg/store"
+)
+
+// Run runs the contract against stores made by open, a fresh one per test.
+func Run(t *testing.T, open func(t *testing.T) store.Store) {
+	ctx := context.Background()
+	k := func(kind, id, group string) store.Key { return store.Key{Kind: kind, ID: id, Group: group} }
+
+	t.Run("GetMissing", func(t *testing.T) {
+		s := open(t)
+		_, err := s.Get(ctx, store.K("thing", "nope"))
+		if !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("err = %v, want not found", err)
+		}
+	})
+
+	t.Run("CreateGetUpdate", func(t *testing.T) {
+		s := open(t)
+		key := store.K("thing", "a")
+		must(t, s.Commit(ctx, store.Create(key, []byte("one"), 0)))
+		r := mustGet(t, s, key)
+		if string(r.Value) != "one" || r.Version != 1 || !r.ExpiresAt.IsZero() {
+			t.Fatalf("got %q v%d exp %v", r.Value, r.Version, r.ExpiresAt)
+		}
+		if err := s.Commit(ctx, store.Create(key, []byte("two"), 0)); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("second create: %v, want conflict", err)
+		}
+		must(t, s.Commit(ctx, store.Update(key, []byte("two"), 1)))
+		if err := s.Commit(ctx, store.Update(key, []byte("stale"), 1)); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("stale update: %v, want conflict", err)
+		}
+		r = mustGet(t, s, key)
+		if string(r.Value) != "two" || r.Version != 2 {
+			t.Fatalf("got %q v%d", r.Value, r.Version)
+		}
+		must(t, s.Commit(ctx, store.Put(key, []byte("three"))))
+		must(t, s.Commit(ctx, store.Op{Key: key, Delete: true, IfVersion: 3}))
+		if _, err := s.Get(ctx, key); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("after delete: %v", err)
+		}
+	})
+
+	t.Run("BinaryValues", func(t *testing.T) {
+		s := open(t)
+		v := []byte{0, 1, 2, ':', 255, '\n', 0}
+		must(t, s.Commit(ctx, store.Put(store.K("bin", "x"), v)))
+		if r := mustGet(t, s, store.K("bin", "x")); string(r.Value) != string(v) {
+			t.Fatalf("got %v", r.Value)
+		}
+	})
+
+	t.Run("CommitIsAllOrNothing", func(t *testing.T) {
+		s := open(t)
+		a, b := k("ses", "a1", "g1"), k("pay", "b1", "g1")
+		must(t, s.Commit(ctx, store.Create(b, []byte("old"), 0)))
+		err := s.Commit(ctx, store.Create(a, []byte("new"), 0), store.Update(b, []byte("new"), 7))
+		if !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("err = %v, want conflict", err)
+		}
+		if _, err := s.Get(ctx, a); !errors.Is(err, store.ErrNotFound) {
+			t.Fatal("first op applied although the second failed")
+		}
+		if r := mustGet(t, s, b); string(r.Value) != "old" {
+			t.Fatalf("b = %q", r.Value)
+		}
+		must(t, s.Commit(ctx, store.Create(a, []byte("new"), 0), store.Update(b, []byte("new"), 1)))
+	})
+
+	t.Run("CommitRefusesBadOps", func(t *testing.T) {
+		s := open(t)
+		for name, ops := range map[string][]store.Op{
+			"two groups": {store.Put(k("a", "1", "g1"), nil), store.Put(k("a", "2", "g2"), nil)},
+			"same key":   {store.Put(k("a", "1", ""), nil), store.Put(k("a", "1", ""), nil)},
+			"bad key":    {store.Put(k("a", "x:{y}", ""), nil)},
+			"empty":      nil,
+		} {
+			if err := s.Commit(ctx, ops...); apperr.Code(err) != apperr.Invalid {
+				t.Errorf("%s: err = %v, want invalid", name, err)
+			}
+		}
+	})
+
+	t.Run("Expiry", func(t *testing.T) {
+		s := open(t)
+		key := store.K("cvv", "e")
+		must(t, s.Commit(ctx, store.Create(key, []byte("x"), 300*time.Millisecond)))
+		r := mustGet(t, s, key)
+		if r.ExpiresAt.IsZero() || time.Until(r.ExpiresAt) > time.Second {
+			t.Fatalf("ExpiresAt = %v", r.ExpiresAt)
+		}
+		eventually(t, func() bool { _, err := s.Get(ctx, key); return errors.Is(err, store.ErrNotFound) })
+		if _, err := s.Take(ctx, key); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("take after expiry: %v", err)
+		}
+		// An expired record counts as absent for Create.
+		must(t, s.Commit(ctx, store.Create(key, []byte("y"), 0)))
+	})
+
+	t.Run("TakeOnce", func(t *testing.T) {
+		s := open(t)
+		key := store.K("cvv", "t")
+		must(t, s.Commit(ctx, store.Create(key, []byte("secret"), time.Minute)))
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		got := 0
+		for i := 0; i < 10; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				v, err := s.Take(ctx, key)
+				if err == nil {
+					mu.Lock()
+					got++
+					mu.Unlock()
+					if string(v) != "secret" {
+						t.Errorf("took %q", v)
+					}
+				} else if !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("take: %v", err)
+				}
+			}()
+		}
+		wg.Wait()
+		if got != 1 {
+			t.Fatalf("taken %d times", got)
+		}
+	})
+
+	t.Run("ConcurrentCompareAndSet", func(t *testing.T) {
+		s := open(t)
+		key := store.K("counter", "c")
+		must(t, s.Commit(ctx, store.Create(key, []byte("0"), 0)))
+		var wg sync.WaitGroup
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for done := 0; done < 5; {
+					r, err := s.Get(ctx, key)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					var n int
+					fmt.Sscan(string(r.Value), &n)
+					err = s.Commit(ctx, store.Update(key, []byte(fmt.Sprint(n+1)), r.Version))
+					if err == nil {
+						done++
+					} else if !errors.Is(err, store.ErrConflict) {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if r := mustGet(t, s, key); string(r.Value) != "40" || r.Version != 41 {
+			t.Fatalf("got %s v%d, want 40 v41", r.Value, r.Version)
+		}
+	})
+
+	t.Run("Incr", func(t *testing.T) {
+		s := open(t)
+		key := store.K("limit", "ip")
+		for want := int64(1); want <= 3; want++ {
+			n, err := s.Incr(ctx, key, 300*time.Millisecond)
+			must(t, err)
+			if n != want {
+				t.Fatalf("n = %d, want %d", n, want)
+			}
+		}
+		eventually(t, func() bool { n, err := s.Incr(ctx, key, time.Hour); return err == nil && n == 1 })
+	})
+
+	t.Run("Scan", func(t *testing.T) {
+		s := open(t)
+		for i := 0; i < 25; i++ {
+			must(t, s.Commit(ctx, store.Put(store.K("card", fmt.Sprintf("tok%d", i)), []byte{byte(i)})))
+		}
+		must(t, s.Commit(ctx, store.Put(store.K("cards", "other"), nil)))
+		seen := map[string]bool{}
+		must(t, s.Scan(ctx, "card", func(id string, r store.Record) error {
+			if r.Version != 1 {
+				t.Errorf("%s v%d", id, r.Version)
+			}
+			seen[id] = true
+			return nil
+		}))
+		if len(seen) != 25 || !seen["tok7"] {
+			t.Fatalf("scan saw %d: %v", len(seen), seen)
+		}
+		stop := errors.New("stop")
+		if err := s.Scan(ctx, "card", func(string, store.Record) error { return stop }); err != stop {
+			t.Fatalf("scan did not stop: %v", err)
+		}
+	})
+
+	t.Run("Log", func(t *testing.T) {
+		s := open(t)
+		var ids []string
+		for i := 0; i < 5; i++ {
+			id, err := s.Append(ctx, "audit", []byte(fmt.Sprint(i)))
+			must(t, err)
+			ids = append(ids, id)
+		}
+		all, err := s.Read(ctx, "audit", "", 100)
+		must(t, err)
+		if len(all) != 5 || string(all[0].Data) != "0" || string(all[4].Data) != "4" || all[2].ID != ids[2] {
+			t.Fatalf("read %v", all)
+		}
+		page, err := s.Read(ctx, "audit", ids[1], 2)
+		must(t, err)
+		if len(page) != 2 || string(page[0].Data) != "2" || string(page[1].Data) != "3" {
+			t.Fatalf("page %v", page)
+		}
+		none, err := s.Read(ctx, "other", "", 10)
+		if err != nil || len(none) != 0 {
+			t.Fatalf("empty log: %v %v", none, err)
+		}
+	})
+
+	t.Run("Ping", func(t *testing.T) { must(t, open(t).Ping(ctx)) })
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustGet(t *testing.T, s store.Store, k store.Key) store.Record {
+	t.Helper()
+	r, err := s.Get(context.Background(), k)
+	if err != nil {
+		t.Fatalf("get %v: %v", k, err)
+	}
+	return r
+}
+
+func eventually(t *testing.T, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if ok() {
+			return
+		}
+	}
+	t.Fatal("condition not met within 5s")
+}
