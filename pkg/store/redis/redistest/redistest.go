@@ -16,9 +16,10 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 )
 
-// Server is a running redis-server.
+// Server is a running redis-server. Dir holds its files (dump.rdb after SAVE).
 type Server struct {
 	Addr string
+	Dir  string
 	cmd  *exec.Cmd
 }
 
@@ -48,7 +49,7 @@ func Start(tb testing.TB) *Server {
 		if err := cmd.Start(); err != nil {
 			tb.Fatalf("start redis-server: %v", err)
 		}
-		s := &Server{Addr: addr, cmd: cmd}
+		s := &Server{Addr: addr, Dir: dir, cmd: cmd}
 		if lastErr = waitReady(addr); lastErr == nil {
 			tb.Cleanup(s.Stop)
 			return s
