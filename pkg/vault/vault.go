@@ -318,3 +318,22 @@ func (v *Vault) DropCVV(ctx context.Context, key store.Key) error {
 	}
 	return err
 }
+
+// SealSecret seals a non-card secret (a webhook signing secret, say) under the
+// active data key, bound to purpose.
+func (v *Vault) SealSecret(purpose string, plain []byte) []byte {
+	return v.current().seal(plain, []byte("paypage/secret/v1|"+purpose))
+}
+
+// OpenSecret opens what SealSecret sealed for the same purpose.
+func (v *Vault) OpenSecret(ctx context.Context, purpose string, sealed []byte) ([]byte, error) {
+	return v.open(ctx, sealed, []byte("paypage/secret/v1|"+purpose))
+}
+
+// DeriveKey returns a 32-byte key for a purpose (CSRF tokens, say), derived
+// from the keyring so that every replica derives the same one.
+func (v *Vault) DeriveKey(purpose string) []byte {
+	m := hmac.New(sha256.New, v.current().fpKey)
+	m.Write([]byte("derive|" + purpose))
+	return m.Sum(nil)
+}

@@ -33,6 +33,9 @@ var _ store.Store = (*DB)(nil)
 // starts the sweeper of expired records.
 func Open(path string) (*DB, error) {
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 2 * time.Second})
+	if errors.Is(err, bolterr.ErrTimeout) {
+		return nil, apperr.Wrap(apperr.Unavailable, err, "the embedded store %s is in use by another paypage process (a running serve?): stop it first, or use Redis to run several", path)
+	}
 	if err != nil {
 		return nil, apperr.Wrap(apperr.Unavailable, err, "open store %s", path)
 	}

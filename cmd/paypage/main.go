@@ -1,0 +1,164 @@
+// Command paypage is the hosted payment page and card vault: one binary with
+// the service and the operator's subcommands.
+//
+//	paypage serve
+//	paypage merchant add --name N [--webhook-url U]
+//	paypage merchant set-webhook --id ID --webhook-url U
+//	paypage processor add --name N
+//	paypage keys status|rotate|reencrypt
+//	paypage audit list [--after ID] [--limit N]
+//	paypage events list|resend
+//
+// Every subcommand reads the same settings as flags or PAYPAGE_* variables.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "paypage:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+const usage = `paypage: a hosted payment page and card vault
+
+Usage:
+  paypage serve                                   run the service
+  paypage merchant add --name N [--webhook-url U] add a shop; prints its secrets once
+  paypage merchant set-webhook --id ID --webhook-url U
+  paypage processor add --name N                  add a processor credential; prints it once
+  paypage keys status|rotate|reencrypt            data keys: state, new version, move old records
+  paypage audit list [--after ID] [--limit N]     read the audit trail
+  paypage events list [--merchant ID]|resend --id EVT
+
+Settings (flags or environment): --addr PAYPAGE_ADDR, --data PAYPAGE_DATA,
+--store PAYPAGE_STORE, --public-url PAYPAGE_PUBLIC_URL,
+--master-key-file PAYPAGE_MASTER_KEY_FILE. Run a subcommand with -h for all.
+`
+
+// run dispatches a command line; main and the tests call it.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return flag.ErrHelp
+	}
+	cmd, rest := args[0], args[1:]
+	sub := ""
+	if cmd != "serve" && len(rest) > 0 && len(rest[0]) > 0 && rest[0][0] != '-' {
+		sub, rest = rest[0], rest[1:]
+	}
+	name := cmd
+	if sub != "" {
+		name += " " + sub
+	}
+	var flagName, flagWebhook, flagID, flagAfter, flagMerchant string
+	var flagLimit int
+	cfg, _, err := parseConfig("paypage "+name, rest, getenv, func(fs *flag.FlagSet) {
+		fs.SetOutput(stderr)
+		switch cmd + " " + sub {
+		case "merchant add":
+			fs.StringVar(&flagName, "name", "", "the shop's name, as shoppers see it")
+			fs.StringVar(&flagWebhook, "webhook-url", "", "where events are delivered")
+		case "merchant set-webhook":
+			fs.StringVar(&flagID, "id", "", "merchant ID")
+			fs.StringVar(&flagWebhook, "webhook-url", "", "where events are delivered (empty: none)")
+		case "processor add":
+			fs.StringVar(&flagName, "name", "", "the processor's name")
+		case "audit list", "events list":
+			fs.StringVar(&flagAfter, "after", "", "list after this ID")
+			fs.IntVar(&flagLimit, "limit", 100, "how many")
+			fs.StringVar(&flagMerchant, "merchant", "", "only this merchant's events")
+		case "events resend":
+			fs.StringVar(&flagID, "id", "", "event ID")
+		}
+	})
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	if cmd == "serve" {
+		return serve(ctx, cfg, log)
+	}
+	app, err := openApp(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	out := json.NewEncoder(stdout)
+	out.SetIndent("", "  ")
+	switch cmd + " " + sub {
+	case "merchant add":
+		m, err := app.accounts.AddMerchant(ctx, flagName, flagWebhook)
+		if err != nil {
+			return err
+		}
+		return out.Encode(m)
+	case "merchant set-webhook":
+		if err := app.accounts.SetWebhookURL(ctx, flagID, flagWebhook); err != nil {
+			return err
+		}
+		return out.Encode(map[string]string{"id": flagID, "webhook_url": flagWebhook})
+	case "processor add":
+		p, err := app.accounts.AddProcessor(ctx, flagName)
+		if err != nil {
+			return err
+		}
+		return out.Encode(p)
+	case "keys status":
+		st, err := app.vault.Status(ctx)
+		if err != nil {
+			return err
+		}
+		return out.Encode(st)
+	case "keys rotate":
+		v, err := app.vault.Rotate(ctx)
+		app.auditOperator(ctx, "keys.rotate", fmt.Sprintf("v%d", v), err)
+		if err != nil {
+			return err
+		}
+		return out.Encode(map[string]any{"active_version": v})
+	case "keys reencrypt":
+		res, err := app.vault.Reencrypt(ctx)
+		app.auditOperator(ctx, "keys.reencrypt", fmt.Sprintf("moved %d", res.Moved), err)
+		if err != nil {
+			return fmt.Errorf("re-encryption stopped after moving %d records (run it again to resume): %w", res.Moved, err)
+		}
+		return out.Encode(res)
+	case "audit list":
+		evs, err := app.audit.List(ctx, flagAfter, flagLimit)
+		if err != nil {
+			return err
+		}
+		return out.Encode(evs)
+	case "events list":
+		return app.listEvents(ctx, out, flagMerchant, flagAfter, flagLimit)
+	case "events resend":
+		return app.resendEvent(ctx, out, flagID)
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", name)
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+
+	"github.com/paypage/paypage/pkg/apperr"
+	"github.com/paypage/paypage/pkg/payment"
+	"github.com/paypage/paypage/pkg/store"
+	"github.com/paypage/paypage/pkg/webhook"
+)
+
+// webhooks builds the delivery worker and plugs it into the payment service.
+func (a *App) webhooks(pay *payment.Service) *webhook.Worker {
+	w := &webhook.Worker{
+		Store: a.store, Accounts: a.accounts, Log: a.log, Schedule: a.cfg.WebhookSchedule,
+		AllowPrivate: a.cfg.WebhookAllowPrivate,
+	}
+	if pay != nil {
+		pay.Outbox = webhook.OutboxOp
+		pay.OnEvent = w.Notify
+	}
+	return w
+}
+
+// listEvents prints events with their delivery state: one merchant's, or all.
+func (a *App) listEvents(ctx context.Context, out *json.Encoder, merchant, after string, limit int) error {
+	w := a.webhooks(nil)
+	if merchant != "" {
+		recs, err := w.ListRecords(ctx, merchant, after, limit)
+		if err != nil {
+			return err
+		}
+		return out.Encode(recs)
+	}
+	var recs []webhook.Record
+	err := a.store.Scan(ctx, "event", func(_ string, r store.Record) error {
+		var rec webhook.Record
+		if json.Unmarshal(r.Value, &rec) == nil {
+			recs = append(recs, rec)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	sort.Slice(recs, func(i, j int) bool { return recs[i].Created.Before(recs[j].Created) })
+	if len(recs) > limit {
+		recs = recs[len(recs)-limit:]
+	}
+	return out.Encode(recs)
+}
+
+// resendEvent queues an event for delivery again.
+func (a *App) resendEvent(ctx context.Context, out *json.Encoder, id string) error {
+	var merchant string
+	err := a.store.Scan(ctx, "event", func(eid string, r store.Record) error {
+		if eid == id {
+			var e payment.Event
+			if json.Unmarshal(r.Value, &e) == nil {
+				merchant = e.Merchant
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if merchant == "" {
+		return apperr.E(apperr.NotFound, "no such event %q", id)
+	}
+	if err := a.webhooks(nil).Resend(ctx, merchant, id); err != nil {
+		return err
+	}
+	return out.Encode(map[string]string{"id": id, "status": "queued"})
+}

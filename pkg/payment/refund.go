@@ -1,0 +1,194 @@
+package payment
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/paypage/paypage/pkg/apperr"
+	"github.com/paypage/paypage/pkg/processor"
+	"github.com/paypage/paypage/pkg/store"
+	"github.com/paypage/paypage/pkg/vault"
+)
+
+// RefundRequest is what a shop sends to refund; no amount refunds what is left.
+type RefundRequest struct {
+	Amount *int64 `json:"amount"`
+}
+
+func (svc *Service) loadPayment(ctx context.Context, merchant, id string) (*Payment, int64, error) {
+	if !ValidPaymentID(id) {
+		return nil, 0, ErrPaymentNotFound
+	}
+	r, err := svc.Store.Get(ctx, paymentKey(id))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, 0, ErrPaymentNotFound
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	p := new(Payment)
+	if err := json.Unmarshal(r.Value, p); err != nil {
+		return nil, 0, err
+	}
+	if p.Merchant != merchant {
+		return nil, 0, ErrPaymentNotFound
+	}
+	return p, r.Version, nil
+}
+
+func (svc *Service) savePayment(ctx context.Context, p *Payment, version int64, events ...Event) error {
+	p.Updated = svc.Now().UTC()
+	b, _ := json.Marshal(p)
+	ops := append([]store.Op{store.Update(paymentKey(p.ID), b, version)}, svc.eventOps(Group(p.ID), events)...)
+	if err := svc.Store.Commit(ctx, ops...); err != nil {
+		return err
+	}
+	if len(events) > 0 && svc.OnEvent != nil {
+		svc.OnEvent()
+	}
+	return nil
+}
+
+// held is what refunds already hold of a payment: succeeded and pending ones.
+func (p *Payment) held() int64 {
+	var n int64
+	for _, r := range p.Refunds {
+		if r.Status != RefundFailed {
+			n += r.Amount
+		}
+	}
+	return n
+}
+
+// Refund returns money to the card (or Kaspi account) that paid, never more
+// than was captured. Under an Idempotency-Key a retry returns the same refund
+// (and drives it on when it was left pending); a different request under the
+// key is refused. It reports whether the answer is a replay.
+func (svc *Service) Refund(ctx context.Context, merchant, paymentID, idemKey string, req RefundRequest) (Refund, bool, error) {
+	body, _ := json.Marshal(req)
+	rh := sha256.Sum256(body)
+	var keyHash string
+	if idemKey != "" {
+		if len(idemKey) > 255 {
+			return Refund{}, false, apperr.Field("Idempotency-Key", "must be 1 to 255 characters")
+		}
+		kh := sha256.Sum256([]byte(idemKey))
+		keyHash = hex.EncodeToString(kh[:]) + ":" + hex.EncodeToString(rh[:8])
+	}
+	for {
+		p, ver, err := svc.loadPayment(ctx, merchant, paymentID)
+		if err != nil {
+			return Refund{}, false, err
+		}
+		if keyHash != "" {
+			for i, r := range p.Refunds {
+				if !sameKey(r.IdemKeyHash, keyHash) {
+					continue
+				}
+				if r.IdemKeyHash != keyHash {
+					return Refund{}, false, apperr.E(apperr.IdemMismatch, "this Idempotency-Key was used with a different request")
+				}
+				if r.Status == RefundPending {
+					out, err := svc.driveRefund(ctx, p, ver, i)
+					return out, true, err
+				}
+				return r, true, nil
+			}
+		}
+		if p.Status != StatusSucceeded && p.Status != StatusPartiallyRefunded {
+			return Refund{}, false, apperr.E(apperr.Conflict, "only a succeeded payment can be refunded (this one is %s)", p.Status)
+		}
+		left := p.Amount - p.held()
+		amount := left
+		if req.Amount != nil {
+			amount = *req.Amount
+		}
+		switch {
+		case amount <= 0:
+			if req.Amount == nil {
+				return Refund{}, false, apperr.E(apperr.Conflict, "the payment is refunded in full already")
+			}
+			return Refund{}, false, apperr.Field("amount", "must be a positive whole number of minor units")
+		case amount > left:
+			return Refund{}, false, apperr.Field("amount", "exceeds what is left to refund (%d)", left)
+		}
+		r := Refund{ID: vault.NewID("re_"), Amount: amount, Currency: p.Currency, Status: RefundPending, Created: svc.Now().UTC(), IdemKeyHash: keyHash}
+		p.Refunds = append(p.Refunds, r)
+		err = svc.savePayment(ctx, p, ver)
+		if errors.Is(err, store.ErrConflict) {
+			continue // another refund or change came first: check again
+		}
+		if err != nil {
+			return Refund{}, false, err
+		}
+		out, err := svc.driveRefund(ctx, p, ver+1, len(p.Refunds)-1)
+		return out, false, err
+	}
+}
+
+// driveRefund asks the processor (or Kaspi) for a pending refund, under the
+// refund's ID so that asking twice refunds once, and records the answer.
+func (svc *Service) driveRefund(ctx context.Context, p *Payment, ver int64, i int) (Refund, error) {
+	r := p.Refunds[i]
+	req := processor.RefundRequest{ID: r.ID, Reference: p.ProcessorRef, Amount: r.Amount, Currency: p.Currency}
+	var (
+		res processor.RefundResult
+		err error
+	)
+	switch p.Method {
+	case MethodKaspi:
+		if svc.Kaspi == nil {
+			return r, apperr.E(apperr.Unavailable, "Kaspi is not configured")
+		}
+		res, err = svc.Kaspi.Refund(ctx, req)
+	default:
+		req.Token = p.Card.Token // always to the card that paid
+		res, err = svc.Processor.Refund(ctx, req)
+	}
+	if err != nil {
+		return r, apperr.Wrap(apperr.Unavailable, err, "the refund could not be confirmed: retry with the same Idempotency-Key")
+	}
+	for {
+		var events []Event
+		r = p.Refunds[i]
+		if r.Status != RefundPending {
+			return r, nil
+		}
+		if res.Approved {
+			r.Status, r.Reference = RefundSucceeded, res.Reference
+			p.AmountRefunded += r.Amount
+			p.Status = StatusPartiallyRefunded
+			if p.AmountRefunded == p.Amount {
+				p.Status = StatusRefunded
+			}
+		} else {
+			r.Status, r.Reason = RefundFailed, res.Code
+		}
+		p.Refunds[i] = r
+		if res.Approved {
+			events = append(events, svc.event(EventRefundSucceeded, p.Merchant, struct {
+				Refund  Refund   `json:"refund"`
+				Payment *Payment `json:"payment"`
+			}{r, p}))
+		}
+		err := svc.savePayment(ctx, p, ver, events...)
+		if !errors.Is(err, store.ErrConflict) {
+			return r, err
+		}
+		fresh, fver, lerr := svc.loadPayment(ctx, p.Merchant, p.ID)
+		if lerr != nil {
+			return r, lerr
+		}
+		if i >= len(fresh.Refunds) || fresh.Refunds[i].ID != r.ID {
+			return r, fmt.Errorf("refund %s vanished from its payment", r.ID)
+		}
+		p, ver = fresh, fver
+	}
+}
+
+// sameKey reports whether two idempotency hashes ("key:request") share the key part.
+func sameKey(a, b string) bool { return len(a) >= 64 && len(b) >= 64 && a[:64] == b[:64] }

@@ -1,0 +1,91 @@
+// Package processor is the way out to the acquirer: the Processor interface
+// that a real connector implements, the decline codes, and a sandbox that
+// decides by the sandbox card table.
+package processor
+
+import (
+	"context"
+
+	"github.com/paypage/paypage/pkg/card"
+)
+
+// Authentication is the 3-D Secure result carried into authorization.
+type Authentication struct {
+	Version     string `json:"version"`
+	TransStatus string `json:"trans_status"`
+	ECI         string `json:"eci"`
+	AuthValue   string `json:"-"` // CAVV / AAV: sent to the processor, never shown
+	DSTransID   string `json:"ds_trans_id,omitempty"`
+}
+
+// AuthorizeRequest asks to authorize (and capture) a payment.
+type AuthorizeRequest struct {
+	ID        string // our attempt ID: the processor's idempotency key
+	Merchant  string
+	Token     string   // the vault token; the processor detokenizes it
+	CVV       card.CVV // used once; empty when resuming an attempt
+	Amount    int64    // minor units
+	Currency  string
+	Reference string
+	ThreeDS   *Authentication
+}
+
+// Result is the processor's answer. A decline is a Result, not an error;
+// an error means the answer is unknown (the processor was not reached).
+type Result struct {
+	Approved    bool   `json:"approved"`
+	Code        string `json:"code,omitempty"`         // our decline code, "" when approved
+	NetworkCode string `json:"network_code,omitempty"` // ISO 8583 response code
+	AuthCode    string `json:"auth_code,omitempty"`
+	Reference   string `json:"reference,omitempty"` // the processor's ID for the payment
+}
+
+// RefundRequest returns money to the card that paid.
+type RefundRequest struct {
+	ID        string // our refund ID: the idempotency key
+	Reference string // the authorization's Reference
+	Token     string
+	Amount    int64
+	Currency  string
+}
+
+// RefundResult is the processor's answer to a refund.
+type RefundResult struct {
+	Approved  bool   `json:"approved"`
+	Code      string `json:"code,omitempty"`
+	Reference string `json:"reference,omitempty"`
+}
+
+// Processor authorizes and refunds. Both calls are idempotent by request ID.
+type Processor interface {
+	Authorize(ctx context.Context, r AuthorizeRequest) (Result, error)
+	Refund(ctx context.Context, r RefundRequest) (RefundResult, error)
+}
+
+// Decline codes: our stable names, beside the ISO 8583 codes.
+const (
+	DoNotHonor           = "do_not_honor"
+	InsufficientFunds    = "insufficient_funds"
+	ExpiredCard          = "expired_card"
+	IncorrectCVC         = "incorrect_cvc"
+	NotEnabledInternet   = "card_not_enabled_for_internet"
+	Unavailable          = "processor_unavailable"
+	AuthenticationFailed = "authentication_failed"
+	InvalidCard          = "invalid_card"
+	TryAgain             = "try_again" // the attempt could not finish (its security code expired); nothing charged
+	LimitExceeded        = "attempts_exceeded"
+)
+
+// NetworkCodes maps our codes to ISO 8583 response codes.
+var NetworkCodes = map[string]string{
+	DoNotHonor:         "05",
+	InsufficientFunds:  "51",
+	ExpiredCard:        "54",
+	IncorrectCVC:       "82",
+	NotEnabledInternet: "57",
+	Unavailable:        "91",
+	InvalidCard:        "14",
+}
+
+// Retryable reports whether the shopper may simply try again with the same card.
+func Retryable(code string) bool { return code == Unavailable || code == TryAgain }

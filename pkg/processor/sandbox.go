@@ -1,0 +1,146 @@
+package processor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+
+	"github.com/paypage/paypage/pkg/apperr"
+	"github.com/paypage/paypage/pkg/audit"
+	"github.com/paypage/paypage/pkg/store"
+	"github.com/paypage/paypage/pkg/vault"
+)
+
+// Cards is what the sandbox needs of the vault: a real processor calls
+// POST /v1/detokenize instead.
+type Cards interface {
+	Lookup(ctx context.Context, token string) (vault.Card, vault.Info, error)
+}
+
+// SandboxOutcomes is the sandbox card table: number -> our decline code
+// ("" approves). Numbers not listed are approved.
+var SandboxOutcomes = map[string]string{
+	"4000000000000002": DoNotHonor,
+	"4000000000009995": InsufficientFunds,
+	"4000000000000069": ExpiredCard,
+	"4000000000000127": IncorrectCVC,
+	"4000000000000044": NotEnabledInternet,
+	"4000000000000119": Unavailable,
+}
+
+// Sandbox is a processor that runs inside paypage and decides by card number.
+// It keeps its authorizations in the store, so a repeated request ID gets the
+// first answer and a refund can never exceed what was captured.
+type Sandbox struct {
+	store store.Store
+	cards Cards
+	audit *audit.Log
+}
+
+var _ Processor = (*Sandbox)(nil)
+
+// NewSandbox returns the sandbox processor.
+func NewSandbox(s store.Store, c Cards, a *audit.Log) *Sandbox {
+	return &Sandbox{store: s, cards: c, audit: a}
+}
+
+type sandboxAuth struct {
+	Result   Result `json:"result"`
+	Amount   int64  `json:"amount"`
+	Refunded int64  `json:"refunded"`
+	Token    string `json:"token"`
+}
+
+func authKey(ref string) store.Key { return store.K("sbx_auth", ref) }
+
+// Authorize decides by the card's number; the request ID makes it idempotent.
+func (s *Sandbox) Authorize(ctx context.Context, r AuthorizeRequest) (Result, error) {
+	ref := "sbx_" + strings.TrimPrefix(r.ID, "att_")
+	if prev, err := s.store.Get(ctx, authKey(ref)); err == nil {
+		var a sandboxAuth
+		if json.Unmarshal(prev.Value, &a) == nil {
+			return a.Result, nil
+		}
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return Result{}, err
+	}
+	if r.CVV.IsZero() {
+		// A resumed attempt this processor never saw: nothing was charged.
+		return Result{Code: Unavailable, NetworkCode: NetworkCodes[Unavailable]}, nil
+	}
+	c, info, err := s.cards.Lookup(ctx, r.Token)
+	outcome := audit.Success
+	if err != nil {
+		outcome = audit.Failure
+	}
+	_ = s.audit.Record(ctx, audit.Event{Actor: "processor:sandbox", Action: "detokenize", Outcome: outcome, Object: r.Token, Reason: apperr.Code(err)})
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Reference: ref}
+	switch {
+	case info.Merchant != r.Merchant:
+		res.Code = InvalidCard
+	case r.CVV.Digits() == "" || len(r.CVV.Digits()) != info.Brand.CVVLength():
+		res.Code = IncorrectCVC
+	default:
+		res.Code = SandboxOutcomes[c.PAN.Digits()]
+	}
+	if res.Code == "" {
+		res.Approved, res.NetworkCode, res.AuthCode = true, "00", fmt.Sprintf("%06d", rand.IntN(1000000))
+	} else {
+		res.NetworkCode = NetworkCodes[res.Code]
+	}
+	if res.Code == Unavailable {
+		res.Reference = "" // a processor that is down keeps nothing
+		return res, nil
+	}
+	b, _ := json.Marshal(sandboxAuth{Result: res, Amount: r.Amount, Token: r.Token})
+	if err := s.store.Commit(ctx, store.Create(authKey(ref), b, 0)); errors.Is(err, store.ErrConflict) {
+		return s.Authorize(ctx, r) // a concurrent twin won: answer as it did
+	} else if err != nil {
+		return Result{}, err
+	}
+	return res, nil
+}
+
+// Refund returns money to the authorization's card; never more than captured.
+func (s *Sandbox) Refund(ctx context.Context, r RefundRequest) (RefundResult, error) {
+	doneKey := store.Key{Kind: "sbx_refund", ID: r.ID, Group: r.Reference}
+	if prev, err := s.store.Get(ctx, doneKey); err == nil {
+		var res RefundResult
+		if json.Unmarshal(prev.Value, &res) == nil {
+			return res, nil
+		}
+	}
+	rec, err := s.store.Get(ctx, authKey(r.Reference))
+	if errors.Is(err, store.ErrNotFound) {
+		return RefundResult{Code: "no_such_authorization"}, nil
+	}
+	if err != nil {
+		return RefundResult{}, err
+	}
+	var a sandboxAuth
+	if err := json.Unmarshal(rec.Value, &a); err != nil {
+		return RefundResult{}, err
+	}
+	if !a.Result.Approved || a.Token != r.Token || r.Amount <= 0 || a.Refunded+r.Amount > a.Amount {
+		return RefundResult{Code: "refund_refused"}, nil
+	}
+	a.Refunded += r.Amount
+	res := RefundResult{Approved: true, Reference: "sbx_re_" + strings.TrimPrefix(r.ID, "re_")}
+	b, _ := json.Marshal(a)
+	rb, _ := json.Marshal(res)
+	// The refund's record lives in the authorization's group, so both change together.
+	err = s.store.Commit(ctx, store.Update(authKey(r.Reference), b, rec.Version), store.Create(doneKey, rb, 0))
+	if errors.Is(err, store.ErrConflict) {
+		return s.Refund(ctx, r)
+	}
+	if err != nil {
+		return RefundResult{}, err
+	}
+	return res, nil
+}

@@ -1,0 +1,244 @@
+package threeds
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/paypage/paypage/pkg/apperr"
+	"github.com/paypage/paypage/pkg/card"
+	"github.com/paypage/paypage/pkg/store"
+	"github.com/paypage/paypage/pkg/vault"
+)
+
+// SandboxCode is the one SMS code the sandbox bank accepts; its page says so.
+const SandboxCode = "123456"
+
+// Sandbox limits.
+const (
+	MaxCodeTries   = 3
+	MaxResends     = 3
+	ChallengeTTL   = 5 * time.Minute // the bank page times out after this
+	sandboxVersion = "2.2.0"
+)
+
+// SandboxStatus is the 3-D Secure answer per sandbox card; cards not listed
+// are authenticated frictionlessly.
+var SandboxStatus = map[string]string{
+	"4000000000003220": Challenge,
+	"5555555555554444": Challenge,
+	"2200000000000004": Challenge,
+	"4000000000000051": NotAuth,
+}
+
+// Cards is what the sandbox issuer needs of the vault: it plays the bank,
+// which knows its own cards.
+type Cards interface {
+	Lookup(ctx context.Context, token string) (vault.Card, vault.Info, error)
+}
+
+// Sandbox is a built-in issuer access control server (ACS) with its
+// directory server: it answers authentication requests and serves the
+// challenge that the web package renders as the bank page.
+type Sandbox struct {
+	store store.Store
+	cards Cards
+	// ACSURL is the bank page's address for a transaction ID.
+	ACSURL func(transID string) string
+	Now    func() time.Time
+}
+
+var _ Server = (*Sandbox)(nil)
+
+// NewSandbox returns the sandbox issuer.
+func NewSandbox(s store.Store, c Cards, acsURL func(string) string) *Sandbox {
+	return &Sandbox{store: s, cards: c, ACSURL: acsURL, Now: time.Now}
+}
+
+// Transaction is the sandbox's record of one authentication.
+type Transaction struct {
+	ID              string     `json:"id"`
+	ACSTransID      string     `json:"acs_trans_id"`
+	Status          string     `json:"status"` // C while the challenge is open, then Y or N
+	Reason          string     `json:"reason,omitempty"`
+	Brand           card.Brand `json:"brand"`
+	MaskedPAN       string     `json:"masked_pan"`
+	MerchantName    string     `json:"merchant_name"`
+	Amount          int64      `json:"amount"`
+	Currency        string     `json:"currency"`
+	Language        string     `json:"language"`
+	NotificationURL string     `json:"notification_url"`
+	Tries           int        `json:"tries"`
+	Resends         int        `json:"resends"`
+	Expires         time.Time  `json:"expires"`
+	ECI             string     `json:"eci,omitempty"`
+	AuthValue       string     `json:"auth_value,omitempty"`
+	DSTransID       string     `json:"ds_trans_id"`
+}
+
+// Programme is the brand's 3-D Secure name as the bank page shows it.
+func (t Transaction) Programme() string { return t.Brand.ThreeDSProgramme() }
+
+// TriesLeft is how many wrong codes the shopper may still enter.
+func (t Transaction) TriesLeft() int { return MaxCodeTries - t.Tries }
+
+// Open reports whether the challenge still waits for a code.
+func (t Transaction) Open() bool { return t.Status == Challenge }
+
+func txKey(id string) store.Key { return store.K("acs_tx", id) }
+
+// ErrUnknownTransaction is returned for a transaction ID the sandbox never issued.
+var ErrUnknownTransaction = apperr.E(apperr.NotFound, "unknown 3-D Secure transaction")
+
+func newAuthValue() string {
+	b := make([]byte, 20)
+	_, _ = rand.Read(b)
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+// Authenticate answers by the sandbox table.
+func (s *Sandbox) Authenticate(ctx context.Context, r Request) (Result, error) {
+	c, info, err := s.cards.Lookup(ctx, r.Token)
+	if err != nil {
+		return Result{}, err
+	}
+	if info.Merchant != r.Merchant {
+		return Result{}, apperr.E(apperr.Forbidden, "card belongs to another merchant")
+	}
+	status := SandboxStatus[c.PAN.Digits()]
+	if status == "" {
+		status = Authenticated
+	}
+	t := Transaction{
+		ID: vault.NewID("3ds_"), ACSTransID: vault.NewID("acs_"), DSTransID: vault.NewID("ds_"),
+		Status: status, Brand: info.Brand, MaskedPAN: c.PAN.Mask(), MerchantName: r.MerchantName,
+		Amount: r.Amount, Currency: r.Currency, Language: r.Browser.Language,
+		NotificationURL: r.NotificationURL, Expires: s.Now().Add(ChallengeTTL),
+	}
+	if status == NotAuth {
+		t.Reason = "card authentication failed"
+	}
+	if status == Authenticated {
+		t.ECI, t.AuthValue = ECI(info.Brand, status), newAuthValue()
+	}
+	if err := s.save(ctx, t, 0); err != nil {
+		return Result{}, err
+	}
+	res := t.result()
+	if status == Challenge {
+		res.ACSURL = s.ACSURL(t.ID)
+		res.CReq = Encode(CReq{ThreeDSServerTransID: t.ID, ACSTransID: t.ACSTransID, ChallengeWindowSize: "05", MessageType: "CReq", MessageVersion: sandboxVersion})
+	}
+	return res, nil
+}
+
+func (t Transaction) result() Result {
+	eci := t.ECI
+	if eci == "" && t.Status != Challenge {
+		eci = ECI(t.Brand, t.Status)
+	}
+	return Result{TransID: t.ID, TransStatus: t.Status, ECI: eci, AuthValue: t.AuthValue, DSTransID: t.DSTransID, Version: sandboxVersion, Reason: t.Reason}
+}
+
+func (s *Sandbox) save(ctx context.Context, t Transaction, version int64) error {
+	b, _ := json.Marshal(t)
+	return s.store.Commit(ctx, store.Op{Key: txKey(t.ID), Value: b, IfVersion: version, TTL: 24 * time.Hour})
+}
+
+// Transaction reads a transaction, closing it as failed when its time ran out.
+func (s *Sandbox) Transaction(ctx context.Context, id string) (Transaction, int64, error) {
+	if !vaultID(id, "3ds_") {
+		return Transaction{}, 0, ErrUnknownTransaction
+	}
+	r, err := s.store.Get(ctx, txKey(id))
+	if errors.Is(err, store.ErrNotFound) {
+		return Transaction{}, 0, ErrUnknownTransaction
+	}
+	if err != nil {
+		return Transaction{}, 0, err
+	}
+	var t Transaction
+	if err := json.Unmarshal(r.Value, &t); err != nil {
+		return Transaction{}, 0, err
+	}
+	if t.Open() && !s.Now().Before(t.Expires) {
+		t.fail("challenge timed out")
+		if err := s.save(ctx, t, r.Version); err != nil {
+			return Transaction{}, 0, err
+		}
+		r.Version++
+	}
+	return t, r.Version, nil
+}
+
+// Outcome returns the result of a transaction.
+func (s *Sandbox) Outcome(ctx context.Context, id string) (Result, error) {
+	t, _, err := s.Transaction(ctx, id)
+	if err != nil {
+		return Result{}, err
+	}
+	return t.result(), nil
+}
+
+// update changes an open transaction with a compare-and-set, retrying on a
+// concurrent change; a closed one is returned as it is.
+func (s *Sandbox) update(ctx context.Context, id string, change func(t *Transaction) bool) (Transaction, error) {
+	for {
+		t, ver, err := s.Transaction(ctx, id)
+		if err != nil || !t.Open() || !change(&t) {
+			return t, err
+		}
+		err = s.save(ctx, t, ver)
+		if !errors.Is(err, store.ErrConflict) {
+			return t, err
+		}
+	}
+}
+
+func (t *Transaction) fail(reason string) {
+	t.Status, t.Reason, t.ECI = NotAuth, reason, ECI(t.Brand, NotAuth)
+}
+
+// SubmitCode checks an SMS code. The right code authenticates; the third
+// wrong one fails the transaction. It returns the transaction after the try.
+func (s *Sandbox) SubmitCode(ctx context.Context, id, code string) (Transaction, error) {
+	return s.update(ctx, id, func(t *Transaction) bool {
+		if code == SandboxCode {
+			t.Status, t.ECI, t.AuthValue = Authenticated, ECI(t.Brand, Authenticated), newAuthValue()
+			return true
+		}
+		t.Tries++
+		if t.Tries >= MaxCodeTries {
+			t.fail("wrong code entered 3 times")
+		}
+		return true
+	})
+}
+
+// Resend "sends" the SMS again, up to MaxResends times.
+func (s *Sandbox) Resend(ctx context.Context, id string) (Transaction, error) {
+	return s.update(ctx, id, func(t *Transaction) bool {
+		if t.Resends >= MaxResends {
+			return false
+		}
+		t.Resends++
+		return true
+	})
+}
+
+// Cancel ends an open challenge as not authenticated (the shopper gave up).
+func (s *Sandbox) Cancel(ctx context.Context, id string) (Transaction, error) {
+	return s.update(ctx, id, func(t *Transaction) bool { t.fail("cancelled by the cardholder"); return true })
+}
+
+// CRes returns the challenge response the bank page posts back.
+func (t Transaction) CRes() string {
+	return Encode(CRes{ThreeDSServerTransID: t.ID, ACSTransID: t.ACSTransID, MessageType: "CRes", MessageVersion: sandboxVersion, TransStatus: t.Status})
+}
+
+func vaultID(s, prefix string) bool {
+	return len(s) == len(prefix)+26 && s[:len(prefix)] == prefix
+}

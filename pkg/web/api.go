@@ -1,0 +1,276 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/paypage/paypage/pkg/account"
+	"github.com/paypage/paypage/pkg/apperr"
+	"github.com/paypage/paypage/pkg/audit"
+	"github.com/paypage/paypage/pkg/payment"
+	"github.com/paypage/paypage/pkg/store"
+	"github.com/paypage/paypage/pkg/vault"
+)
+
+var errNoRoute = apperr.E(apperr.NotFound, "no such endpoint")
+
+type principalKey struct{}
+
+func principalOf(r *http.Request) account.Principal {
+	p, _ := r.Context().Value(principalKey{}).(account.Principal)
+	return p
+}
+
+// authenticate checks the bearer secret key and that it is of the wanted kind.
+func (s *Server) authenticate(kind string, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Get("Authorization")
+		secret, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="paypage"`)
+			s.writeError(w, r, account.ErrUnauthorized)
+			return
+		}
+		p, err := s.Accounts.Authenticate(r.Context(), strings.TrimSpace(secret))
+		if err != nil {
+			if apperr.Is(err, apperr.Unauthorized) {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="paypage"`)
+			}
+			if kind == account.KindProcessor {
+				s.auditDetokenize(r, "unknown", "", err)
+			}
+			s.writeError(w, r, err)
+			return
+		}
+		if p.Kind != kind {
+			if kind == account.KindProcessor {
+				s.auditDetokenize(r, p.String(), "", apperr.E(apperr.Forbidden, ""))
+			}
+			s.writeError(w, r, apperr.E(apperr.Forbidden, "this endpoint needs a %s key", kind))
+			return
+		}
+		next(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	}
+}
+
+func (s *Server) merchantOnly(h http.HandlerFunc) http.HandlerFunc {
+	return s.authenticate(account.KindMerchant, h)
+}
+
+func (s *Server) processorOnly(h http.HandlerFunc) http.HandlerFunc {
+	return s.authenticate(account.KindProcessor, h)
+}
+
+// decodeJSON reads a JSON body strictly: the right content type, one object,
+// no unknown fields, the right types; each failure names the field.
+func decodeJSON(r *http.Request, into any) error {
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
+		return apperr.E(apperr.Invalid, "send a JSON body with Content-Type: application/json")
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(into)
+	var (
+		maxErr  *http.MaxBytesError
+		typeErr *json.UnmarshalTypeError
+		synErr  *json.SyntaxError
+	)
+	switch {
+	case err == nil:
+		if dec.More() {
+			return apperr.E(apperr.Invalid, "the body must hold one JSON object")
+		}
+		if _, err := dec.Token(); err != io.EOF {
+			return apperr.E(apperr.Invalid, "the body must hold one JSON object")
+		}
+		return nil
+	case errors.As(err, &maxErr):
+		return apperr.E(apperr.Invalid, "the body is larger than %d bytes", maxErr.Limit)
+	case errors.As(err, &typeErr):
+		return apperr.Field(typeErr.Field, "must be of type %s", typeErr.Type.String())
+	case errors.As(err, &synErr), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return apperr.E(apperr.Invalid, "the body is not valid JSON")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return apperr.Field(field, "is not a known field")
+	}
+	return apperr.E(apperr.Invalid, "the body could not be read")
+}
+
+// SessionView is a session as the shop API shows it.
+type SessionView struct {
+	ID          string           `json:"id"`
+	Object      string           `json:"object"`
+	URL         string           `json:"url"`
+	Status      string           `json:"status"`
+	Amount      int64            `json:"amount"`
+	Currency    string           `json:"currency"`
+	Reference   string           `json:"reference,omitempty"`
+	Description string           `json:"description,omitempty"`
+	SuccessURL  string           `json:"success_url"`
+	CancelURL   string           `json:"cancel_url"`
+	Locale      string           `json:"locale,omitempty"`
+	Methods     []string         `json:"methods"`
+	Created     time.Time        `json:"created"`
+	ExpiresAt   time.Time        `json:"expires_at"`
+	Attempts    int              `json:"attempts"`
+	MaxAttempts int              `json:"max_attempts"`
+	PaymentID   string           `json:"payment_id,omitempty"`
+	Payment     *payment.Payment `json:"payment,omitempty"`
+}
+
+func (s *Server) sessionView(ss payment.Session, p *payment.Payment) SessionView {
+	return SessionView{
+		ID: ss.ID, Object: "session", URL: s.payURL(ss.ID), Status: ss.StatusAt(s.Payments.Now()),
+		Amount: ss.Amount, Currency: ss.Currency, Reference: ss.Reference, Description: ss.Description,
+		SuccessURL: ss.SuccessURL, CancelURL: ss.CancelURL, Locale: ss.Locale, Methods: ss.Methods,
+		Created: ss.Created, ExpiresAt: ss.ExpiresAt, Attempts: ss.Attempts, MaxAttempts: ss.MaxAttempts,
+		PaymentID: ss.PaymentID, Payment: p,
+	}
+}
+
+func (s *Server) payURL(id string) string { return strings.TrimRight(s.cfg.PublicURL, "/") + "/pay/" + id }
+
+func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
+	var req payment.CreateRequest
+	if err := decodeJSON(r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	m := principalOf(r)
+	ss, replay, err := s.Payments.CreateSession(r.Context(), m.ID, r.Header.Get("Idempotency-Key"), req)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if replay {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	writeJSON(w, http.StatusCreated, s.sessionView(ss, nil))
+}
+
+func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
+	m := principalOf(r)
+	ss, err := s.Payments.Session(r.Context(), m.ID, mux.Vars(r)["id"])
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var p *payment.Payment
+	if ss.PaymentID != "" {
+		pp, err := s.Payments.Payment(r.Context(), m.ID, ss.PaymentID)
+		if err != nil && !apperr.Is(err, apperr.NotFound) {
+			s.writeError(w, r, err)
+			return
+		}
+		if err == nil {
+			p = &pp
+		}
+	}
+	writeJSON(w, http.StatusOK, s.sessionView(ss, p))
+}
+
+func (s *Server) getPayment(w http.ResponseWriter, r *http.Request) {
+	p, err := s.Payments.Payment(r.Context(), principalOf(r).ID, mux.Vars(r)["id"])
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, p)
+}
+
+func (s *Server) createRefund(w http.ResponseWriter, r *http.Request) {
+	var req payment.RefundRequest
+	if r.ContentLength != 0 {
+		if err := decodeJSON(r, &req); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	ref, replay, err := s.Payments.Refund(r.Context(), principalOf(r).ID, mux.Vars(r)["id"], r.Header.Get("Idempotency-Key"), req)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if replay {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	writeJSON(w, http.StatusCreated, ref)
+}
+
+type detokenizeRequest struct {
+	Token string `json:"token"`
+}
+
+type detokenizeResponse struct {
+	PAN            string `json:"pan"`
+	ExpMonth       int    `json:"exp_month"`
+	ExpYear        int    `json:"exp_year"`
+	CardholderName string `json:"cardholder_name"`
+	Brand          string `json:"brand"`
+}
+
+// detokenize gives an authorized processor the card behind a token. It is
+// rate-limited per processor, and every call leaves an audit record.
+func (s *Server) detokenize(w http.ResponseWriter, r *http.Request) {
+	p := principalOf(r)
+	n, err := s.Store.Incr(r.Context(), store.K("limit_detok", p.ID+"-"+s.Now().UTC().Format("200601021504")), 2*time.Minute)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if n > s.cfg.DetokenizePerMinute {
+		err := apperr.E(apperr.RateLimited, "detokenize limit of %d a minute reached", s.cfg.DetokenizePerMinute)
+		s.auditDetokenize(r, p.String(), "", err)
+		w.Header().Set("Retry-After", "60")
+		s.writeError(w, r, err)
+		return
+	}
+	var req detokenizeRequest
+	if err := decodeJSON(r, &req); err != nil {
+		s.auditDetokenize(r, p.String(), "", err)
+		s.writeError(w, r, err)
+		return
+	}
+	if req.Token == "" {
+		err := apperr.Field("token", "is required")
+		s.auditDetokenize(r, p.String(), "", err)
+		s.writeError(w, r, err)
+		return
+	}
+	c, info, err := s.Vault.Lookup(r.Context(), req.Token)
+	object := req.Token
+	if !vault.ValidToken(object) {
+		object = "(malformed)" // never record what was sent: it could be a card number
+	}
+	if err := s.auditDetokenize(r, p.String(), object, err); err != nil {
+		// No audit record, no card: PCI DSS 10.2 wants every access logged.
+		s.writeError(w, r, apperr.Wrap(apperr.Unavailable, err, "audit trail unavailable"))
+		return
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, detokenizeResponse{PAN: c.PAN.Digits(), ExpMonth: c.Expiry.Month, ExpYear: c.Expiry.Year, CardholderName: c.Name, Brand: string(info.Brand)})
+}
+
+func (s *Server) auditDetokenize(r *http.Request, actor, token string, failure error) error {
+	e := audit.Event{Actor: actor, Action: "detokenize", Outcome: audit.Success, Source: clientIP(r), Object: token}
+	if failure != nil {
+		e.Outcome, e.Reason = audit.Failure, apperr.Code(failure)
+	}
+	err := s.Audit.Record(r.Context(), e)
+	if err != nil {
+		s.log.Error("audit record failed", "action", "detokenize", "err", err.Error())
+	}
+	return err
+}

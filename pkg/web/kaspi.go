@@ -1,0 +1,172 @@
+package web
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+	qrcode "github.com/skip2/go-qrcode"
+
+	"github.com/paypage/paypage/pkg/apperr"
+	"github.com/paypage/paypage/pkg/kaspi"
+	"github.com/paypage/paypage/pkg/payment"
+)
+
+// KaspiApp is the sandbox Kaspi.kz app's side: the page a QR code opens.
+type KaspiApp interface {
+	QR(ctx context.Context, id string) (kaspi.QR, error)
+	Act(ctx context.Context, id, action string) (kaspi.QR, error)
+}
+
+// qrView is the Kaspi page's QR code and timing.
+type qrView struct {
+	Image      string // a data: URL of the SVG drawing
+	Payload    string
+	ExpiresISO string
+	Remaining  string
+	PollURL    string
+	PollPage   string
+}
+
+// QRSVG draws text as a QR code in SVG, with a quiet zone of four modules.
+func QRSVG(text string) (string, error) {
+	q, err := qrcode.New(text, qrcode.Medium)
+	if err != nil {
+		return "", err
+	}
+	q.DisableBorder = true
+	bm := q.Bitmap()
+	n := len(bm)
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" shape-rendering="crispEdges"><rect width="100%%" height="100%%" fill="#fff"/><path fill="#000" d="`, n+8, n+8)
+	for y, row := range bm {
+		for x := 0; x < len(row); x++ {
+			if !row[x] {
+				continue
+			}
+			run := 1
+			for x+run < len(row) && row[x+run] {
+				run++
+			}
+			fmt.Fprintf(&b, "M%d %dh%dv1h-%dz", x+4, y+4, run, run)
+			x += run - 1
+		}
+	}
+	b.WriteString(`"/></svg>`)
+	return b.String(), nil
+}
+
+// kaspiPage shows the QR code, starting a QR payment when none is pending.
+func (s *Server) kaspiPage(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	out, err := s.Payments.StartKaspi(r.Context(), id, clientIP(r))
+	p := out.Session.Pending
+	if err != nil || p == nil || p.Stage != payment.StageKaspi {
+		if apperr.Is(err, apperr.NotFound) || apperr.Is(err, apperr.Unavailable) || apperr.Is(err, apperr.Internal) {
+			s.pageError(w, r, err)
+			return
+		}
+		http.Redirect(w, r, "/pay/"+id, http.StatusSeeOther)
+		return
+	}
+	svg, err := QRSVG(p.QRPayload)
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
+	ss := out.Session
+	d := s.newPage(r, pickLang(r, ss.Locale))
+	d.Order = s.order(r.Context(), ss)
+	d.Action = "/pay/" + id + "/kaspi"
+	d.CSRF = s.csrfToken(w, r, id)
+	d.CancelURL = "/pay/" + id + "/cancel"
+	if ss.Allows(payment.MethodCard) {
+		d.KaspiURL = "/pay/" + id // the card tab
+	}
+	left := time.Until(p.QRExpires)
+	if s.Payments.Now != nil {
+		left = p.QRExpires.Sub(s.Payments.Now())
+	}
+	left = max(0, left).Round(time.Second)
+	d.QR = &qrView{
+		Image:      "data:image/svg+xml;base64," + base64.StdEncoding.EncodeToString([]byte(svg)),
+		Payload:    p.QRPayload, ExpiresISO: p.QRExpires.UTC().Format(time.RFC3339),
+		Remaining:  fmt.Sprintf("%d:%02d", int(left.Minutes()), int(left.Seconds())%60),
+		PollURL:    "/pay/" + id + "/status", PollPage: "/pay/" + id + "/kaspi",
+	}
+	d.Refresh = "" // the page polls with script; without it, see noscriptRefresh
+	d.Title = d.T("kaspi.title")
+	d.NoScriptRefresh = "5"
+	s.render(w, r, http.StatusOK, "kaspi", d)
+}
+
+// kaspiAction switches back to the card form, or asks for a new QR code.
+func (s *Server) kaspiAction(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	if err := r.ParseForm(); err != nil || !s.csrfOK(r, id) {
+		http.Redirect(w, r, "/pay/"+id+"/kaspi", http.StatusSeeOther)
+		return
+	}
+	if _, err := s.Payments.CancelKaspi(r.Context(), id); err != nil {
+		s.pageError(w, r, err)
+		return
+	}
+	next := "/pay/" + id
+	if r.PostFormValue("action") == "new" {
+		next += "/kaspi"
+	}
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (s *Server) kaspiAppPage(w http.ResponseWriter, r *http.Request) {
+	q, err := s.KaspiApp.QR(r.Context(), mux.Vars(r)["qr"])
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
+	s.renderKaspiApp(w, r, q, http.StatusOK)
+}
+
+func (s *Server) renderKaspiApp(w http.ResponseWriter, r *http.Request, q kaspi.QR, status int) {
+	d := s.newPage(r, pickLang(r, ""))
+	d.Title = d.T("sbkaspi.title")
+	d.BodyClass = "bank-page"
+	d.Action = "/sandbox/kaspi/" + q.ID
+	d.CSRF = s.csrfToken(w, r, "kaspi:"+q.ID)
+	d.Body = d.T("sbkaspi.confirm", payment.FormatAmount(q.Amount, "KZT"), q.MerchantName)
+	switch q.Status {
+	case payment.KaspiPending:
+	case payment.KaspiPaid, payment.KaspiDeclined:
+		d.Notice = d.T("sbkaspi.done")
+	default:
+		d.Notice = d.T("sbkaspi.closed")
+	}
+	s.render(w, r, status, "sbkaspi", d)
+}
+
+func (s *Server) kaspiAppSubmit(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["qr"]
+	if err := r.ParseForm(); err != nil {
+		s.pageError(w, r, err)
+		return
+	}
+	if !s.csrfOK(r, "kaspi:"+id) {
+		q, err := s.KaspiApp.QR(r.Context(), id)
+		if err != nil {
+			s.pageError(w, r, err)
+			return
+		}
+		s.renderKaspiApp(w, r, q, http.StatusForbidden)
+		return
+	}
+	q, err := s.KaspiApp.Act(r.Context(), id, r.PostFormValue("action"))
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
+	s.renderKaspiApp(w, r, q, http.StatusOK)
+}

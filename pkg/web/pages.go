@@ -1,0 +1,384 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/gorilla/mux"
+
+	"github.com/paypage/paypage/pkg/apperr"
+	"github.com/paypage/paypage/pkg/card"
+	"github.com/paypage/paypage/pkg/payment"
+	"github.com/paypage/paypage/pkg/threeds"
+)
+
+// langLink is one entry of the language switcher.
+type langLink struct {
+	Code, Name, URL string
+	Current         bool
+}
+
+// orderView is the order summary at the top of the page.
+type orderView struct {
+	Merchant, Description, Reference, Amount string
+}
+
+type hidden struct{ Name, Value string }
+
+type fieldError struct{ Field, Message string }
+
+// pageData is everything a page template reads. It never holds a card number
+// or a security code: after a submit, those fields come back empty.
+type pageData struct {
+	Lang      string
+	Langs     []langLink
+	Title     string
+	BodyClass string
+	Assets    *Assets
+	Script    bool
+	Refresh   string
+	// NoScriptRefresh reloads the page every so many seconds when script is off.
+	NoScriptRefresh string
+
+	Order        *orderView
+	State        string // form, complete, expired, failed, processing, notfound, error
+	Heading      string
+	Body         string
+	Notice       string
+	Decline      string
+	AttemptsLeft int
+	LinkURL      string
+	LinkText     string
+
+	Action    string
+	CSRF      string
+	Values    struct{ Name, ExpMonth, ExpYear string }
+	Errors    map[string]string
+	ErrorList []fieldError
+	Brand     string
+	BrandName string
+	CancelURL string
+	Kaspi     bool
+	KaspiURL  string
+	Hidden    []hidden
+
+	ACS   *acsView
+	QR    *qrView
+	cat   Catalog
+}
+
+// T translates for the page's language.
+func (d *pageData) T(key string, args ...any) string { return d.cat.T(d.Lang, key, args...) }
+
+func (s *Server) newPage(r *http.Request, lang string) *pageData {
+	d := &pageData{Lang: lang, Assets: s.assets, Script: true, cat: s.cat, Errors: map[string]string{}}
+	d.Title = d.T("page.title")
+	for _, l := range Languages {
+		q := r.URL.Query()
+		q.Set("lang", l)
+		u := url.URL{Path: r.URL.Path, RawQuery: q.Encode()}
+		d.Langs = append(d.Langs, langLink{Code: l, Name: s.cat.T(l, "lang.name"), URL: u.String(), Current: l == lang})
+	}
+	return d
+}
+
+// render writes a page; it buffers so that a template error becomes a clean 500.
+func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page string, d *pageData) {
+	var buf bytes.Buffer
+	if err := s.pages[page].ExecuteTemplate(&buf, "layout", d); err != nil {
+		s.log.Error("render", "page", page, "err", err.Error())
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	if l := r.URL.Query().Get("lang"); isLang(l) {
+		http.SetCookie(w, &http.Cookie{Name: "pp_lang", Value: l, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode, MaxAge: 365 * 24 * 3600})
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+func (s *Server) order(ctx context.Context, ss payment.Session) *orderView {
+	name := ss.Merchant
+	if s.Accounts != nil {
+		if m, err := s.Accounts.Merchant(ctx, ss.Merchant); err == nil {
+			name = m.Name
+		}
+	}
+	return &orderView{Merchant: name, Description: ss.Description, Reference: ss.Reference, Amount: payment.FormatAmount(ss.Amount, ss.Currency)}
+}
+
+func (s *Server) notFoundPage(w http.ResponseWriter, r *http.Request) {
+	d := s.newPage(r, pickLang(r, ""))
+	d.State, d.Heading, d.Body, d.Script = "notfound", d.T("state.not_found.title"), d.T("state.not_found.body"), false
+	s.render(w, r, http.StatusNotFound, "pay", d)
+}
+
+// sessionPage fills the page for a session's current state.
+func (s *Server) sessionPage(r *http.Request, ss payment.Session, p *payment.Payment) *pageData {
+	d := s.newPage(r, pickLang(r, ss.Locale))
+	d.Order = s.order(r.Context(), ss)
+	d.Action = "/pay/" + ss.ID
+	d.CancelURL = "/pay/" + ss.ID + "/cancel"
+	d.Kaspi = ss.Allows(payment.MethodKaspi) && s.Payments.Kaspi != nil
+	d.KaspiURL = "/pay/" + ss.ID + "/kaspi"
+	if ss.LastDecline != nil {
+		d.Decline = s.declineText(d.Lang, ss.LastDecline.Code)
+	}
+	switch ss.StatusAt(s.Payments.Now()) {
+	case payment.SessionComplete:
+		ret := ss.ReturnURL(ss.SuccessURL)
+		d.State, d.Heading, d.Decline = "complete", d.T("state.complete.title"), ""
+		d.Body = d.T("state.complete.body", d.Order.Merchant)
+		d.LinkURL, d.LinkText, d.Refresh = ret, d.T("state.return"), "1;url="+ret
+	case payment.SessionExpired:
+		d.State, d.Heading, d.Body = "expired", d.T("state.expired.title"), d.T("state.expired.body")
+		d.LinkURL, d.LinkText = ss.ReturnURL(ss.CancelURL), d.T("state.return")
+	case payment.SessionFailed:
+		d.State, d.Heading, d.Body = "failed", d.T("state.failed.title"), d.T("state.failed.body")
+		d.LinkURL, d.LinkText = ss.ReturnURL(ss.CancelURL), d.T("state.return")
+	default:
+		d.State = "form"
+		if ss.Pending != nil {
+			d.State, d.Heading, d.Body, d.Decline = "processing", d.T("state.processing.title"), d.T("state.processing.body"), ""
+			d.Refresh, d.LinkURL, d.LinkText = "3", "/pay/"+ss.ID, d.T("state.refresh")
+		} else if ss.LastDecline != nil && ss.Attempts > 0 {
+			d.AttemptsLeft = ss.AttemptsLeft()
+		}
+	}
+	return d
+}
+
+func (s *Server) declineText(lang, code string) string {
+	if s.cat.Has("decline." + code) {
+		return s.cat.T(lang, "decline."+code)
+	}
+	return s.cat.T(lang, "decline.default")
+}
+
+// payPage shows the page in the session's current state.
+func (s *Server) payPage(w http.ResponseWriter, r *http.Request) {
+	ss, p, err := s.Payments.SessionForPage(r.Context(), mux.Vars(r)["id"])
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
+	if pend := ss.Pending; pend != nil {
+		switch pend.Stage {
+		case payment.StageChallenge:
+			s.renderChallenge(w, r, ss, &payment.Challenge{ACSURL: pend.ACSURL, CReq: pend.CReq})
+			return
+		case payment.StageKaspi:
+			http.Redirect(w, r, "/pay/"+ss.ID+"/kaspi", http.StatusSeeOther)
+			return
+		}
+	}
+	d := s.sessionPage(r, ss, p)
+	d.CSRF = s.csrfToken(w, r, ss.ID)
+	s.render(w, r, http.StatusOK, "pay", d)
+}
+
+// pageError shows a page for an error outside a session's flow.
+func (s *Server) pageError(w http.ResponseWriter, r *http.Request, err error) {
+	if apperr.Is(err, apperr.NotFound) {
+		s.notFoundPage(w, r)
+		return
+	}
+	d := s.newPage(r, pickLang(r, ""))
+	d.State, d.Heading, d.Script = "error", d.T("state.unavailable"), false
+	d.LinkURL, d.LinkText = r.URL.Path, d.T("state.refresh")
+	if Status(err) >= 500 {
+		s.log.Error("page failed", "route", routeName(r), "code", apperr.Code(err), "err", err.Error())
+	}
+	s.render(w, r, Status(err), "pay", d)
+}
+
+// paySubmit takes the card form. Field errors come back beside the fields
+// (the number and code are never echoed); a decline or success goes back to
+// the page by redirect; a challenge sends the shopper to the bank.
+func (s *Server) paySubmit(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	if err := r.ParseForm(); err != nil {
+		s.pageError(w, r, apperr.E(apperr.Invalid, "form"))
+		return
+	}
+	if !payment.ValidSessionID(id) {
+		s.notFoundPage(w, r)
+		return
+	}
+	if !s.csrfOK(r, id) {
+		// An old tab or a forged post: show the page again with a fresh token.
+		ss, p, err := s.Payments.SessionForPage(r.Context(), id)
+		if err != nil {
+			s.pageError(w, r, err)
+			return
+		}
+		d := s.sessionPage(r, ss, p)
+		d.CSRF = s.csrfToken(w, r, id)
+		d.Notice = d.T("state.bad_request")
+		s.render(w, r, http.StatusForbidden, "pay", d)
+		return
+	}
+	in := payment.CardInput{
+		Number: r.PostFormValue("number"), Name: r.PostFormValue("name"),
+		ExpMonth: r.PostFormValue("exp_month"), ExpYear: r.PostFormValue("exp_year"), CVC: r.PostFormValue("cvc"),
+	}
+	out, err := s.Payments.SubmitCard(r.Context(), id, in, s.browser(r))
+	if out.Challenge != nil && err == nil {
+		s.renderChallenge(w, r, out.Session, out.Challenge)
+		return
+	}
+	var fe payment.FieldErrors
+	switch {
+	case err == nil, errors.Is(err, payment.ErrInProgress), errors.Is(err, payment.ErrSessionComplete),
+		errors.Is(err, payment.ErrSessionExpired), errors.Is(err, payment.ErrSessionFailed):
+		http.Redirect(w, r, "/pay/"+id, http.StatusSeeOther)
+	case errors.As(err, &fe):
+		d := s.sessionPage(r, out.Session, out.Payment)
+		d.CSRF = s.csrfToken(w, r, id)
+		d.Decline = ""
+		d.Values.Name, d.Values.ExpMonth, d.Values.ExpYear = in.Name, in.ExpMonth, in.ExpYear
+		for _, e := range fe {
+			msg := d.T("err." + e.Field + "." + e.Code)
+			d.Errors[e.Field] = msg
+			anchor := e.Field
+			if anchor == "expiry" {
+				anchor = "exp_month"
+			}
+			d.ErrorList = append(d.ErrorList, fieldError{Field: anchor, Message: msg})
+		}
+		if b := card.DetectBrand(digitsOnly(in.Number)); b != card.Unknown {
+			d.Brand, d.BrandName = string(b), b.Name()
+		}
+		s.render(w, r, http.StatusUnprocessableEntity, "pay", d)
+	default:
+		ss, p, lerr := s.Payments.SessionForPage(r.Context(), id)
+		if lerr != nil {
+			s.pageError(w, r, err)
+			return
+		}
+		d := s.sessionPage(r, ss, p)
+		d.CSRF = s.csrfToken(w, r, id)
+		d.Notice = d.T("state.unavailable")
+		if apperr.Is(err, apperr.RateLimited) {
+			d.Notice = d.T("state.rate_limited")
+		}
+		if Status(err) >= 500 {
+			s.log.Error("card submit failed", "code", apperr.Code(err), "err", err.Error())
+		}
+		s.render(w, r, Status(err), "pay", d)
+	}
+}
+
+func digitsOnly(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r >= '0' && r <= '9' {
+			b.WriteRune(r)
+		}
+		if b.Len() >= 8 {
+			break
+		}
+	}
+	return b.String()
+}
+
+// browser gathers what 3-D Secure wants to know of the shopper's browser.
+func (s *Server) browser(r *http.Request) threeds.Browser {
+	return threeds.Browser{
+		IP: clientIP(r), UserAgent: truncate(r.UserAgent(), 500), AcceptHeader: truncate(r.Header.Get("Accept"), 200),
+		Language: pickLang(r, ""), JavaScript: r.PostFormValue("js") == "1",
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// renderChallenge sends the shopper to the issuer's page: a form that posts
+// the CReq, sent by script at once, or by the shopper's click without it.
+func (s *Server) renderChallenge(w http.ResponseWriter, r *http.Request, ss payment.Session, c *payment.Challenge) {
+	d := s.newPage(r, pickLang(r, ss.Locale))
+	d.Order = s.order(r.Context(), ss)
+	d.Heading, d.Body, d.LinkText = d.T("threeds.title"), d.T("threeds.body"), d.T("threeds.button")
+	d.Action = c.ACSURL
+	d.Hidden = []hidden{{"creq", c.CReq}, {"lang", d.Lang}}
+	if u, err := url.Parse(c.ACSURL); err == nil && u.Host != "" {
+		w.Header().Set("Content-Security-Policy", csp("'self' "+u.Scheme+"://"+u.Host))
+	}
+	s.render(w, r, http.StatusOK, "redirect", d)
+}
+
+// threeDSReturn is the 3-D Secure notification URL: the issuer's page posts
+// the CRes here through the browser (cross-site, so no CSRF cookie).
+func (s *Server) threeDSReturn(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	if err := r.ParseForm(); err != nil {
+		s.pageError(w, r, apperr.E(apperr.Invalid, "form"))
+		return
+	}
+	_, err := s.Payments.ChallengeReturn(r.Context(), id, r.PostFormValue("cres"))
+	switch {
+	case err == nil, errors.Is(err, payment.ErrStaleResult), errors.Is(err, payment.ErrChallengeOpen):
+		http.Redirect(w, r, "/pay/"+id, http.StatusSeeOther)
+	case apperr.Is(err, apperr.Invalid):
+		w.WriteHeader(http.StatusBadRequest)
+		s.payPageWithStatus(w, r, id)
+	default:
+		s.pageError(w, r, err)
+	}
+}
+
+func (s *Server) payPageWithStatus(w http.ResponseWriter, r *http.Request, id string) {
+	ss, p, err := s.Payments.SessionForPage(r.Context(), id)
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
+	d := s.sessionPage(r, ss, p)
+	d.CSRF = s.csrfToken(w, r, id)
+	var buf bytes.Buffer
+	_ = s.pages["pay"].ExecuteTemplate(&buf, "layout", d)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// payCancel takes the shopper back to the shop's cancel_url.
+func (s *Server) payCancel(w http.ResponseWriter, r *http.Request) {
+	ss, _, err := s.Payments.SessionForPage(r.Context(), mux.Vars(r)["id"])
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
+	if ss.Status == payment.SessionComplete {
+		http.Redirect(w, r, ss.ReturnURL(ss.SuccessURL), http.StatusSeeOther)
+		return
+	}
+	http.Redirect(w, r, ss.ReturnURL(ss.CancelURL), http.StatusSeeOther)
+}
+
+// payStatus answers the page's polling: done, and where to go next.
+func (s *Server) payStatus(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	ss, _, err := s.Payments.SessionForPage(r.Context(), id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if ss.Pending != nil && ss.Pending.Stage == payment.StageKaspi {
+		out, err := s.Payments.PollKaspi(r.Context(), id)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		ss = out.Session
+	}
+	done := ss.Pending == nil
+	writeJSON(w, http.StatusOK, map[string]any{"status": ss.StatusAt(s.Payments.Now()), "done": done, "next": "/pay/" + id})
+}

@@ -1,0 +1,169 @@
+// Package web is paypage over HTTP: the shop API, the processor API, the
+// shopper's pages (and the sandbox bank and Kaspi pages), health and metrics.
+// Handlers parse, call a service and render; the rules live in the domain
+// packages. One table turns error codes into statuses (errors.go).
+package web
+
+import (
+	"context"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/paypage/paypage/pkg/account"
+	"github.com/paypage/paypage/pkg/audit"
+	"github.com/paypage/paypage/pkg/payment"
+	"github.com/paypage/paypage/pkg/store"
+	"github.com/paypage/paypage/pkg/threeds"
+	"github.com/paypage/paypage/pkg/vault"
+	"github.com/paypage/paypage/templates"
+)
+
+// Config is the web layer's settings.
+type Config struct {
+	PublicURL  string // the page's base URL, as shoppers reach it
+	TrustProxy bool   // take the client address from X-Forwarded-For
+	MaxBody    int64  // request body limit in bytes
+	// DetokenizePerMinute bounds each processor's detokenize calls.
+	DetokenizePerMinute int64
+}
+
+// Deps are the services the server calls. ACS and KaspiApp are the sandbox
+// parts; nil leaves their pages out.
+type Deps struct {
+	Store     store.Store
+	Payments  *payment.Service
+	Accounts  *account.Service
+	Vault     *vault.Vault
+	Audit     *audit.Log
+	ACS       *threeds.Sandbox
+	KaspiApp  KaspiApp
+	Events    EventLister
+	Registry  *prometheus.Registry
+	Logger    *slog.Logger
+	CSRFKey   []byte
+}
+
+// Server is the HTTP handler of paypage.
+type Server struct {
+	Deps
+	cfg     Config
+	router  *mux.Router
+	cat     Catalog
+	assets  *Assets
+	pages   map[string]*template.Template
+	metrics *metrics
+	log     *slog.Logger
+	csrfKey []byte
+	Now     func() time.Time
+}
+
+// New builds the server and its routes.
+func New(cfg Config, d Deps) (*Server, error) {
+	if cfg.MaxBody == 0 {
+		cfg.MaxBody = 64 << 10
+	}
+	if cfg.DetokenizePerMinute == 0 {
+		cfg.DetokenizePerMinute = 600
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	if d.Registry == nil {
+		d.Registry = prometheus.NewRegistry()
+		d.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	cat, err := LoadCatalog()
+	if err != nil {
+		return nil, err
+	}
+	assets, err := loadAssets()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Deps: d, cfg: cfg, cat: cat, assets: assets, log: d.Logger, csrfKey: d.CSRFKey, Now: time.Now, pages: map[string]*template.Template{}}
+	for _, p := range []string{"pay", "redirect", "acs", "kaspi", "sbkaspi"} {
+		t, err := template.ParseFS(templates.FS, "layout.html", p+".html")
+		if err != nil {
+			return nil, err
+		}
+		s.pages[p] = t
+	}
+	s.metrics = newMetrics(d.Registry)
+	if d.Payments != nil {
+		d.Payments.OnAttempt = func(method, outcome string) { s.metrics.payments.WithLabelValues(method, outcome).Inc() }
+	}
+	s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() {
+	r := mux.NewRouter()
+	r.Use(s.realIP, s.observe, s.securityHeaders, s.limitBody)
+	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet)
+	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet)
+	r.Handle("/metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	r.PathPrefix("/static/").HandlerFunc(s.assets.serve).Methods(http.MethodGet)
+
+	api := r.PathPrefix("/v1").Subrouter()
+	api.HandleFunc("/sessions", s.merchantOnly(s.createSession)).Methods(http.MethodPost)
+	api.HandleFunc("/sessions/{id}", s.merchantOnly(s.getSession)).Methods(http.MethodGet)
+	api.HandleFunc("/payments/{id}", s.merchantOnly(s.getPayment)).Methods(http.MethodGet)
+	api.HandleFunc("/payments/{id}/refunds", s.merchantOnly(s.createRefund)).Methods(http.MethodPost)
+	api.HandleFunc("/events", s.merchantOnly(s.listEvents)).Methods(http.MethodGet)
+	api.HandleFunc("/detokenize", s.processorOnly(s.detokenize)).Methods(http.MethodPost)
+	api.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, errNoRoute)
+	})
+	api.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusMethodNotAllowed, errorBody{errorDetail{Code: "method_not_allowed", Message: "method not allowed"}})
+	})
+
+	r.HandleFunc("/pay/{id}", s.payPage).Methods(http.MethodGet)
+	r.HandleFunc("/pay/{id}", s.paySubmit).Methods(http.MethodPost)
+	r.HandleFunc("/pay/{id}/3ds", s.threeDSReturn).Methods(http.MethodPost)
+	r.HandleFunc("/pay/{id}/cancel", s.payCancel).Methods(http.MethodGet)
+	r.HandleFunc("/pay/{id}/status", s.payStatus).Methods(http.MethodGet)
+	r.HandleFunc("/pay/{id}/kaspi", s.kaspiPage).Methods(http.MethodGet)
+	r.HandleFunc("/pay/{id}/kaspi", s.kaspiAction).Methods(http.MethodPost)
+	if s.ACS != nil {
+		r.HandleFunc("/sandbox/acs/{tx}", s.acsPage).Methods(http.MethodGet)
+		r.HandleFunc("/sandbox/acs/{tx}", s.acsSubmit).Methods(http.MethodPost)
+	}
+	if s.KaspiApp != nil {
+		r.HandleFunc("/sandbox/kaspi/{qr}", s.kaspiAppPage).Methods(http.MethodGet)
+		r.HandleFunc("/sandbox/kaspi/{qr}", s.kaspiAppSubmit).Methods(http.MethodPost)
+	}
+	r.NotFoundHandler = r.NewRoute().HandlerFunc(s.notFoundPage).GetHandler()
+	s.router = r
+}
+
+// ServeHTTP serves a request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+func (s *Server) limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.Store.Ping(ctx); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "store": "unreachable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
