@@ -6,21 +6,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/paypage/paypage/internal/app"
 )
 
 // Config is every setting, from flags or environment variables.
-type Config struct {
-	Addr          string
-	Data          string
-	Store         string
-	PublicURL     string
-	MasterKeyFile string
-	TrustProxy    bool
-	LogLevel      string
-
-	WebhookAllowPrivate bool
-	WebhookSchedule     []time.Duration
-}
+type Config = app.Config
 
 // setting describes one flag and its environment variable.
 type setting struct {

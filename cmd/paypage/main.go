@@ -23,6 +23,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/paypage/paypage/internal/app"
 )
 
 func main() {
@@ -95,61 +97,61 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cmd == "serve" {
 		return serve(ctx, cfg, log)
 	}
-	app, err := openApp(ctx, cfg, log)
+	a, err := app.OpenVault(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer app.Close()
+	defer a.Close()
 	out := json.NewEncoder(stdout)
 	out.SetIndent("", "  ")
 	switch cmd + " " + sub {
 	case "merchant add":
-		m, err := app.accounts.AddMerchant(ctx, flagName, flagWebhook)
+		m, err := a.Accounts.AddMerchant(ctx, flagName, flagWebhook)
 		if err != nil {
 			return err
 		}
 		return out.Encode(m)
 	case "merchant set-webhook":
-		if err := app.accounts.SetWebhookURL(ctx, flagID, flagWebhook); err != nil {
+		if err := a.Accounts.SetWebhookURL(ctx, flagID, flagWebhook); err != nil {
 			return err
 		}
 		return out.Encode(map[string]string{"id": flagID, "webhook_url": flagWebhook})
 	case "processor add":
-		p, err := app.accounts.AddProcessor(ctx, flagName)
+		p, err := a.Accounts.AddProcessor(ctx, flagName)
 		if err != nil {
 			return err
 		}
 		return out.Encode(p)
 	case "keys status":
-		st, err := app.vault.Status(ctx)
+		st, err := a.Vault.Status(ctx)
 		if err != nil {
 			return err
 		}
 		return out.Encode(st)
 	case "keys rotate":
-		v, err := app.vault.Rotate(ctx)
-		app.auditOperator(ctx, "keys.rotate", fmt.Sprintf("v%d", v), err)
+		v, err := a.Vault.Rotate(ctx)
+		a.AuditOperator(ctx, "keys.rotate", fmt.Sprintf("v%d", v), err)
 		if err != nil {
 			return err
 		}
 		return out.Encode(map[string]any{"active_version": v})
 	case "keys reencrypt":
-		res, err := app.vault.Reencrypt(ctx)
-		app.auditOperator(ctx, "keys.reencrypt", fmt.Sprintf("moved %d", res.Moved), err)
+		res, err := a.Vault.Reencrypt(ctx)
+		a.AuditOperator(ctx, "keys.reencrypt", fmt.Sprintf("moved %d", res.Moved), err)
 		if err != nil {
 			return fmt.Errorf("re-encryption stopped after moving %d records (run it again to resume): %w", res.Moved, err)
 		}
 		return out.Encode(res)
 	case "audit list":
-		evs, err := app.audit.List(ctx, flagAfter, flagLimit)
+		evs, err := a.Audit.List(ctx, flagAfter, flagLimit)
 		if err != nil {
 			return err
 		}
 		return out.Encode(evs)
 	case "events list":
-		return app.listEvents(ctx, out, flagMerchant, flagAfter, flagLimit)
+		return a.ListEvents(ctx, out, flagMerchant, flagAfter, flagLimit)
 	case "events resend":
-		return app.resendEvent(ctx, out, flagID)
+		return a.ResendEvent(ctx, out, flagID)
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q", name)

@@ -17,14 +17,14 @@ import (
 
 // Why a session refuses a payment. The page shows each in the shopper's language.
 var (
-	ErrSessionExpired  = apperr.E(apperr.Conflict, "the session has expired")
-	ErrSessionComplete = apperr.E(apperr.Conflict, "the session is paid already")
-	ErrSessionFailed   = apperr.E(apperr.Conflict, "the session has no attempts left")
-	ErrInProgress      = apperr.E(apperr.Conflict, "a payment attempt is in progress")
+	ErrSessionExpired   = apperr.E(apperr.Conflict, "the session has expired")
+	ErrSessionComplete  = apperr.E(apperr.Conflict, "the session is paid already")
+	ErrSessionFailed    = apperr.E(apperr.Conflict, "the session has no attempts left")
+	ErrInProgress       = apperr.E(apperr.Conflict, "a payment attempt is in progress")
 	ErrMethodNotOffered = apperr.E(apperr.Invalid, "the session does not offer this payment method")
-	ErrTooManyAttempts = apperr.E(apperr.RateLimited, "too many attempts: try again later")
-	ErrStaleResult     = apperr.E(apperr.Conflict, "this result is not for the attempt in progress")
-	ErrChallengeOpen   = apperr.E(apperr.Conflict, "the bank has not finished the check")
+	ErrTooManyAttempts  = apperr.E(apperr.RateLimited, "too many attempts: try again later")
+	ErrStaleResult      = apperr.E(apperr.Conflict, "this result is not for the attempt in progress")
+	ErrChallengeOpen    = apperr.E(apperr.Conflict, "the bank has not finished the check")
 )
 
 // CardInput is the card form as the shopper typed it.

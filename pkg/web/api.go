@@ -137,7 +137,9 @@ func (s *Server) sessionView(ss payment.Session, p *payment.Payment) SessionView
 	}
 }
 
-func (s *Server) payURL(id string) string { return strings.TrimRight(s.cfg.PublicURL, "/") + "/pay/" + id }
+func (s *Server) payURL(id string) string {
+	return strings.TrimRight(s.cfg.PublicURL, "/") + "/pay/" + id
+}
 
 func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 	var req payment.CreateRequest

@@ -93,10 +93,10 @@ func (s *Server) kaspiPage(w http.ResponseWriter, r *http.Request) {
 	}
 	left = max(0, left).Round(time.Second)
 	d.QR = &qrView{
-		Image:      "data:image/svg+xml;base64," + base64.StdEncoding.EncodeToString([]byte(svg)),
-		Payload:    p.QRPayload, ExpiresISO: p.QRExpires.UTC().Format(time.RFC3339),
-		Remaining:  fmt.Sprintf("%d:%02d", int(left.Minutes()), int(left.Seconds())%60),
-		PollURL:    "/pay/" + id + "/status", PollPage: "/pay/" + id + "/kaspi",
+		Image:   "data:image/svg+xml;base64," + base64.StdEncoding.EncodeToString([]byte(svg)),
+		Payload: p.QRPayload, ExpiresISO: p.QRExpires.UTC().Format(time.RFC3339),
+		Remaining: fmt.Sprintf("%d:%02d", int(left.Minutes()), int(left.Seconds())%60),
+		PollURL:   "/pay/" + id + "/status", PollPage: "/pay/" + id + "/kaspi",
 	}
 	d.Refresh = "" // the page polls with script; without it, see noscriptRefresh
 	d.Title = d.T("kaspi.title")

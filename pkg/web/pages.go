@@ -66,9 +66,9 @@ type pageData struct {
 	KaspiURL  string
 	Hidden    []hidden
 
-	ACS   *acsView
-	QR    *qrView
-	cat   Catalog
+	ACS *acsView
+	QR  *qrView
+	cat Catalog
 }
 
 // T translates for the page's language.

@@ -37,17 +37,17 @@ type Config struct {
 // Deps are the services the server calls. ACS and KaspiApp are the sandbox
 // parts; nil leaves their pages out.
 type Deps struct {
-	Store     store.Store
-	Payments  *payment.Service
-	Accounts  *account.Service
-	Vault     *vault.Vault
-	Audit     *audit.Log
-	ACS       *threeds.Sandbox
-	KaspiApp  KaspiApp
-	Events    EventLister
-	Registry  *prometheus.Registry
-	Logger    *slog.Logger
-	CSRFKey   []byte
+	Store    store.Store
+	Payments *payment.Service
+	Accounts *account.Service
+	Vault    *vault.Vault
+	Audit    *audit.Log
+	ACS      *threeds.Sandbox
+	KaspiApp KaspiApp
+	Events   EventLister
+	Registry *prometheus.Registry
+	Logger   *slog.Logger
+	CSRFKey  []byte
 }
 
 // Server is the HTTP handler of paypage.

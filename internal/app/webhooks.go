@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -11,22 +11,16 @@ import (
 	"github.com/paypage/paypage/pkg/webhook"
 )
 
-// webhooks builds the delivery worker and plugs it into the payment service.
-func (a *App) webhooks(pay *payment.Service) *webhook.Worker {
-	w := &webhook.Worker{
-		Store: a.store, Accounts: a.accounts, Log: a.log, Schedule: a.cfg.WebhookSchedule,
+func (a *App) newWorker() *webhook.Worker {
+	return &webhook.Worker{
+		Store: a.store, Accounts: a.Accounts, Log: a.log, Schedule: a.cfg.WebhookSchedule,
 		AllowPrivate: a.cfg.WebhookAllowPrivate,
 	}
-	if pay != nil {
-		pay.Outbox = webhook.OutboxOp
-		pay.OnEvent = w.Notify
-	}
-	return w
 }
 
-// listEvents prints events with their delivery state: one merchant's, or all.
-func (a *App) listEvents(ctx context.Context, out *json.Encoder, merchant, after string, limit int) error {
-	w := a.webhooks(nil)
+// ListEvents prints events with their delivery state: one merchant's, or all.
+func (a *App) ListEvents(ctx context.Context, out *json.Encoder, merchant, after string, limit int) error {
+	w := a.Webhooks
 	if merchant != "" {
 		recs, err := w.ListRecords(ctx, merchant, after, limit)
 		if err != nil {
@@ -52,8 +46,8 @@ func (a *App) listEvents(ctx context.Context, out *json.Encoder, merchant, after
 	return out.Encode(recs)
 }
 
-// resendEvent queues an event for delivery again.
-func (a *App) resendEvent(ctx context.Context, out *json.Encoder, id string) error {
+// ResendEvent queues an event for delivery again.
+func (a *App) ResendEvent(ctx context.Context, out *json.Encoder, id string) error {
 	var merchant string
 	err := a.store.Scan(ctx, "event", func(eid string, r store.Record) error {
 		if eid == id {
@@ -70,7 +64,7 @@ func (a *App) resendEvent(ctx context.Context, out *json.Encoder, id string) err
 	if merchant == "" {
 		return apperr.E(apperr.NotFound, "no such event %q", id)
 	}
-	if err := a.webhooks(nil).Resend(ctx, merchant, id); err != nil {
+	if err := a.Webhooks.Resend(ctx, merchant, id); err != nil {
 		return err
 	}
 	return out.Encode(map[string]string{"id": id, "status": "queued"})

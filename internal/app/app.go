@@ -1,0 +1,151 @@
+// Package app wires paypage: it opens the store and the vault, builds the
+// services with their sandbox connectors and the web server, and runs them.
+// The paypage command and the end-to-end tests both start here.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/paypage/paypage/pkg/account"
+	"github.com/paypage/paypage/pkg/audit"
+	"github.com/paypage/paypage/pkg/kaspi"
+	"github.com/paypage/paypage/pkg/payment"
+	"github.com/paypage/paypage/pkg/store"
+	"github.com/paypage/paypage/pkg/store/bolt"
+	"github.com/paypage/paypage/pkg/store/redis"
+	"github.com/paypage/paypage/pkg/threeds"
+	"github.com/paypage/paypage/pkg/vault"
+	"github.com/paypage/paypage/pkg/web"
+	"github.com/paypage/paypage/pkg/webhook"
+)
+
+// Config is every setting of a paypage process.
+type Config struct {
+	Addr          string
+	Data          string
+	Store         string // "bolt" or a Redis URL
+	PublicURL     string
+	MasterKeyFile string
+	TrustProxy    bool
+	LogLevel      string
+
+	WebhookAllowPrivate bool
+	WebhookSchedule     []time.Duration
+}
+
+// App is the opened store, keys and services.
+type App struct {
+	cfg      Config
+	log      *slog.Logger
+	store    store.Store
+	kek      *vault.LocalKEK
+	Vault    *vault.Vault
+	Accounts *account.Service
+	Audit    *audit.Log
+	Payments *payment.Service
+	ACS      *threeds.Sandbox
+	Kaspi    *kaspi.Sandbox
+	Webhooks *webhook.Worker
+	Web      *web.Server
+}
+
+// Store returns the opened store.
+func (a *App) Store() store.Store { return a.store }
+
+// Open opens the store and the vault, in that order, and builds the services
+// and the web server on them; Close undoes it.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
+	a, err := open(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	a.build()
+	a.Web, err = web.New(web.Config{PublicURL: cfg.PublicURL, TrustProxy: cfg.TrustProxy}, web.Deps{
+		Store: a.store, Payments: a.Payments, Accounts: a.Accounts, Vault: a.Vault, Audit: a.Audit,
+		ACS: a.ACS, KaspiApp: a.Kaspi, Events: a.Webhooks, Logger: log, CSRFKey: a.Vault.DeriveKey("csrf"),
+	})
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// OpenVault opens only the store and the vault: what the operator's
+// subcommands need.
+func OpenVault(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
+	a, err := open(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	a.Webhooks = a.newWorker()
+	return a, nil
+}
+
+func open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = "http://" + cfg.Addr
+	}
+	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
+	a := &App{cfg: cfg, log: log}
+	var err error
+	if cfg.Store == "bolt" || cfg.Store == "" {
+		if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
+			return nil, fmt.Errorf("data directory: %w", err)
+		}
+		a.store, err = bolt.Open(filepath.Join(cfg.Data, "paypage.db"))
+	} else if strings.HasPrefix(cfg.Store, "redis") {
+		a.store, err = redis.Open(ctx, cfg.Store)
+	} else {
+		err = fmt.Errorf("--store: %q is neither bolt nor a redis:// URL", cfg.Store)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if a.kek, err = a.loadKEK(); err != nil {
+		a.store.Close()
+		return nil, err
+	}
+	if a.Vault, err = vault.Open(ctx, a.store, a.kek); err != nil {
+		a.store.Close()
+		return nil, err
+	}
+	a.Accounts = account.New(a.store, a.Vault)
+	a.Audit = audit.New(a.store)
+	return a, nil
+}
+
+// loadKEK reads the master key file, or in development makes one in the
+// data directory and says so loudly.
+func (a *App) loadKEK() (*vault.LocalKEK, error) {
+	if a.cfg.MasterKeyFile != "" {
+		return vault.LoadKEKFile(a.cfg.MasterKeyFile)
+	}
+	path := filepath.Join(a.cfg.Data, "master.key")
+	k, err := vault.LoadKEKFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(a.cfg.Data, 0o700); err != nil {
+			return nil, err
+		}
+		k, err = vault.GenerateKEKFile(path)
+		if err == nil {
+			a.log.Warn("DEVELOPMENT MASTER KEY generated beside the data: never do this in production; set --master-key-file", "path", path)
+		}
+		return k, err
+	}
+	if err == nil {
+		a.log.Warn("using the DEVELOPMENT MASTER KEY from the data directory; set --master-key-file in production", "path", path)
+	}
+	return k, err
+}
+
+// Close releases the store.
+func (a *App) Close() error { return a.store.Close() }

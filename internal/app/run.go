@@ -1,0 +1,108 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/paypage/paypage/pkg/audit"
+	"github.com/paypage/paypage/pkg/kaspi"
+	"github.com/paypage/paypage/pkg/payment"
+	"github.com/paypage/paypage/pkg/processor"
+	"github.com/paypage/paypage/pkg/threeds"
+	"github.com/paypage/paypage/pkg/webhook"
+)
+
+// build wires the domain services with the sandbox connectors (processor,
+// 3-D Secure issuer, Kaspi). A real connector replaces a sandbox here.
+func (a *App) build() {
+	a.ACS = threeds.NewSandbox(a.store, a.Vault, func(id string) string { return a.cfg.PublicURL + "/sandbox/acs/" + id })
+	a.Kaspi = kaspi.NewSandbox(a.store, func(id string) string { return a.cfg.PublicURL + "/sandbox/kaspi/" + id })
+	a.Payments = &payment.Service{
+		Store: a.store, Vault: a.Vault, Processor: processor.NewSandbox(a.store, a.Vault, a.Audit),
+		ThreeDS: a.ACS, Kaspi: a.Kaspi, Merchants: a.Accounts, Limits: payment.DefaultLimits,
+		PublicURL: a.cfg.PublicURL, Now: time.Now,
+	}
+	a.Webhooks = a.newWorker()
+	a.Payments.Outbox = webhook.OutboxOp
+	a.Payments.OnEvent = a.Webhooks.Notify
+}
+
+// SetClock replaces the clock of every service (tests).
+func (a *App) SetClock(now func() time.Time) {
+	a.Payments.Now, a.ACS.Now, a.Kaspi.Now, a.Webhooks.Now, a.Vault.Now, a.Web.Now = now, now, now, now, now, now
+}
+
+// Run serves HTTP on ln and runs the webhook worker and the expiry sweep
+// until ctx ends, then shuts down gracefully.
+func (a *App) Run(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler: a.Web, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 32 << 10,
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	workers, cancelWorkers := context.WithCancel(context.Background())
+	defer cancelWorkers()
+	done := a.Webhooks.Start(workers)
+	swept := make(chan struct{})
+	go func() { defer close(swept); a.sweep(workers) }()
+	a.log.Info("paypage serving", "addr", ln.Addr().String(), "public_url", a.cfg.PublicURL, "store", storeKind(a.cfg.Store))
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	a.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	cancelWorkers()
+	<-done
+	<-swept
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func storeKind(s string) string {
+	if s == "" || s == "bolt" {
+		return "bolt"
+	}
+	return "redis"
+}
+
+// sweep expires sessions past their time every 30 seconds (writing their
+// session.expired events).
+func (a *App) sweep(ctx context.Context) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		if n, err := a.Payments.ExpireSessions(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("expiring sessions", "err", err.Error())
+		} else if n > 0 {
+			a.log.Info("sessions expired", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// AuditOperator records an operator's action.
+func (a *App) AuditOperator(ctx context.Context, action, object string, err error) {
+	e := audit.Event{Actor: "operator", Action: action, Outcome: audit.Success, Object: object}
+	if err != nil {
+		e.Outcome, e.Reason = audit.Failure, "error"
+	}
+	if aerr := a.Audit.Record(ctx, e); aerr != nil {
+		a.log.Error("audit record failed", "action", action, "err", aerr.Error())
+	}
+}

@@ -1,0 +1,148 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/paypage/paypage/pkg/store"
+)
+
+// sandboxCards is DESIGN.md's sandbox table.
+var sandboxCards = []struct {
+	number, cvc, brand string
+	challenge          bool
+	approved           bool
+	code, network      string
+	transStatus        string
+}{
+	{"4242 4242 4242 4242", "737", "visa", false, true, "", "", "Y"},
+	{"4000 0000 0000 3220", "737", "visa", true, true, "", "", "Y"},
+	{"5555 5555 5555 4444", "737", "mastercard", true, true, "", "", "Y"},
+	{"2223 0031 2200 3222", "737", "mastercard", false, true, "", "", "Y"},
+	{"3782 822463 10005", "7319", "amex", false, true, "", "", "Y"},
+	{"3530 1113 3330 0000", "737", "jcb", false, true, "", "", "Y"},
+	{"2200 0000 0000 0004", "737", "mir", true, true, "", "", "Y"},
+	{"4000 0000 0000 0002", "737", "visa", false, false, "do_not_honor", "05", "Y"},
+	{"4000 0000 0000 9995", "737", "visa", false, false, "insufficient_funds", "51", "Y"},
+	{"4000 0000 0000 0069", "737", "visa", false, false, "expired_card", "54", "Y"},
+	{"4000 0000 0000 0127", "737", "visa", false, false, "incorrect_cvc", "82", "Y"},
+	{"4000 0000 0000 0044", "737", "visa", false, false, "card_not_enabled_for_internet", "57", "Y"},
+	{"4000 0000 0000 0119", "737", "visa", false, false, "processor_unavailable", "91", "Y"},
+	{"4000 0000 0000 0051", "737", "visa", false, false, "authentication_failed", "", "N"},
+}
+
+var declineText = map[string]string{
+	"do_not_honor": "Your bank declined the payment", "insufficient_funds": "not enough funds",
+	"expired_card": "The card has expired", "incorrect_cvc": "entered incorrectly",
+	"card_not_enabled_for_internet": "not enabled for internet payments", "processor_unavailable": "temporarily unavailable",
+	"authentication_failed": "could not confirm that it is you",
+}
+
+func digits(s string) string { return strings.ReplaceAll(s, " ", "") }
+
+func TestSandboxCards(t *testing.T) {
+	forEachStore(t, func(t *testing.T, o envOpts) {
+		e := newEnv(t, o)
+		for _, c := range sandboxCards {
+			t.Run(digits(c.number), func(t *testing.T) {
+				s := e.session(map[string]any{"locale": "en"})
+				id := s["id"].(string)
+				b := e.browser()
+				p := b.pay(id, c.number, c.cvc)
+				if c.challenge {
+					if p.status != 200 || !strings.Contains(p.body, `name="creq"`) || !strings.Contains(p.body, "Continue to your bank") {
+						t.Fatalf("want the challenge redirect, got %d:\n%s", p.status, p.body)
+					}
+					bank := b.challenge(p, "123456")
+					p, _ = b.back(bank)
+				} else {
+					if p.status != http.StatusSeeOther {
+						t.Fatalf("want 303 after the card, got %d:\n%s", p.status, p.body)
+					}
+					p = b.follow(p)
+				}
+				e.seen.Write([]byte(p.body))
+
+				_, got, _ := e.api("GET", "/v1/sessions/"+id, e.key, nil)
+				pay := got["payment"].(map[string]any)
+				cardInfo := pay["card"].(map[string]any)
+				tds := pay["three_d_secure"].(map[string]any)
+				if cardInfo["brand"] != c.brand || cardInfo["last4"] != digits(c.number)[len(digits(c.number))-4:] ||
+					!strings.HasPrefix(cardInfo["token"].(string), "tok_") || !strings.HasPrefix(cardInfo["fingerprint"].(string), "fp_") {
+					t.Fatalf("card = %v", cardInfo)
+				}
+				if tds["trans_status"] != c.transStatus || tds["challenged"] != c.challenge {
+					t.Fatalf("three_d_secure = %v", tds)
+				}
+				if c.approved {
+					ok := "https://shop.example/ok?session=" + id
+					if got["status"] != "complete" || pay["status"] != "succeeded" {
+						t.Fatalf("session %v payment %v", got["status"], pay["status"])
+					}
+					if m := reMeta.FindStringSubmatch(p.body); m == nil || m[1] != ok || !strings.Contains(p.body, `href="`+ok+`"`) {
+						t.Fatalf("success page does not send the shopper to %s:\n%s", ok, p.body)
+					}
+					wantECI := map[string]string{"mastercard": "02"}[c.brand]
+					if wantECI == "" {
+						wantECI = "05"
+					}
+					if tds["eci"] != wantECI {
+						t.Fatalf("eci = %v, want %s", tds["eci"], wantECI)
+					}
+				} else {
+					d := pay["decline"].(map[string]any)
+					if got["status"] != "open" || pay["status"] != "failed" || d["code"] != c.code || fmt.Sprint(d["network_code"]) != c.network && c.network != "" {
+						t.Fatalf("session %v payment %v decline %v", got["status"], pay["status"], d)
+					}
+					if !strings.Contains(p.body, declineText[c.code]) || !strings.Contains(p.body, `name="number"`) {
+						t.Fatalf("page does not explain %s and offer another try:\n%s", c.code, p.body)
+					}
+					if !strings.Contains(p.body, "Attempts left: 2") {
+						t.Fatalf("attempts left not shown:\n%s", p.body)
+					}
+				}
+				assertNoHeldCVV(t, e)
+			})
+		}
+		assertNoCardData(t, e)
+	})
+}
+
+// assertNoHeldCVV checks that no CVV is held once the attempts ended
+// (invariant 2: gone after authorization, approved or not).
+func assertNoHeldCVV(t *testing.T, e *env) {
+	t.Helper()
+	n := 0
+	_ = e.app.Store().Scan(context.Background(), "cvv", func(string, store.Record) error { n++; return nil })
+	if n != 0 {
+		t.Fatalf("%d CVVs still held after authorization", n)
+	}
+}
+
+// assertNoCardData scans everything the shop saw (API answers, redirect
+// URLs, pages after submit) and every log line for any sandbox PAN (with or
+// without spaces) and the CVVs used (invariant 1 and 2).
+func assertNoCardData(t *testing.T, e *env) {
+	t.Helper()
+	hay := e.seen.String() + "\n" + e.logs.String()
+	if len(e.seen.String()) < 1000 || len(e.logs.String()) < 1000 {
+		t.Fatal("nothing collected to scan")
+	}
+	for _, c := range sandboxCards {
+		for _, form := range []string{digits(c.number), c.number, digits(c.number)[6:12]} {
+			if strings.Contains(hay, form) {
+				i := strings.Index(hay, form)
+				t.Errorf("card data %q found: ...%s...", form, hay[max(0, i-80):min(len(hay), i+80)])
+			}
+		}
+	}
+	for _, cvv := range []string{"737", "7319"} {
+		if loc := regexp.MustCompile(`[^0-9]` + cvv + `[^0-9]`).FindStringIndex(hay); loc != nil {
+			t.Errorf("CVV %s found: ...%s...", cvv, hay[max(0, loc[0]-80):min(len(hay), loc[1]+80)])
+		}
+	}
+}

@@ -1,0 +1,356 @@
+// Package e2e drives paypage end to end over real HTTP: a real server on a
+// loopback port, a real store (bolt in a temporary directory, or a real
+// redis-server), and an HTTP client that behaves like a browser without
+// script (cookies, forms, redirects followed by hand).
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"html"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/paypage/paypage/internal/app"
+	"github.com/paypage/paypage/pkg/store/redis/redistest"
+)
+
+// syncBuffer collects log lines from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// clock is a settable time for the whole app.
+type clock struct {
+	mu  sync.Mutex
+	off time.Duration
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.off)
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.off += d
+	c.mu.Unlock()
+}
+
+// env is one running paypage with a merchant and a processor.
+type env struct {
+	t          *testing.T
+	app        *app.App
+	url        string
+	logs       *syncBuffer
+	clock      *clock
+	merchant   string // merchant ID
+	key        string // merchant secret key
+	hookSecret string
+	procKey    string
+	seen       *syncBuffer // everything the shop could see, for the card-data scan
+	cancel     context.CancelFunc
+	done       chan error
+}
+
+type envOpts struct {
+	store      string // "bolt" (default) or a Redis URL
+	data       string
+	webhookURL string
+	schedule   []time.Duration
+	noAccounts bool
+}
+
+func newEnv(t *testing.T, o envOpts) *env {
+	t.Helper()
+	if o.store == "" {
+		o.store = "bolt"
+	}
+	if o.data == "" {
+		o.data = filepath.Join(t.TempDir(), "data")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, logs: &syncBuffer{}, seen: &syncBuffer{}, clock: &clock{}, url: "http://" + ln.Addr().String()}
+	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	sched := o.schedule
+	if sched == nil {
+		sched = []time.Duration{200 * time.Millisecond, 400 * time.Millisecond}
+	}
+	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched}
+	a, err := app.Open(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.app = a
+	a.SetClock(e.clock.Now)
+	a.Webhooks.Poll = 100 * time.Millisecond
+	a.Webhooks.Timeout = time.Second
+	if !o.noAccounts {
+		m, err := a.Accounts.AddMerchant(context.Background(), "Air Astana", o.webhookURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.merchant, e.key, e.hookSecret = m.ID, m.SecretKey, m.WebhookSecret
+		p, err := a.Accounts.AddProcessor(context.Background(), "Acquirer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.procKey = p.SecretKey
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel, e.done = cancel, make(chan error, 1)
+	go func() { e.done <- a.Run(ctx, ln) }()
+	t.Cleanup(e.stop)
+	return e
+}
+
+// stop shuts the server down (idempotent).
+func (e *env) stop() {
+	if e.cancel == nil {
+		return
+	}
+	e.cancel()
+	if err := <-e.done; err != nil {
+		e.t.Errorf("server: %v", err)
+	}
+	e.app.Close()
+	e.cancel = nil
+}
+
+func redisURL(t *testing.T) string { return redistest.Start(t).URL() }
+
+// forEachStore runs f against the embedded store and against Redis.
+func forEachStore(t *testing.T, f func(t *testing.T, o envOpts)) {
+	t.Run("bolt", func(t *testing.T) { f(t, envOpts{}) })
+	t.Run("redis", func(t *testing.T) { f(t, envOpts{store: redisURL(t)}) })
+}
+
+// api calls the shop or processor API and decodes the JSON answer.
+func (e *env) api(method, path, key string, body any, headers ...string) (int, map[string]any, http.Header) {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		rd = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequest(method, e.url+path, rd)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if key == e.key {
+		e.seen.Write(raw)
+	}
+	out := map[string]any{}
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			e.t.Fatalf("%s %s: not JSON (%d): %s", method, path, resp.StatusCode, raw)
+		}
+	}
+	return resp.StatusCode, out, resp.Header
+}
+
+func (e *env) session(body map[string]any) map[string]any {
+	e.t.Helper()
+	req := map[string]any{"amount": 150000, "currency": "KZT", "reference": "PNR-ABC123", "description": "ALA-NQZ",
+		"success_url": "https://shop.example/ok?session={SESSION_ID}", "cancel_url": "https://shop.example/cancel?session={SESSION_ID}"}
+	for k, v := range body {
+		if v == nil {
+			delete(req, k)
+		} else {
+			req[k] = v
+		}
+	}
+	st, s, _ := e.api("POST", "/v1/sessions", e.key, req)
+	if st != http.StatusCreated {
+		e.t.Fatalf("create session: %d %v", st, s)
+	}
+	return s
+}
+
+// browser is a shopper's browser without script: cookies and forms.
+type browser struct {
+	e    *env
+	c    *http.Client
+	lang string
+}
+
+func (e *env) browser() *browser {
+	jar, _ := cookiejar.New(nil)
+	return &browser{e: e, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+}
+
+// page is an HTTP answer as the browser got it.
+type page struct {
+	status   int
+	body     string
+	location string
+	header   http.Header
+}
+
+func (b *browser) do(method, u string, form url.Values) page {
+	b.e.t.Helper()
+	if strings.HasPrefix(u, "/") {
+		u = b.e.url + u
+	}
+	var rd io.Reader
+	if form != nil {
+		rd = strings.NewReader(form.Encode())
+	}
+	req, _ := http.NewRequest(method, u, rd)
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	if b.lang != "" {
+		req.Header.Set("Accept-Language", b.lang)
+	}
+	resp, err := b.c.Do(req)
+	if err != nil {
+		b.e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	p := page{status: resp.StatusCode, body: string(raw), location: resp.Header.Get("Location"), header: resp.Header}
+	if p.location != "" {
+		b.e.seen.Write([]byte("\nLOCATION " + p.location + "\n"))
+	}
+	return p
+}
+
+func (b *browser) get(u string) page { return b.do("GET", u, nil) }
+
+// follow GETs redirects until a page that is not one (on our origin only).
+func (b *browser) follow(p page) page {
+	for i := 0; i < 10 && p.status >= 300 && p.status < 400; i++ {
+		if !strings.HasPrefix(p.location, "/") && !strings.HasPrefix(p.location, b.e.url) {
+			return p
+		}
+		p = b.get(p.location)
+	}
+	return p
+}
+
+var (
+	reForm   = regexp.MustCompile(`(?s)<form[^>]*action="([^"]*)"[^>]*>(.*?)</form>`)
+	reHidden = regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)">`)
+	reMeta   = regexp.MustCompile(`<meta http-equiv="refresh" content="[0-9]+;url=([^"]+)">`)
+)
+
+// form returns the action and hidden fields of the n-th form on a page.
+func (p page) form(n int) (string, url.Values) {
+	m := reForm.FindAllStringSubmatch(p.body, -1)
+	if n >= len(m) {
+		return "", nil
+	}
+	v := url.Values{}
+	for _, h := range reHidden.FindAllStringSubmatch(m[n][2], -1) {
+		v.Set(h[1], html.UnescapeString(h[2]))
+	}
+	return html.UnescapeString(m[n][1]), v
+}
+
+// cardForm returns the card form's fields, CSRF token included.
+func (b *browser) cardForm(sessionID string) url.Values {
+	b.e.t.Helper()
+	p := b.get("/pay/" + sessionID)
+	if p.status != 200 {
+		b.e.t.Fatalf("card page: %d", p.status)
+	}
+	_, v := p.form(0)
+	if v.Get("csrf") == "" {
+		b.e.t.Fatalf("card page without a CSRF token:\n%s", p.body)
+	}
+	return v
+}
+
+// pay submits a card and returns the answer to the post.
+func (b *browser) pay(sessionID, number, cvc string) page {
+	v := b.cardForm(sessionID)
+	v.Set("number", number)
+	v.Set("name", "IVAN PETROV")
+	v.Set("exp_month", "12")
+	v.Set("exp_year", fmt.Sprint(time.Now().Year()%100+3))
+	v.Set("cvc", cvc)
+	p := b.do("POST", "/pay/"+sessionID, v)
+	b.e.seen.Write([]byte(p.body))
+	return p
+}
+
+// challenge takes a 3-D Secure challenge page through the sandbox bank with
+// the given codes, then back to our page; it returns the final page.
+func (b *browser) challenge(p page, codes ...string) page {
+	t := b.e.t
+	t.Helper()
+	acsURL, v := p.form(0)
+	if !strings.Contains(acsURL, "/sandbox/acs/") || v.Get("creq") == "" {
+		t.Fatalf("not a challenge redirect: %s\n%s", acsURL, p.body)
+	}
+	bank := b.do("POST", acsURL, v)
+	if bank.status != 200 || !strings.Contains(bank.body, `autocomplete="one-time-code"`) {
+		t.Fatalf("bank page: %d\n%s", bank.status, bank.body)
+	}
+	for _, code := range codes {
+		action, fv := bank.form(0)
+		if code == "resend" || code == "cancel" {
+			fv.Set("action", code)
+		} else {
+			fv.Set("code", code)
+		}
+		bank = b.do("POST", action, fv)
+	}
+	return bank
+}
+
+// back posts the bank page's result to our page and follows to the end.
+func (b *browser) back(bank page) (page, url.Values) {
+	b.e.t.Helper()
+	action, v := bank.form(0)
+	if v.Get("cres") == "" {
+		b.e.t.Fatalf("bank page did not finish:\n%s", bank.body)
+	}
+	return b.follow(b.do("POST", action, v)), v
+}
