@@ -30,8 +30,8 @@ func (svc *Service) loadPayment(ctx context.Context, merchant, id string) (*Paym
 	if err != nil {
 		return nil, 0, err
 	}
-	p := new(Payment)
-	if err := json.Unmarshal(r.Value, p); err != nil {
+	p, err := decodePayment(r.Value)
+	if err != nil {
 		return nil, 0, err
 	}
 	if p.Merchant != merchant {
@@ -42,7 +42,7 @@ func (svc *Service) loadPayment(ctx context.Context, merchant, id string) (*Paym
 
 func (svc *Service) savePayment(ctx context.Context, p *Payment, version int64, events ...Event) error {
 	p.Updated = svc.Now().UTC()
-	b, _ := json.Marshal(p)
+	b := encodePayment(p)
 	ops := append([]store.Op{store.Update(paymentKey(p.ID), b, version)}, svc.eventOps(Group(p.ID), events)...)
 	if err := svc.Store.Commit(ctx, ops...); err != nil {
 		return err
@@ -192,3 +192,32 @@ func (svc *Service) driveRefund(ctx context.Context, p *Payment, ver int64, i in
 
 // sameKey reports whether two idempotency hashes ("key:request") share the key part.
 func sameKey(a, b string) bool { return len(a) >= 64 && len(b) >= 64 && a[:64] == b[:64] }
+
+// storedPayment is a payment as the store keeps it: the API view plus the
+// refunds' idempotency hashes, which the API never shows.
+type storedPayment struct {
+	*Payment
+	RefundKeys map[string]string `json:"refund_keys,omitempty"`
+}
+
+func encodePayment(p *Payment) []byte {
+	sp := storedPayment{Payment: p, RefundKeys: map[string]string{}}
+	for _, r := range p.Refunds {
+		if r.IdemKeyHash != "" {
+			sp.RefundKeys[r.ID] = r.IdemKeyHash
+		}
+	}
+	b, _ := json.Marshal(sp)
+	return b
+}
+
+func decodePayment(b []byte) (*Payment, error) {
+	sp := storedPayment{Payment: new(Payment)}
+	if err := json.Unmarshal(b, &sp); err != nil {
+		return nil, fmt.Errorf("payment record: %w", err)
+	}
+	for i, r := range sp.Refunds {
+		sp.Refunds[i].IdemKeyHash = sp.RefundKeys[r.ID]
+	}
+	return sp.Payment, nil
+}

@@ -147,9 +147,8 @@ func (svc *Service) load(ctx context.Context, sessionID string) (*loaded, error)
 			return nil, err
 		}
 		if err == nil {
-			l.p = new(Payment)
-			if err := json.Unmarshal(pr.Value, l.p); err != nil {
-				return nil, fmt.Errorf("payment record: %w", err)
+			if l.p, err = decodePayment(pr.Value); err != nil {
+				return nil, err
 			}
 			l.pVersion = pr.Version
 		}
@@ -164,8 +163,7 @@ func (svc *Service) commit(ctx context.Context, l *loaded, extra []store.Op, eve
 	ops := []store.Op{store.Update(sessionKey(l.s.ID), sb, l.sVersion)}
 	if l.p != nil {
 		l.p.Updated = svc.Now().UTC()
-		pb, _ := json.Marshal(l.p)
-		ops = append(ops, store.Update(paymentKey(l.p.ID), pb, l.pVersion))
+		ops = append(ops, store.Update(paymentKey(l.p.ID), encodePayment(l.p), l.pVersion))
 	}
 	ops = append(ops, extra...)
 	ops = append(ops, svc.eventOps(Group(l.s.ID), events)...)
@@ -475,22 +473,9 @@ func (svc *Service) SessionForPage(ctx context.Context, id string) (Session, *Pa
 
 // Payment returns a merchant's payment.
 func (svc *Service) Payment(ctx context.Context, merchant, id string) (Payment, error) {
-	if !ValidPaymentID(id) {
-		return Payment{}, ErrPaymentNotFound
-	}
-	r, err := svc.Store.Get(ctx, paymentKey(id))
-	if errors.Is(err, store.ErrNotFound) {
-		return Payment{}, ErrPaymentNotFound
-	}
+	p, _, err := svc.loadPayment(ctx, merchant, id)
 	if err != nil {
 		return Payment{}, err
 	}
-	var p Payment
-	if err := json.Unmarshal(r.Value, &p); err != nil {
-		return Payment{}, err
-	}
-	if p.Merchant != merchant {
-		return Payment{}, ErrPaymentNotFound
-	}
-	return p, nil
+	return *p, nil
 }

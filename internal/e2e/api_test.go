@@ -1,0 +1,266 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/paypage/paypage/pkg/store"
+)
+
+// countKind counts the live records of a kind, to show that bad input changed nothing.
+func countKind(t *testing.T, e *env, kind string) int {
+	t.Helper()
+	n := 0
+	if err := e.app.Store().Scan(context.Background(), kind, func(string, store.Record) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestCreateSessionBadInput(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	good := `{"amount":1000,"currency":"KZT","success_url":"https://s.example/ok","cancel_url":"https://s.example/no"}`
+	tests := []struct {
+		name, body, ctype string
+		status            int
+		code, param       string
+	}{
+		{"missing amount", `{"currency":"KZT","success_url":"https://s.example/ok","cancel_url":"https://s.example/no"}`, "", 400, "invalid", "amount"},
+		{"amount as string", `{"amount":"1000","currency":"KZT","success_url":"https://s.example/ok","cancel_url":"https://s.example/no"}`, "", 400, "invalid", "amount"},
+		{"negative amount", strings.Replace(good, "1000", "-5", 1), "", 400, "invalid", "amount"},
+		{"fractional amount", strings.Replace(good, "1000", "10.5", 1), "", 400, "invalid", "amount"},
+		{"huge amount", strings.Replace(good, "1000", "99999999999999", 1), "", 400, "invalid", "amount"},
+		{"unknown currency", strings.Replace(good, "KZT", "XXX", 1), "", 400, "invalid", "currency"},
+		{"missing success_url", `{"amount":1000,"currency":"KZT","cancel_url":"https://s.example/no"}`, "", 400, "invalid", "success_url"},
+		{"javascript url", strings.Replace(good, "https://s.example/ok", "javascript:alert(1)", 1), "", 400, "invalid", "success_url"},
+		{"bad locale", strings.Replace(good, `"amount"`, `"locale":"de","amount"`, 1), "", 400, "invalid", "locale"},
+		{"bad method", strings.Replace(good, `"amount"`, `"methods":["paypal"],"amount"`, 1), "", 400, "invalid", "methods"},
+		{"kaspi in USD", strings.Replace(strings.Replace(good, "KZT", "USD", 1), `"amount"`, `"methods":["kaspi_qr"],"amount"`, 1), "", 400, "invalid", "methods"},
+		{"unknown field", strings.Replace(good, `"amount"`, `"pan":"4242424242424242","amount"`, 1), "", 400, "invalid", "pan"},
+		{"not json", `amount=1000`, "", 400, "invalid", ""},
+		{"two objects", good + good, "", 400, "invalid", ""},
+		{"wrong content type", good, "text/plain", 400, "invalid", ""},
+		{"huge body", `{"description":"` + strings.Repeat("x", 70<<10) + `"}`, "", 400, "invalid", ""},
+		{"control characters", strings.Replace(good, `"amount"`, `"reference":"a\u0000b","amount"`, 1), "", 400, "invalid", "reference"},
+	}
+	before := countKind(t, e, "session")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest("POST", e.url+"/v1/sessions", strings.NewReader(tt.body))
+			req.Header.Set("Authorization", "Bearer "+e.key)
+			ct := tt.ctype
+			if ct == "" {
+				ct = "application/json"
+			}
+			req.Header.Set("Content-Type", ct)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var body struct {
+				Error struct{ Code, Message, Param string } `json:"error"`
+			}
+			if err := jsonDecode(resp.Body, &body); err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tt.status || body.Error.Code != tt.code || body.Error.Param != tt.param || body.Error.Message == "" {
+				t.Fatalf("got %d %+v, want %d %s %s", resp.StatusCode, body.Error, tt.status, tt.code, tt.param)
+			}
+			if strings.Contains(body.Error.Message, "4242424242424242") {
+				t.Fatal("error echoes card data")
+			}
+		})
+	}
+	if after := countKind(t, e, "session"); after != before {
+		t.Fatalf("bad input created %d sessions", after-before)
+	}
+}
+
+func TestAPIAuthAndOwnership(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	s := e.session(nil)
+	id := s["id"].(string)
+	other, err := e.app.Accounts.AddMerchant(context.Background(), "Other shop", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Pay so that a payment exists.
+	b := e.browser()
+	b.follow(b.pay(id, "4242 4242 4242 4242", "737"))
+	pay := "pay_" + id[len("ses_"):]
+	tests := []struct {
+		name, method, path, key string
+		status                  int
+		code                    string
+	}{
+		{"no key", "GET", "/v1/sessions/" + id, "", 401, "unauthorized"},
+		{"wrong key", "GET", "/v1/sessions/" + id, "sk_" + strings.Repeat("x", 43), 401, "unauthorized"},
+		{"processor key", "GET", "/v1/sessions/" + id, e.procKey, 403, "forbidden"},
+		{"other merchant's session", "GET", "/v1/sessions/" + id, other.SecretKey, 404, "not_found"},
+		{"other merchant's payment", "GET", "/v1/payments/" + pay, other.SecretKey, 404, "not_found"},
+		{"other merchant refunds", "POST", "/v1/payments/" + pay + "/refunds", other.SecretKey, 404, "not_found"},
+		{"unknown session", "GET", "/v1/sessions/ses_" + strings.Repeat("a", 26), e.key, 404, "not_found"},
+		{"malformed session id", "GET", "/v1/sessions/ses_x%2F..%2F", e.key, 404, "not_found"},
+		{"unknown payment", "GET", "/v1/payments/pay_x", e.key, 404, "not_found"},
+		{"unknown endpoint", "GET", "/v1/nothing", e.key, 404, "not_found"},
+		{"merchant detokenizes", "POST", "/v1/detokenize", e.key, 403, "forbidden"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var body any
+			if tt.method == "POST" {
+				body = map[string]any{}
+			}
+			st, got, h := e.api(tt.method, tt.path, tt.key, body)
+			errObj, _ := got["error"].(map[string]any)
+			if st != tt.status || errObj["code"] != tt.code {
+				t.Fatalf("got %d %v, want %d %s", st, got, tt.status, tt.code)
+			}
+			if st == 401 && h.Get("WWW-Authenticate") == "" {
+				t.Fatal("401 without WWW-Authenticate")
+			}
+		})
+	}
+	// The other merchant's failed refund changed nothing.
+	_, p, _ := e.api("GET", "/v1/payments/"+pay, e.key, nil)
+	if p["status"] != "succeeded" || p["amount_refunded"].(float64) != 0 {
+		t.Fatalf("payment changed: %v", p)
+	}
+}
+
+func TestSessionIdempotency(t *testing.T) {
+	forEachStore(t, func(t *testing.T, o envOpts) {
+		e := newEnv(t, o)
+		body := map[string]any{"amount": 4200, "currency": "USD", "success_url": "https://s.example/ok", "cancel_url": "https://s.example/no"}
+		st1, s1, h1 := e.api("POST", "/v1/sessions", e.key, body, "Idempotency-Key", "order-42")
+		st2, s2, h2 := e.api("POST", "/v1/sessions", e.key, body, "Idempotency-Key", "order-42")
+		if st1 != 201 || st2 != 201 || s1["id"] != s2["id"] || h1.Get("Idempotent-Replayed") != "" || h2.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("replay: %d %v / %d %v", st1, s1["id"], st2, s2["id"])
+		}
+		body["amount"] = 4300
+		st3, s3, _ := e.api("POST", "/v1/sessions", e.key, body, "Idempotency-Key", "order-42")
+		if st3 != 422 || s3["error"].(map[string]any)["code"] != "idempotency_mismatch" {
+			t.Fatalf("different body under the key: %d %v", st3, s3)
+		}
+		// The same key at another merchant is another request.
+		other, _ := e.app.Accounts.AddMerchant(context.Background(), "Other", "")
+		st4, s4, _ := e.api("POST", "/v1/sessions", other.SecretKey, body, "Idempotency-Key", "order-42")
+		if st4 != 201 || s4["id"] == s1["id"] {
+			t.Fatalf("other merchant: %d %v", st4, s4)
+		}
+		// Concurrent retries make one session.
+		body["amount"] = 5000
+		var wg sync.WaitGroup
+		ids := make(chan string, 10)
+		for i := 0; i < 10; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				st, s, _ := e.api("POST", "/v1/sessions", e.key, body, "Idempotency-Key", "order-43")
+				if st == 201 {
+					ids <- s["id"].(string)
+				} else if st != 409 {
+					t.Errorf("concurrent create: %d %v", st, s)
+				}
+			}()
+		}
+		wg.Wait()
+		close(ids)
+		uniq := map[string]bool{}
+		for id := range ids {
+			uniq[id] = true
+		}
+		if len(uniq) != 1 {
+			t.Fatalf("concurrent retries made %d sessions", len(uniq))
+		}
+	})
+}
+
+func TestRefunds(t *testing.T) {
+	forEachStore(t, func(t *testing.T, o envOpts) {
+		e := newEnv(t, o)
+		paid := func() string {
+			s := e.session(nil)
+			b := e.browser()
+			b.follow(b.pay(s["id"].(string), "4242 4242 4242 4242", "737"))
+			return "pay_" + s["id"].(string)[4:]
+		}
+		pay := paid()
+		path := "/v1/payments/" + pay + "/refunds"
+		refund := func(body any, key string) (int, map[string]any) {
+			hdr := []string{}
+			if key != "" {
+				hdr = []string{"Idempotency-Key", key}
+			}
+			st, r, _ := e.api("POST", path, e.key, body, hdr...)
+			return st, r
+		}
+		if st, r := refund(map[string]any{"amount": 0}, ""); st != 400 || r["error"].(map[string]any)["param"] != "amount" {
+			t.Fatalf("zero: %d %v", st, r)
+		}
+		if st, r := refund(map[string]any{"amount": 150001}, ""); st != 400 {
+			t.Fatalf("more than captured: %d %v", st, r)
+		}
+		st, r1 := refund(map[string]any{"amount": 50000}, "rf-1")
+		if st != 201 || r1["status"] != "succeeded" || r1["amount"].(float64) != 50000 {
+			t.Fatalf("partial: %d %v", st, r1)
+		}
+		st, again := refund(map[string]any{"amount": 50000}, "rf-1")
+		if st != 201 || again["id"] != r1["id"] {
+			t.Fatalf("idempotent retry: %d %v", st, again)
+		}
+		if st, r := refund(map[string]any{"amount": 1}, "rf-1"); st != 422 {
+			t.Fatalf("another body under the key: %d %v", st, r)
+		}
+		_, p, _ := e.api("GET", "/v1/payments/"+pay, e.key, nil)
+		if p["status"] != "partially_refunded" || p["amount_refunded"].(float64) != 50000 || len(p["refunds"].([]any)) != 1 {
+			t.Fatalf("after partial: %v", p)
+		}
+		if st, r := refund(map[string]any{"amount": 100001}, ""); st != 400 {
+			t.Fatalf("beyond what is left: %d %v", st, r)
+		}
+		// Concurrent refunds of everything left: exactly one goes through.
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		ok := 0
+		for i := 0; i < 6; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				st, _ := refund(map[string]any{"amount": 100000}, fmt.Sprintf("race-%d", i))
+				if st == 201 {
+					mu.Lock()
+					ok++
+					mu.Unlock()
+				}
+			}(i)
+		}
+		wg.Wait()
+		_, p, _ = e.api("GET", "/v1/payments/"+pay, e.key, nil)
+		if ok != 1 || p["status"] != "refunded" || p["amount_refunded"].(float64) != 150000 {
+			t.Fatalf("%d concurrent refunds went through; payment %v", ok, p)
+		}
+		if st, _ := refund(nil, ""); st != 409 {
+			t.Fatalf("refund of a refunded payment: %d", st)
+		}
+		// A whole refund without an amount, of another payment.
+		pay2 := paid()
+		st, r := 0, map[string]any{}
+		st, r, _ = e.api("POST", "/v1/payments/"+pay2+"/refunds", e.key, nil)
+		if st != 201 || r["amount"].(float64) != 150000 {
+			t.Fatalf("whole refund: %d %v", st, r)
+		}
+		// A declined payment cannot be refunded.
+		s := e.session(nil)
+		b := e.browser()
+		b.follow(b.pay(s["id"].(string), "4000 0000 0000 0002", "737"))
+		if st, r, _ := e.api("POST", "/v1/payments/pay_"+s["id"].(string)[4:]+"/refunds", e.key, nil); st != 409 {
+			t.Fatalf("refund of a declined payment: %d %v", st, r)
+		}
+	})
+}
