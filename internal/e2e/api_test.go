@@ -250,8 +250,7 @@ func TestRefunds(t *testing.T) {
 		}
 		// A whole refund without an amount, of another payment.
 		pay2 := paid()
-		st, r := 0, map[string]any{}
-		st, r, _ = e.api("POST", "/v1/payments/"+pay2+"/refunds", e.key, nil)
+		st, r, _ := e.api("POST", "/v1/payments/"+pay2+"/refunds", e.key, nil)
 		if st != 201 || r["amount"].(float64) != 150000 {
 			t.Fatalf("whole refund: %d %v", st, r)
 		}

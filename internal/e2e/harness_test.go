@@ -214,14 +214,15 @@ func (e *env) session(body map[string]any) map[string]any {
 
 // browser is a shopper's browser without script: cookies and forms.
 type browser struct {
-	e    *env
-	c    *http.Client
-	lang string
+	e      *env
+	c      *http.Client
+	lang   string
+	tokens map[string]string // the last CSRF token seen per session
 }
 
 func (e *env) browser() *browser {
 	jar, _ := cookiejar.New(nil)
-	return &browser{e: e, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	return &browser{e: e, tokens: map[string]string{}, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 }
 
 // page is an HTTP answer as the browser got it.
@@ -301,7 +302,14 @@ func (b *browser) cardForm(sessionID string) url.Values {
 		b.e.t.Fatalf("card page: %d", p.status)
 	}
 	_, v := p.form(0)
-	if v.Get("csrf") == "" {
+	if v == nil {
+		v = url.Values{}
+	}
+	if v.Get("csrf") != "" {
+		b.tokens[sessionID] = v.Get("csrf")
+	} else if tok := b.tokens[sessionID]; tok != "" {
+		v.Set("csrf", tok) // the page shows no form now: post as an old tab would
+	} else {
 		b.e.t.Fatalf("card page without a CSRF token:\n%s", p.body)
 	}
 	return v

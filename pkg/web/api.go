@@ -35,6 +35,9 @@ func (s *Server) authenticate(kind string, next http.HandlerFunc) http.HandlerFu
 		h := r.Header.Get("Authorization")
 		secret, ok := strings.CutPrefix(h, "Bearer ")
 		if !ok {
+			if kind == account.KindProcessor {
+				s.auditDetokenize(r, "unknown", "", account.ErrUnauthorized)
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="paypage"`)
 			s.writeError(w, r, account.ErrUnauthorized)
 			return
