@@ -17,10 +17,10 @@ func TestFieldErrorsAreNotAttempts(t *testing.T) {
 	id := e.session(map[string]any{"locale": "en"})["id"].(string)
 	b := e.browser()
 	tests := []struct {
-		name                         string
+		name                          string
 		number, cardName, mm, yy, cvc string
-		want                         []string // field ids with errors
-		text                         string
+		want                          []string // field ids with errors
+		text                          string
 	}{
 		{"all empty", "", "", "", "", "", []string{"number-error", "name-error", "expiry-error", "cvc-error"}, "Enter the card number."},
 		{"luhn typo", "4242 4242 4242 4241", "IVAN PETROV", "12", "30", "737", []string{"number-error"}, "The card number is incorrect"},
