@@ -54,17 +54,20 @@ type Kaspi interface {
 // QR codes live this long; the page counts down to it.
 const kaspiQRTTL = 5 * time.Minute
 
-// StartKaspi shows a Kaspi QR for the session: the pending one when it is
-// still valid, else a new one.
+// StartKaspi shows a Kaspi QR for the session: the pending one while Kaspi
+// waits for it, else a new one. When the pending one has just ended, it
+// returns without a QR, so that the page shows how it ended.
 func (svc *Service) StartKaspi(ctx context.Context, sessionID, clientIP string) (Outcome, error) {
 	l, err := svc.load(ctx, sessionID)
 	if err != nil {
 		return Outcome{}, err
 	}
+	waiting := l.s.Pending != nil && l.s.Pending.Stage == StageKaspi
 	if err := svc.pollKaspi(ctx, l); err != nil {
 		return Outcome{}, err
 	}
-	if p := l.s.Pending; p != nil && p.Stage == StageKaspi {
+	if waiting {
+		// Still waiting: the same QR. Just finished: the shopper sees the outcome first.
 		return svc.outcome(l), nil
 	}
 	if svc.Kaspi == nil {

@@ -1,0 +1,256 @@
+package e2e
+
+import (
+	"encoding/base64"
+	"html"
+	"image"
+	"image/color"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/makiuchi-d/gozxing"
+	"github.com/makiuchi-d/gozxing/qrcode"
+)
+
+var (
+	reQRImg  = regexp.MustCompile(`<img class="qr" id="qr" src="data:image/svg(?:\+|&#43;)xml;base64,([^"]+)"`)
+	reViewBx = regexp.MustCompile(`viewBox="0 0 (\d+) (\d+)"`)
+	reRun    = regexp.MustCompile(`M(\d+) (\d+)h(\d+)v1h-\d+z`)
+)
+
+// decodeQR reads the QR code drawn on a Kaspi page: it paints the SVG's
+// modules into a bitmap and decodes that with a QR reader.
+func decodeQR(t *testing.T, body string) string {
+	t.Helper()
+	m := reQRImg.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no QR image on the page:\n%s", body)
+	}
+	svg, err := base64.StdEncoding.DecodeString(html.UnescapeString(m[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vb := reViewBx.FindStringSubmatch(string(svg))
+	n, _ := strconv.Atoi(vb[1])
+	const scale = 6
+	img := image.NewGray(image.Rect(0, 0, n*scale, n*scale))
+	for i := range img.Pix {
+		img.Pix[i] = 255
+	}
+	for _, r := range reRun.FindAllStringSubmatch(string(svg), -1) {
+		x, _ := strconv.Atoi(r[1])
+		y, _ := strconv.Atoi(r[2])
+		w, _ := strconv.Atoi(r[3])
+		for dx := 0; dx < w*scale; dx++ {
+			for dy := 0; dy < scale; dy++ {
+				img.SetGray(x*scale+dx, y*scale+dy, color.Gray{Y: 0})
+			}
+		}
+	}
+	bmp, err := gozxing.NewBinaryBitmapFromImage(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := qrcode.NewQRCodeReader().Decode(bmp, nil)
+	if err != nil {
+		t.Fatalf("QR code does not decode: %v", err)
+	}
+	return res.GetText()
+}
+
+// kaspiQR opens the Kaspi page and returns it and the app address the QR encodes.
+func kaspiQR(t *testing.T, e *env, b *browser, id string) (page, string) {
+	t.Helper()
+	p := b.get("/pay/" + id + "/kaspi")
+	if p.status != 200 {
+		t.Fatalf("kaspi page: %d\n%s", p.status, p.body)
+	}
+	app := decodeQR(t, p.body)
+	if !strings.HasPrefix(app, e.url+"/sandbox/kaspi/kqr_") {
+		t.Fatalf("QR encodes %q, not the sandbox app", app)
+	}
+	return p, app
+}
+
+// scan plays the shopper's phone: open the app page the QR encodes and press a button.
+func scan(t *testing.T, e *env, app, action string) page {
+	t.Helper()
+	phone := e.browser()
+	p := phone.get(app)
+	if !strings.Contains(p.body, "Confirm payment of") || !strings.Contains(p.body, "Air Astana") {
+		t.Fatalf("app page:\n%s", p.body)
+	}
+	a, v := p.form(0)
+	v.Set("action", action)
+	return phone.do("POST", a, v)
+}
+
+func TestKaspiQR(t *testing.T) {
+	forEachStore(t, func(t *testing.T, o envOpts) {
+		e := newEnv(t, o)
+		kaspiSession := func() string {
+			return e.session(map[string]any{"methods": []string{"card", "kaspi_qr"}, "locale": "en"})["id"].(string)
+		}
+
+		t.Run("Pay", func(t *testing.T) {
+			id := kaspiSession()
+			b := e.browser()
+			if card := b.get("/pay/" + id); !strings.Contains(card.body, `href="/pay/`+id+`/kaspi"`) {
+				t.Fatal("the card page offers no Kaspi QR")
+			}
+			p, app := kaspiQR(t, e, b, id)
+			for _, want := range []string{"1\u202f500.00", `data-poll="/pay/` + id + `/status"`, `data-expires="`, `<noscript><meta http-equiv="refresh" content="5"></noscript>`} {
+				if !strings.Contains(p.body, want) {
+					t.Errorf("kaspi page lacks %q", want)
+				}
+			}
+			// A reload shows the same QR, not a new one.
+			if _, again := kaspiQR(t, e, b, id); again != app {
+				t.Fatal("reload made a new QR")
+			}
+			if st := scan(t, e, app, "pay"); !strings.Contains(st.body, "Done.") {
+				t.Fatalf("app after paying:\n%s", st.body)
+			}
+			// Polling (script) learns the outcome; a reload (no script) too.
+			_, status, _ := e.apiAs(b, "/pay/"+id+"/status")
+			if status["done"] != true || status["status"] != "complete" {
+				t.Fatalf("status %v", status)
+			}
+			final := b.follow(b.get("/pay/" + id + "/kaspi"))
+			if !strings.Contains(final.body, "Payment successful") || reMeta.FindStringSubmatch(final.body)[1] != "https://shop.example/ok?session="+id {
+				t.Fatalf("after paying:\n%s", final.body)
+			}
+			_, s, _ := e.api("GET", "/v1/sessions/"+id, e.key, nil)
+			pay := s["payment"].(map[string]any)
+			if pay["method"] != "kaspi_qr" || pay["status"] != "succeeded" || pay["card"] != nil {
+				t.Fatalf("payment %v", pay)
+			}
+			// The paid QR cannot be paid again.
+			if again := scan2(e, app); !strings.Contains(again.body, "Done.") || strings.Contains(again.body, `id="app-pay"`) {
+				t.Fatalf("second scan:\n%s", again.body)
+			}
+			// Refund goes back through Kaspi, in parts.
+			path := "/v1/payments/" + pay["id"].(string) + "/refunds"
+			if st, r, _ := e.api("POST", path, e.key, map[string]any{"amount": 50000}); st != 201 || !strings.HasPrefix(r["processor_reference"].(string), "kre_") {
+				t.Fatalf("kaspi refund: %d %v", st, r)
+			}
+			if st, _, _ := e.api("POST", path, e.key, map[string]any{"amount": 100001}); st != 400 {
+				t.Fatalf("over-refund: %d", st)
+			}
+			if st, _, _ := e.api("POST", path, e.key, nil); st != 201 {
+				t.Fatalf("rest: %d", st)
+			}
+			_, pp, _ := e.api("GET", "/v1/payments/"+pay["id"].(string), e.key, nil)
+			if pp["status"] != "refunded" {
+				t.Fatalf("after refunds: %v", pp)
+			}
+		})
+
+		t.Run("DeclineAndNoFunds", func(t *testing.T) {
+			id := kaspiSession()
+			b := e.browser()
+			_, app := kaspiQR(t, e, b, id)
+			scan(t, e, app, "nofunds")
+			p := b.follow(b.get("/pay/" + id + "/kaspi"))
+			if !strings.Contains(p.body, "not enough funds") || !strings.Contains(p.body, `name="number"`) {
+				t.Fatalf("after no funds:\n%s", p.body)
+			}
+			_, app2 := kaspiQR(t, e, b, id)
+			if app2 == app {
+				t.Fatal("a declined QR was offered again")
+			}
+			scan(t, e, app2, "decline")
+			b.get("/pay/" + id + "/status")
+			_, s, _ := e.api("GET", "/v1/sessions/"+id, e.key, nil)
+			pay := s["payment"].(map[string]any)
+			if s["attempts"].(float64) != 2 || pay["decline"].(map[string]any)["code"] != "do_not_honor" || pay["method"] != "kaspi_qr" {
+				t.Fatalf("session %v", s)
+			}
+			// Then by card.
+			if p := b.follow(b.pay(id, "4242 4242 4242 4242", "737")); !strings.Contains(p.body, "Payment successful") {
+				t.Fatalf("card after Kaspi:\n%s", p.body)
+			}
+		})
+
+		t.Run("Expire", func(t *testing.T) {
+			id := kaspiSession()
+			b := e.browser()
+			_, app := kaspiQR(t, e, b, id)
+			e.clock.Advance(6 * time.Minute)
+			defer e.clock.Advance(-6 * time.Minute)
+			if p := scan2(e, app); !strings.Contains(p.body, "no longer open") {
+				t.Fatalf("expired QR payable:\n%s", p.body)
+			}
+			p := b.follow(b.get("/pay/" + id))
+			if !strings.Contains(p.body, "QR code expired") || !strings.Contains(p.body, `name="number"`) {
+				t.Fatalf("after expiry:\n%s", p.body)
+			}
+			_, s, _ := e.api("GET", "/v1/sessions/"+id, e.key, nil)
+			if s["attempts"].(float64) != 0 || s["status"] != "open" {
+				t.Fatalf("an unscanned QR counted as an attempt: %v", s)
+			}
+		})
+
+		t.Run("SwitchToCard", func(t *testing.T) {
+			id := kaspiSession()
+			b := e.browser()
+			p, app := kaspiQR(t, e, b, id)
+			a, v := p.form(0)
+			v.Set("action", "card")
+			b.follow(b.do("POST", a, v))
+			if p := scan2(e, app); !strings.Contains(p.body, "no longer open") {
+				t.Fatal("the QR stays payable after switching to card")
+			}
+			if p := b.follow(b.pay(id, "4242 4242 4242 4242", "737")); !strings.Contains(p.body, "Payment successful") {
+				t.Fatalf("card after switching:\n%s", p.body)
+			}
+		})
+
+		t.Run("OtherSessionsQR", func(t *testing.T) {
+			a := kaspiSession()
+			bID := kaspiSession()
+			b := e.browser()
+			_, appA := kaspiQR(t, e, b, a)
+			kaspiQR(t, e, b, bID)
+			scan(t, e, appA, "pay")
+			b.get("/pay/" + bID + "/status")
+			_, s, _ := e.api("GET", "/v1/sessions/"+bID, e.key, nil)
+			if s["status"] != "open" {
+				t.Fatalf("paying A's QR completed B: %v", s)
+			}
+		})
+
+		t.Run("NotOffered", func(t *testing.T) {
+			id := e.session(map[string]any{"locale": "en"})["id"].(string)
+			b := e.browser()
+			if p := b.get("/pay/" + id + "/kaspi"); p.status != 303 {
+				t.Fatalf("kaspi on a card-only session: %d", p.status)
+			}
+			if countKind(t, e, "kaspi_qr") == 0 {
+				t.Fatal("no QR records at all: the other cases did not run")
+			}
+		})
+	})
+}
+
+// scan2 opens an app page without expecting it to be payable.
+func scan2(e *env, app string) page {
+	phone := e.browser()
+	p := phone.get(app)
+	if a, v := p.form(0); a != "" {
+		v.Set("action", "pay")
+		return phone.do("POST", a, v)
+	}
+	return p
+}
+
+// apiAs GETs a JSON page with the browser's cookies.
+func (e *env) apiAs(b *browser, path string) (int, map[string]any, error) {
+	p := b.get(path)
+	out := map[string]any{}
+	err := jsonDecode(strings.NewReader(p.body), &out)
+	return p.status, out, err
+}
