@@ -149,3 +149,6 @@ func (a *App) loadKEK() (*vault.LocalKEK, error) {
 
 // Close releases the store.
 func (a *App) Close() error { return a.store.Close() }
+
+// Config returns the settings the app runs with.
+func (a *App) Config() Config { return a.cfg }

@@ -399,7 +399,7 @@ func (w *Worker) post(ctx context.Context, url, secret string, ev payment.Event)
 	req.Header.Set("User-Agent", "paypage-webhooks/1")
 	req.Header.Set("Paypage-Event-Id", ev.ID)
 	req.Header.Set("Paypage-Event-Type", ev.Type)
-	req.Header.Set(SignatureHeader, Sign(secret, w.Now(), body))
+	req.Header.Set(SignatureHeader, Sign(secret, time.Now(), body)) // wall time: the shop compares it with its clock
 	resp, err := w.Client.Do(req)
 	att.Duration = time.Since(start).Milliseconds()
 	if err != nil {

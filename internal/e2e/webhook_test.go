@@ -1,0 +1,262 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/paypage/paypage/pkg/webhook"
+)
+
+// receiver is a shop's webhook endpoint that verifies every delivery.
+type receiver struct {
+	t      *testing.T
+	srv    *httptest.Server
+	secret string
+	mu     sync.Mutex
+	got    []map[string]any // verified deliveries
+	ids    map[string]int   // deliveries per event ID
+	bad    int              // deliveries that failed verification
+	overlp int              // times two deliveries of one event overlapped
+	active map[string]bool
+	plan   func(n int) (status int, delay time.Duration) // answer to the n-th delivery (from 1)
+	n      int
+}
+
+func newReceiver(t *testing.T) *receiver {
+	r := &receiver{t: t, ids: map[string]int{}, active: map[string]bool{}}
+	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	r.mu.Lock()
+	r.n++
+	n := r.n
+	id := req.Header.Get("Paypage-Event-Id")
+	if r.active[id] {
+		r.overlp++
+	}
+	r.active[id] = true
+	plan := r.plan
+	secret := r.secret
+	r.mu.Unlock()
+	defer func() { r.mu.Lock(); delete(r.active, id); r.mu.Unlock() }()
+	status, delay := 200, time.Duration(0)
+	if plan != nil {
+		status, delay = plan(n)
+	}
+	time.Sleep(delay)
+	if err := webhook.Verify(secret, req.Header.Get(webhook.SignatureHeader), body, time.Now(), 5*time.Minute); err != nil {
+		r.mu.Lock()
+		r.bad++
+		r.mu.Unlock()
+		w.WriteHeader(400)
+		return
+	}
+	if status == 200 {
+		var ev map[string]any
+		_ = json.Unmarshal(body, &ev)
+		r.mu.Lock()
+		r.got = append(r.got, ev)
+		r.ids[id]++
+		r.mu.Unlock()
+	}
+	w.WriteHeader(status)
+}
+
+func (r *receiver) waitFor(t *testing.T, n int) []map[string]any {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		r.mu.Lock()
+		got := append([]map[string]any(nil), r.got...)
+		r.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t.Fatalf("got %d deliveries, want %d (%d failed verification, %d requests)", len(r.got), n, r.bad, r.n)
+	return nil
+}
+
+func TestWebhookDeliveryAndSignature(t *testing.T) {
+	rc := newReceiver(t)
+	e := newEnv(t, envOpts{webhookURL: rc.srv.URL + "/hooks"})
+	rc.secret = e.hookSecret
+	id := e.session(nil)["id"].(string)
+	b := e.browser()
+	b.follow(b.pay(id, "4242 4242 4242 4242", "737"))
+	got := rc.waitFor(t, 1)
+	ev := got[0]
+	data := ev["data"].(map[string]any)
+	if ev["type"] != "payment.succeeded" || !strings.HasPrefix(ev["id"].(string), "evt_") || data["session_id"] != id || data["card"].(map[string]any)["last4"] != "4242" {
+		t.Fatalf("event %v", ev)
+	}
+	raw, _ := json.Marshal(ev)
+	if strings.Contains(string(raw), "4242424242424242") || strings.Contains(string(raw), `"737"`) {
+		t.Fatal("card data in a webhook")
+	}
+	e.seen.Write(raw)
+	// A refund and a failed payment make their events too, and the API lists them all.
+	e.api("POST", "/v1/payments/pay_"+id[4:]+"/refunds", e.key, map[string]any{"amount": 100})
+	id2 := e.session(nil)["id"].(string)
+	b.follow(b.pay(id2, "4000 0000 0000 0002", "737"))
+	got = rc.waitFor(t, 3)
+	types := map[string]bool{}
+	for _, g := range got {
+		types[g["type"].(string)] = true
+	}
+	if !types["refund.succeeded"] || !types["payment.failed"] {
+		t.Fatalf("types %v", types)
+	}
+	time.Sleep(200 * time.Millisecond) // the index is written when delivery starts
+	st, list, _ := e.api("GET", "/v1/events?limit=10", e.key, nil)
+	if st != 200 || len(list["data"].([]any)) != 3 {
+		t.Fatalf("events list: %d %v", st, list)
+	}
+	if rc.bad != 0 {
+		t.Fatalf("%d deliveries failed verification", rc.bad)
+	}
+	if st, _, _ := e.api("GET", "/v1/events?limit=1000", e.key, nil); st != 400 {
+		t.Fatalf("limit 1000: %d", st)
+	}
+}
+
+func TestWebhookRetries(t *testing.T) {
+	rc := newReceiver(t)
+	// 500, then a timeout, then 200.
+	rc.plan = func(n int) (int, time.Duration) {
+		switch n {
+		case 1:
+			return 500, 0
+		case 2:
+			return 200, 1500 * time.Millisecond // longer than the 1 s attempt timeout
+		}
+		return 200, 0
+	}
+	e := newEnv(t, envOpts{webhookURL: rc.srv.URL})
+	rc.secret = e.hookSecret
+	id := e.session(nil)["id"].(string)
+	b := e.browser()
+	b.follow(b.pay(id, "4242 4242 4242 4242", "737"))
+	rc.waitFor(t, 1)
+	time.Sleep(300 * time.Millisecond)
+	recs, err := e.app.Webhooks.ListRecords(context.Background(), e.merchant, "", 10)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("records %v %v", recs, err)
+	}
+	d := recs[0].Delivery
+	if d.Status != "delivered" || len(d.Attempts) != 3 || d.Attempts[0].Status != 500 || d.Attempts[1].Error != "timeout" || d.Attempts[2].Status != 200 {
+		t.Fatalf("delivery %+v", d)
+	}
+	// The timed-out attempt reached the shop too: it sees the same event ID twice and drops one.
+	if rc.ids[recs[0].ID] < 1 {
+		t.Fatal("event ID changed across retries")
+	}
+}
+
+func TestWebhookSurvivesRestart(t *testing.T) {
+	// The endpoint is down while the payment happens and the service stops.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	down := "http://" + ln.Addr().String()
+	ln.Close()
+	o := envOpts{webhookURL: down}
+	e := newEnv(t, o)
+	id := e.session(nil)["id"].(string)
+	b := e.browser()
+	b.follow(b.pay(id, "4242 4242 4242 4242", "737"))
+	e.stop()
+
+	rc := newReceiver(t)
+	rc.secret = e.hookSecret
+	o2 := envOpts{data: e.app.Config().Data, noAccounts: true}
+	e2 := newEnv(t, o2)
+	if err := e2.app.Accounts.SetWebhookURL(context.Background(), e.merchant, rc.srv.URL); err != nil {
+		t.Fatal(err)
+	}
+	got := rc.waitFor(t, 1)
+	if got[0]["type"] != "payment.succeeded" || got[0]["data"].(map[string]any)["session_id"] != id {
+		t.Fatalf("after restart: %v", got[0])
+	}
+}
+
+func TestWebhookNoDuplicatesAcrossReplicas(t *testing.T) {
+	rc := newReceiver(t)
+	rc.plan = func(n int) (int, time.Duration) { return 200, 30 * time.Millisecond }
+	url := redisURL(t)
+	a := newEnv(t, envOpts{store: url, webhookURL: rc.srv.URL})
+	rc.secret = a.hookSecret
+	b := newEnv(t, envOpts{store: url, data: a.app.Config().Data, noAccounts: true})
+	// Both replicas take payments; both run workers on the one outbox.
+	const n = 12
+	for i := 0; i < n; i++ {
+		e := a
+		if i%2 == 1 {
+			e = b
+		}
+		e.key, e.merchant = a.key, a.merchant
+		id := e.session(nil)["id"].(string)
+		br := e.browser()
+		// Several cards: one card is limited to 10 tries a day (card-testing protection).
+		c := []struct{ n, cvc string }{{"4242 4242 4242 4242", "737"}, {"2223 0031 2200 3222", "737"}, {"3530 1113 3330 0000", "737"}}[i%3]
+		if p := br.follow(br.pay(id, c.n, c.cvc)); !strings.Contains(p.body, "Payment successful") {
+			t.Fatalf("payment %d failed:\n%s", i, p.body)
+		}
+	}
+	defer func() {
+		if t.Failed() {
+			t.Logf("replica a:\n%s\nreplica b:\n%s", grepLines(a.logs.String(), "webhook"), grepLines(b.logs.String(), "webhook"))
+		}
+	}()
+	rc.waitFor(t, n)
+	time.Sleep(time.Second)
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.ids) != n || rc.overlp != 0 {
+		t.Fatalf("%d events, %d overlapping deliveries", len(rc.ids), rc.overlp)
+	}
+	for id, c := range rc.ids {
+		if c != 1 {
+			t.Errorf("event %s delivered %d times", id, c)
+		}
+	}
+}
+
+func TestSessionExpiredEvent(t *testing.T) {
+	rc := newReceiver(t)
+	e := newEnv(t, envOpts{webhookURL: rc.srv.URL})
+	rc.secret = e.hookSecret
+	id := e.session(map[string]any{"expires_in": 300})["id"].(string)
+	e.clock.Advance(6 * time.Minute)
+	if n, err := e.app.Payments.ExpireSessions(context.Background()); n != 1 || err != nil {
+		t.Fatalf("expired %d: %v", n, err)
+	}
+	got := rc.waitFor(t, 1)
+	if got[0]["type"] != "session.expired" || got[0]["data"].(map[string]any)["id"] != id {
+		t.Fatalf("%v", got[0])
+	}
+	if n, _ := e.app.Payments.ExpireSessions(context.Background()); n != 0 {
+		t.Fatal("expired twice")
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
