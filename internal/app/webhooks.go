@@ -28,7 +28,7 @@ func (a *App) ListEvents(ctx context.Context, out *json.Encoder, merchant, after
 		}
 		return out.Encode(recs)
 	}
-	var recs []webhook.Record
+	recs := []webhook.Record{}
 	err := a.store.Scan(ctx, "event", func(_ string, r store.Record) error {
 		var rec webhook.Record
 		if json.Unmarshal(r.Value, &rec) == nil {

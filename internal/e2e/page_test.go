@@ -267,3 +267,32 @@ func TestDetokenize(t *testing.T) {
 		}
 	})
 }
+
+func TestCardTestingLimits(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.app.Payments.Limits.PerCard = 2
+	b := e.browser()
+	// The same card across sessions: the third try is refused before it reaches anyone.
+	for i := 1; i <= 3; i++ {
+		id := e.session(map[string]any{"locale": "en"})["id"].(string)
+		p := b.pay(id, "4000 0000 0000 0002", "737")
+		if i < 3 && p.status != 303 {
+			t.Fatalf("try %d: %d", i, p.status)
+		}
+		if i == 3 {
+			if p.status != 429 || !strings.Contains(p.body, "Too many attempts") {
+				t.Fatalf("third try: %d\n%s", p.status, p.body)
+			}
+			_, s, _ := e.api("GET", "/v1/sessions/"+id, e.key, nil)
+			if s["payment"] != nil {
+				t.Fatal("a limited try made a payment")
+			}
+		}
+	}
+	// Per client address.
+	e.app.Payments.Limits.PerCard, e.app.Payments.Limits.PerClient = 100, 3
+	id := e.session(map[string]any{"locale": "en"})["id"].(string)
+	if p := b.pay(id, "4242 4242 4242 4242", "737"); p.status != 429 {
+		t.Fatalf("client over its limit: %d", p.status)
+	}
+}
