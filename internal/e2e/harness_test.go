@@ -65,7 +65,7 @@ func (c *clock) Advance(d time.Duration) {
 
 // env is one running paypage with a merchant and a processor.
 type env struct {
-	t          *testing.T
+	t          testing.TB
 	app        *app.App
 	url        string
 	logs       *syncBuffer
@@ -87,7 +87,7 @@ type envOpts struct {
 	noAccounts bool
 }
 
-func newEnv(t *testing.T, o envOpts) *env {
+func newEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
 	if o.store == "" {
 		o.store = "bolt"
@@ -146,7 +146,7 @@ func (e *env) stop() {
 	e.cancel = nil
 }
 
-func redisURL(t *testing.T) string { return redistest.Start(t).URL() }
+func redisURL(t testing.TB) string { return redistest.Start(t).URL() }
 
 // forEachStore runs f against the embedded store and against Redis.
 func forEachStore(t *testing.T, f func(t *testing.T, o envOpts)) {
