@@ -91,7 +91,7 @@ func TestAPIAuthAndOwnership(t *testing.T) {
 	}
 	// Pay so that a payment exists.
 	b := e.browser()
-	b.follow(b.pay(id, "4242 4242 4242 4242", "737"))
+	b.follow(b.pay(id, "4242 4242 4242 4242", "981"))
 	pay := "pay_" + id[len("ses_"):]
 	tests := []struct {
 		name, method, path, key string
@@ -187,7 +187,7 @@ func TestRefunds(t *testing.T) {
 		paid := func() string {
 			s := e.session(nil)
 			b := e.browser()
-			b.follow(b.pay(s["id"].(string), "4242 4242 4242 4242", "737"))
+			b.follow(b.pay(s["id"].(string), "4242 4242 4242 4242", "981"))
 			return "pay_" + s["id"].(string)[4:]
 		}
 		pay := paid()
@@ -257,7 +257,7 @@ func TestRefunds(t *testing.T) {
 		// A declined payment cannot be refunded.
 		s := e.session(nil)
 		b := e.browser()
-		b.follow(b.pay(s["id"].(string), "4000 0000 0000 0002", "737"))
+		b.follow(b.pay(s["id"].(string), "4000 0000 0000 0002", "981"))
 		if st, r, _ := e.api("POST", "/v1/payments/pay_"+s["id"].(string)[4:]+"/refunds", e.key, nil); st != 409 {
 			t.Fatalf("refund of a declined payment: %d %v", st, r)
 		}

@@ -22,7 +22,7 @@ func BenchmarkCardPayment(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				id := e.session(nil)["id"].(string)
-				p := br.follow(br.pay(id, "4242 4242 4242 4242", "737"))
+				p := br.follow(br.pay(id, "4242 4242 4242 4242", "981"))
 				if p.status != http.StatusOK {
 					b.Fatalf("status %d", p.status)
 				}

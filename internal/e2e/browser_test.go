@@ -112,7 +112,7 @@ func TestBrowser(t *testing.T) {
 		id, u := newSession(nil)
 		p := page(t).MustNavigate(u).MustWaitLoad()
 		shoot(t, p, "card-form")
-		fillCard(p, "4000 0000 0000 3220", "737")
+		fillCard(p, "4000 0000 0000 3220", "981")
 		p.MustElement("#pay").MustClick()
 		p.MustElement("#code") // script posts the CReq to the bank at once
 		shoot(t, p, "bank-page")
@@ -133,7 +133,7 @@ func TestBrowser(t *testing.T) {
 	t.Run("RefusedInRussian", func(t *testing.T) {
 		_, u := newSession(map[string]any{"locale": "ru"})
 		p := page(t).MustNavigate(u).MustWaitLoad()
-		fillCard(p, "4000 0000 0000 9995", "737")
+		fillCard(p, "4000 0000 0000 9995", "981")
 		p.MustElement("#pay").MustClick()
 		txt := p.MustElement("#decline").MustText()
 		if !strings.Contains(txt, "Платёж отклонён") || !strings.Contains(txt, "На карте недостаточно средств.") || !strings.Contains(txt, "Осталось попыток: 2") {
@@ -200,7 +200,7 @@ func TestBrowser(t *testing.T) {
 			id := p.MustEval(`() => document.activeElement.id`).String()
 			if id == "number" || id == "name" || id == "exp_month" || id == "exp_year" || id == "cvc" {
 				order = append(order, id)
-				p.MustInsertText(map[string]string{"number": "4242424242424242", "name": "IVAN PETROV", "exp_month": "12", "exp_year": "30", "cvc": "737"}[id])
+				p.MustInsertText(map[string]string{"number": "4242424242424242", "name": "IVAN PETROV", "exp_month": "12", "exp_year": "30", "cvc": "981"}[id])
 			}
 		}
 		if strings.Join(order, ",") != "number,name,exp_month,exp_year,cvc" {
@@ -294,7 +294,7 @@ func TestBrowser(t *testing.T) {
 	t.Run("SuccessPage", func(t *testing.T) {
 		id, u := newSession(nil)
 		p := page(t).MustNavigate(u).MustWaitLoad()
-		fillCard(p, "4242 4242 4242 4242", "737")
+		fillCard(p, "4242 4242 4242 4242", "981")
 		p.MustElement("#pay").MustClick()
 		waitURL(t, p, shop.URL)
 		shootBeforeRefresh(t, p, e.url+"/pay/"+id, "success")
@@ -345,7 +345,7 @@ func TestBrowserWithoutJavaScript(t *testing.T) {
 	if js := nojsHTML(t, p); !strings.Contains(js, `id="card-form"`) {
 		t.Fatalf("no card form:\n%s", js)
 	}
-	for sel, text := range map[string]string{"#number": "5555 5555 5555 4444", "#name": "IVAN PETROV", "#exp_month": "12", "#exp_year": "30", "#cvc": "737"} {
+	for sel, text := range map[string]string{"#number": "5555 5555 5555 4444", "#name": "IVAN PETROV", "#exp_month": "12", "#exp_year": "30", "#cvc": "981"} {
 		nojsType(t, p, sel, text)
 	}
 	nojsPress(t, p, "#pay")

@@ -19,20 +19,20 @@ var sandboxCards = []struct {
 	code, network      string
 	transStatus        string
 }{
-	{"4242 4242 4242 4242", "737", "visa", false, true, "", "", "Y"},
-	{"4000 0000 0000 3220", "737", "visa", true, true, "", "", "Y"},
-	{"5555 5555 5555 4444", "737", "mastercard", true, true, "", "", "Y"},
-	{"2223 0031 2200 3222", "737", "mastercard", false, true, "", "", "Y"},
+	{"4242 4242 4242 4242", "981", "visa", false, true, "", "", "Y"},
+	{"4000 0000 0000 3220", "981", "visa", true, true, "", "", "Y"},
+	{"5555 5555 5555 4444", "981", "mastercard", true, true, "", "", "Y"},
+	{"2223 0031 2200 3222", "981", "mastercard", false, true, "", "", "Y"},
 	{"3782 822463 10005", "7319", "amex", false, true, "", "", "Y"},
-	{"3530 1113 3330 0000", "737", "jcb", false, true, "", "", "Y"},
-	{"2200 0000 0000 0004", "737", "mir", true, true, "", "", "Y"},
-	{"4000 0000 0000 0002", "737", "visa", false, false, "do_not_honor", "05", "Y"},
-	{"4000 0000 0000 9995", "737", "visa", false, false, "insufficient_funds", "51", "Y"},
-	{"4000 0000 0000 0069", "737", "visa", false, false, "expired_card", "54", "Y"},
-	{"4000 0000 0000 0127", "737", "visa", false, false, "incorrect_cvc", "82", "Y"},
-	{"4000 0000 0000 0044", "737", "visa", false, false, "card_not_enabled_for_internet", "57", "Y"},
-	{"4000 0000 0000 0119", "737", "visa", false, false, "processor_unavailable", "91", "Y"},
-	{"4000 0000 0000 0051", "737", "visa", false, false, "authentication_failed", "", "N"},
+	{"3530 1113 3330 0000", "981", "jcb", false, true, "", "", "Y"},
+	{"2200 0000 0000 0004", "981", "mir", true, true, "", "", "Y"},
+	{"4000 0000 0000 0002", "981", "visa", false, false, "do_not_honor", "05", "Y"},
+	{"4000 0000 0000 9995", "981", "visa", false, false, "insufficient_funds", "51", "Y"},
+	{"4000 0000 0000 0069", "981", "visa", false, false, "expired_card", "54", "Y"},
+	{"4000 0000 0000 0127", "981", "visa", false, false, "incorrect_cvc", "82", "Y"},
+	{"4000 0000 0000 0044", "981", "visa", false, false, "card_not_enabled_for_internet", "57", "Y"},
+	{"4000 0000 0000 0119", "981", "visa", false, false, "processor_unavailable", "91", "Y"},
+	{"4000 0000 0000 0051", "981", "visa", false, false, "authentication_failed", "", "N"},
 }
 
 var declineText = map[string]string{
@@ -140,7 +140,7 @@ func assertNoCardData(t *testing.T, e *env) {
 			}
 		}
 	}
-	for _, cvv := range []string{"737", "7319"} {
+	for _, cvv := range []string{"981", "7319"} {
 		if loc := regexp.MustCompile(`[^0-9]` + cvv + `[^0-9]`).FindStringIndex(hay); loc != nil {
 			t.Errorf("CVV %s found: ...%s...", cvv, hay[max(0, loc[0]-80):min(len(hay), loc[1]+80)])
 		}

@@ -23,11 +23,11 @@ func TestFieldErrorsAreNotAttempts(t *testing.T) {
 		text                          string
 	}{
 		{"all empty", "", "", "", "", "", []string{"number-error", "name-error", "expiry-error", "cvc-error"}, "Enter the card number."},
-		{"luhn typo", "4242 4242 4242 4241", "IVAN PETROV", "12", "30", "737", []string{"number-error"}, "The card number is incorrect"},
-		{"cyrillic name", "4242 4242 4242 4242", "ИВАН ПЕТРОВ", "12", "30", "737", []string{"name-error"}, "Latin letters"},
-		{"expired", "4242 4242 4242 4242", "IVAN PETROV", "01", "20", "737", []string{"expiry-error"}, "The card has expired."},
-		{"amex needs 4 digits", "3782 822463 10005", "IVAN PETROV", "12", "30", "737", []string{"cvc-error"}, "wrong number of digits"},
-		{"unsupported brand", "6011 1111 1111 1117", "IVAN PETROV", "12", "30", "737", []string{"number-error"}, "This card type is not accepted"},
+		{"luhn typo", "4242 4242 4242 4241", "IVAN PETROV", "12", "30", "981", []string{"number-error"}, "The card number is incorrect"},
+		{"cyrillic name", "4242 4242 4242 4242", "ИВАН ПЕТРОВ", "12", "30", "981", []string{"name-error"}, "Latin letters"},
+		{"expired", "4242 4242 4242 4242", "IVAN PETROV", "01", "20", "981", []string{"expiry-error"}, "The card has expired."},
+		{"amex needs 4 digits", "3782 822463 10005", "IVAN PETROV", "12", "30", "981", []string{"cvc-error"}, "wrong number of digits"},
+		{"unsupported brand", "6011 1111 1111 1117", "IVAN PETROV", "12", "30", "981", []string{"number-error"}, "This card type is not accepted"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -57,7 +57,7 @@ func TestFieldErrorsAreNotAttempts(t *testing.T) {
 		t.Fatalf("field errors counted as attempts: %v", s)
 	}
 	// Then the right card pays.
-	p := b.follow(b.pay(id, "4242424242424242", "737"))
+	p := b.follow(b.pay(id, "4242424242424242", "981"))
 	if !strings.Contains(p.body, "Payment successful") {
 		t.Fatalf("after typos:\n%s", p.body)
 	}
@@ -68,7 +68,7 @@ func TestAttemptsRunOut(t *testing.T) {
 	id := e.session(map[string]any{"locale": "en"})["id"].(string)
 	b := e.browser()
 	for i := 1; i <= 3; i++ {
-		p := b.follow(b.pay(id, "4000 0000 0000 9995", "737"))
+		p := b.follow(b.pay(id, "4000 0000 0000 9995", "981"))
 		if i < 3 && !strings.Contains(p.body, "not enough funds") {
 			t.Fatalf("attempt %d:\n%s", i, p.body)
 		}
@@ -76,7 +76,7 @@ func TestAttemptsRunOut(t *testing.T) {
 			t.Fatalf("after the third decline the form is still offered:\n%s", p.body)
 		}
 	}
-	p := b.pay(id, "4242 4242 4242 4242", "737")
+	p := b.pay(id, "4242 4242 4242 4242", "981")
 	_, s, _ := e.api("GET", "/v1/sessions/"+id, e.key, nil)
 	if p.status == 200 && strings.Contains(p.body, "Payment successful") || s["status"] != "failed" || s["payment"].(map[string]any)["status"] != "failed" {
 		t.Fatalf("a failed session took a payment: %v", s)
@@ -93,7 +93,7 @@ func TestExpiredSession(t *testing.T) {
 	v.Set("name", "IVAN PETROV")
 	v.Set("exp_month", "12")
 	v.Set("exp_year", "35")
-	v.Set("cvc", "737")
+	v.Set("cvc", "981")
 	p := b.follow(b.do("POST", "/pay/"+id, v))
 	if !strings.Contains(p.body, "This payment page has expired") || strings.Contains(p.body, `name="number"`) {
 		t.Fatalf("expired page:\n%s", p.body)
@@ -119,14 +119,14 @@ func TestPaidAtMostOnce(t *testing.T) {
 		v.Set("name", "IVAN PETROV")
 		v.Set("exp_month", "12")
 		v.Set("exp_year", "35")
-		v.Set("cvc", "737")
+		v.Set("cvc", "981")
 		var wg sync.WaitGroup
 		for i := 0; i < 8; i++ {
 			wg.Add(1)
 			go func() { defer wg.Done(); b.do("POST", "/pay/"+id, v) }()
 		}
 		wg.Wait()
-		p := b.follow(b.pay(id, "5555 5555 5555 4444", "737"))
+		p := b.follow(b.pay(id, "5555 5555 5555 4444", "981"))
 		if !strings.Contains(p.body, "Payment successful") {
 			t.Fatalf("after paying:\n%s", p.body)
 		}
@@ -166,7 +166,7 @@ func TestCSRFAndHeaders(t *testing.T) {
 		t.Error("page loads from another origin")
 	}
 	// A post without the CSRF token, or from another browser, is refused and changes nothing.
-	form := url.Values{"number": {"4242424242424242"}, "name": {"IVAN PETROV"}, "exp_month": {"12"}, "exp_year": {"35"}, "cvc": {"737"}}
+	form := url.Values{"number": {"4242424242424242"}, "name": {"IVAN PETROV"}, "exp_month": {"12"}, "exp_year": {"35"}, "cvc": {"981"}}
 	if p := b.do("POST", "/pay/"+id, form); p.status != http.StatusForbidden {
 		t.Fatalf("no token: %d", p.status)
 	}
@@ -188,7 +188,7 @@ func TestLanguages(t *testing.T) {
 	// The session's locale wins; else Accept-Language; ?lang= switches.
 	ru := e.session(map[string]any{"locale": "ru"})["id"].(string)
 	b := e.browser()
-	p := b.follow(b.pay(ru, "4000 0000 0000 9995", "737"))
+	p := b.follow(b.pay(ru, "4000 0000 0000 9995", "981"))
 	if !strings.Contains(p.body, "На карте недостаточно средств.") || !strings.Contains(p.body, `lang="ru"`) {
 		t.Fatalf("Russian decline:\n%s", p.body)
 	}
@@ -275,7 +275,7 @@ func TestCardTestingLimits(t *testing.T) {
 	// The same card across sessions: the third try is refused before it reaches anyone.
 	for i := 1; i <= 3; i++ {
 		id := e.session(map[string]any{"locale": "en"})["id"].(string)
-		p := b.pay(id, "4000 0000 0000 0002", "737")
+		p := b.pay(id, "4000 0000 0000 0002", "981")
 		if i < 3 && p.status != 303 {
 			t.Fatalf("try %d: %d", i, p.status)
 		}
@@ -292,7 +292,7 @@ func TestCardTestingLimits(t *testing.T) {
 	// Per client address.
 	e.app.Payments.Limits.PerCard, e.app.Payments.Limits.PerClient = 100, 3
 	id := e.session(map[string]any{"locale": "en"})["id"].(string)
-	if p := b.pay(id, "4242 4242 4242 4242", "737"); p.status != 429 {
+	if p := b.pay(id, "4242 4242 4242 4242", "981"); p.status != 429 {
 		t.Fatalf("client over its limit: %d", p.status)
 	}
 }

@@ -16,7 +16,7 @@ func startChallenge(t *testing.T, e *env, number string) (*browser, string, page
 	t.Helper()
 	id := e.session(map[string]any{"locale": "en"})["id"].(string)
 	b := e.browser()
-	p := b.pay(id, number, "737")
+	p := b.pay(id, number, "981")
 	if !strings.Contains(p.body, `name="creq"`) {
 		t.Fatalf("no challenge:\n%s", p.body)
 	}

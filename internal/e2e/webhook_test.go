@@ -96,7 +96,7 @@ func TestWebhookDeliveryAndSignature(t *testing.T) {
 	rc.secret = e.hookSecret
 	id := e.session(nil)["id"].(string)
 	b := e.browser()
-	b.follow(b.pay(id, "4242 4242 4242 4242", "737"))
+	b.follow(b.pay(id, "4242 4242 4242 4242", "981"))
 	got := rc.waitFor(t, 1)
 	ev := got[0]
 	data := ev["data"].(map[string]any)
@@ -104,14 +104,14 @@ func TestWebhookDeliveryAndSignature(t *testing.T) {
 		t.Fatalf("event %v", ev)
 	}
 	raw, _ := json.Marshal(ev)
-	if strings.Contains(string(raw), "4242424242424242") || strings.Contains(string(raw), `"737"`) {
+	if strings.Contains(string(raw), "4242424242424242") || strings.Contains(string(raw), `"981"`) {
 		t.Fatal("card data in a webhook")
 	}
 	e.seen.Write(raw)
 	// A refund and a failed payment make their events too, and the API lists them all.
 	e.api("POST", "/v1/payments/pay_"+id[4:]+"/refunds", e.key, map[string]any{"amount": 100})
 	id2 := e.session(nil)["id"].(string)
-	b.follow(b.pay(id2, "4000 0000 0000 0002", "737"))
+	b.follow(b.pay(id2, "4000 0000 0000 0002", "981"))
 	got = rc.waitFor(t, 3)
 	types := map[string]bool{}
 	for _, g := range got {
@@ -149,7 +149,7 @@ func TestWebhookRetries(t *testing.T) {
 	rc.secret = e.hookSecret
 	id := e.session(nil)["id"].(string)
 	b := e.browser()
-	b.follow(b.pay(id, "4242 4242 4242 4242", "737"))
+	b.follow(b.pay(id, "4242 4242 4242 4242", "981"))
 	rc.waitFor(t, 1)
 	time.Sleep(300 * time.Millisecond)
 	recs, err := e.app.Webhooks.ListRecords(context.Background(), e.merchant, "", 10)
@@ -175,7 +175,7 @@ func TestWebhookSurvivesRestart(t *testing.T) {
 	e := newEnv(t, o)
 	id := e.session(nil)["id"].(string)
 	b := e.browser()
-	b.follow(b.pay(id, "4242 4242 4242 4242", "737"))
+	b.follow(b.pay(id, "4242 4242 4242 4242", "981"))
 	e.stop()
 
 	rc := newReceiver(t)
@@ -209,7 +209,7 @@ func TestWebhookNoDuplicatesAcrossReplicas(t *testing.T) {
 		id := e.session(nil)["id"].(string)
 		br := e.browser()
 		// Several cards: one card is limited to 10 tries a day (card-testing protection).
-		c := []struct{ n, cvc string }{{"4242 4242 4242 4242", "737"}, {"2223 0031 2200 3222", "737"}, {"3530 1113 3330 0000", "737"}}[i%3]
+		c := []struct{ n, cvc string }{{"4242 4242 4242 4242", "981"}, {"2223 0031 2200 3222", "981"}, {"3530 1113 3330 0000", "981"}}[i%3]
 		if p := br.follow(br.pay(id, c.n, c.cvc)); !strings.Contains(p.body, "Payment successful") {
 			t.Fatalf("payment %d failed:\n%s", i, p.body)
 		}

@@ -376,7 +376,7 @@ func (svc *Service) ExpireSessions(ctx context.Context) (int, error) {
 			continue // an attempt in flight finishes first
 		}
 		l.s.Status = SessionExpired
-		ev := svc.event(EventSessionExpired, l.s.Merchant, l.s)
+		ev := svc.event(EventSessionExpired, l.s.Merchant, l.s.View(svc.PublicURL, now, l.p))
 		if err := svc.commit(ctx, l, []store.Op{{Key: openKey(id), Delete: true, IfVersion: store.Any}}, ev); err != nil {
 			if errors.Is(err, store.ErrConflict) {
 				continue

@@ -60,7 +60,6 @@ type Session struct {
 	RequestHash string    `json:"request_hash,omitempty"`
 	Pending     *Pending  `json:"pending,omitempty"`
 	LastDecline *Decline  `json:"last_decline,omitempty"`
-	Expired     bool      `json:"expired_event,omitempty"` // the session.expired event was written
 }
 
 // Pending is the attempt in flight, if any: one at a time per session.
@@ -213,3 +212,36 @@ const (
 	EventSessionExpired   = "session.expired"
 	EventRefundSucceeded  = "refund.succeeded"
 )
+
+// SessionView is a session as the shop sees it (API answers, webhooks).
+type SessionView struct {
+	ID          string    `json:"id"`
+	Object      string    `json:"object"`
+	URL         string    `json:"url"`
+	Status      string    `json:"status"`
+	Amount      int64     `json:"amount"`
+	Currency    string    `json:"currency"`
+	Reference   string    `json:"reference,omitempty"`
+	Description string    `json:"description,omitempty"`
+	SuccessURL  string    `json:"success_url"`
+	CancelURL   string    `json:"cancel_url"`
+	Locale      string    `json:"locale,omitempty"`
+	Methods     []string  `json:"methods"`
+	Created     time.Time `json:"created"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	Attempts    int       `json:"attempts"`
+	MaxAttempts int       `json:"max_attempts"`
+	PaymentID   string    `json:"payment_id,omitempty"`
+	Payment     *Payment  `json:"payment,omitempty"`
+}
+
+// View is the session as the shop sees it at time now, with its payment if given.
+func (s *Session) View(publicURL string, now time.Time, p *Payment) SessionView {
+	return SessionView{
+		ID: s.ID, Object: "session", URL: strings.TrimRight(publicURL, "/") + "/pay/" + s.ID, Status: s.StatusAt(now),
+		Amount: s.Amount, Currency: s.Currency, Reference: s.Reference, Description: s.Description,
+		SuccessURL: s.SuccessURL, CancelURL: s.CancelURL, Locale: s.Locale, Methods: s.Methods,
+		Created: s.Created, ExpiresAt: s.ExpiresAt, Attempts: s.Attempts, MaxAttempts: s.MaxAttempts,
+		PaymentID: s.PaymentID, Payment: p,
+	}
+}

@@ -14,7 +14,7 @@ type Authentication struct {
 	Version     string `json:"version"`
 	TransStatus string `json:"trans_status"`
 	ECI         string `json:"eci"`
-	AuthValue   string `json:"-"` // CAVV / AAV: sent to the processor, never shown
+	AuthValue   string `json:"auth_value,omitempty"` // CAVV / AAV: kept for authorization, never shown to the shop
 	DSTransID   string `json:"ds_trans_id,omitempty"`
 }
 

@@ -108,40 +108,8 @@ func decodeJSON(r *http.Request, into any) error {
 	return apperr.E(apperr.Invalid, "the body could not be read")
 }
 
-// SessionView is a session as the shop API shows it.
-type SessionView struct {
-	ID          string           `json:"id"`
-	Object      string           `json:"object"`
-	URL         string           `json:"url"`
-	Status      string           `json:"status"`
-	Amount      int64            `json:"amount"`
-	Currency    string           `json:"currency"`
-	Reference   string           `json:"reference,omitempty"`
-	Description string           `json:"description,omitempty"`
-	SuccessURL  string           `json:"success_url"`
-	CancelURL   string           `json:"cancel_url"`
-	Locale      string           `json:"locale,omitempty"`
-	Methods     []string         `json:"methods"`
-	Created     time.Time        `json:"created"`
-	ExpiresAt   time.Time        `json:"expires_at"`
-	Attempts    int              `json:"attempts"`
-	MaxAttempts int              `json:"max_attempts"`
-	PaymentID   string           `json:"payment_id,omitempty"`
-	Payment     *payment.Payment `json:"payment,omitempty"`
-}
-
-func (s *Server) sessionView(ss payment.Session, p *payment.Payment) SessionView {
-	return SessionView{
-		ID: ss.ID, Object: "session", URL: s.payURL(ss.ID), Status: ss.StatusAt(s.Payments.Now()),
-		Amount: ss.Amount, Currency: ss.Currency, Reference: ss.Reference, Description: ss.Description,
-		SuccessURL: ss.SuccessURL, CancelURL: ss.CancelURL, Locale: ss.Locale, Methods: ss.Methods,
-		Created: ss.Created, ExpiresAt: ss.ExpiresAt, Attempts: ss.Attempts, MaxAttempts: ss.MaxAttempts,
-		PaymentID: ss.PaymentID, Payment: p,
-	}
-}
-
-func (s *Server) payURL(id string) string {
-	return strings.TrimRight(s.cfg.PublicURL, "/") + "/pay/" + id
+func (s *Server) sessionView(ss payment.Session, p *payment.Payment) payment.SessionView {
+	return ss.View(s.Payments.PublicURL, s.Payments.Now(), p)
 }
 
 func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {

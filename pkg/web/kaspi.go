@@ -86,13 +86,9 @@ func (s *Server) kaspiPage(w http.ResponseWriter, r *http.Request) {
 	d.CSRF = s.csrfToken(w, r, id)
 	d.CancelURL = "/pay/" + id + "/cancel"
 	if ss.Allows(payment.MethodCard) {
-		d.KaspiURL = "/pay/" + id // the card tab
+		d.CardURL = "/pay/" + id
 	}
-	left := time.Until(p.QRExpires)
-	if s.Payments.Now != nil {
-		left = p.QRExpires.Sub(s.Payments.Now())
-	}
-	left = max(0, left).Round(time.Second)
+	left := max(0, p.QRExpires.Sub(s.Payments.Now())).Round(time.Second)
 	d.QR = &qrView{
 		Image:   template.URL("data:image/svg+xml;base64," + base64.StdEncoding.EncodeToString([]byte(svg))),
 		Payload: p.QRPayload, ExpiresISO: p.QRExpires.UTC().Format(time.RFC3339),

@@ -64,6 +64,7 @@ type pageData struct {
 	CancelURL string
 	Kaspi     bool
 	KaspiURL  string
+	CardURL   string
 	Hidden    []hidden
 
 	ACS *acsView
@@ -162,7 +163,12 @@ func (s *Server) declineText(lang, code string) string {
 
 // payPage shows the page in the session's current state.
 func (s *Server) payPage(w http.ResponseWriter, r *http.Request) {
-	ss, p, err := s.Payments.SessionForPage(r.Context(), mux.Vars(r)["id"])
+	s.showSession(w, r, mux.Vars(r)["id"], http.StatusOK)
+}
+
+// showSession renders a session's page as it stands, answering with status.
+func (s *Server) showSession(w http.ResponseWriter, r *http.Request, id string, status int) {
+	ss, p, err := s.Payments.SessionForPage(r.Context(), id)
 	if err != nil {
 		s.pageError(w, r, err)
 		return
@@ -170,7 +176,7 @@ func (s *Server) payPage(w http.ResponseWriter, r *http.Request) {
 	if pend := ss.Pending; pend != nil {
 		switch pend.Stage {
 		case payment.StageChallenge:
-			s.renderChallenge(w, r, ss, &payment.Challenge{ACSURL: pend.ACSURL, CReq: pend.CReq})
+			s.renderChallenge(w, r, status, ss, &payment.Challenge{ACSURL: pend.ACSURL, CReq: pend.CReq})
 			return
 		case payment.StageKaspi:
 			http.Redirect(w, r, "/pay/"+ss.ID+"/kaspi", http.StatusSeeOther)
@@ -179,7 +185,7 @@ func (s *Server) payPage(w http.ResponseWriter, r *http.Request) {
 	}
 	d := s.sessionPage(r, ss, p)
 	d.CSRF = s.csrfToken(w, r, ss.ID)
-	s.render(w, r, http.StatusOK, "pay", d)
+	s.render(w, r, status, "pay", d)
 }
 
 // pageError shows a page for an error outside a session's flow.
@@ -229,7 +235,7 @@ func (s *Server) paySubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	out, err := s.Payments.SubmitCard(r.Context(), id, in, s.browser(r))
 	if out.Challenge != nil && err == nil {
-		s.renderChallenge(w, r, out.Session, out.Challenge)
+		s.renderChallenge(w, r, http.StatusOK, out.Session, out.Challenge)
 		return
 	}
 	var fe payment.FieldErrors
@@ -304,7 +310,7 @@ func truncate(s string, n int) string {
 
 // renderChallenge sends the shopper to the issuer's page: a form that posts
 // the CReq, sent by script at once, or by the shopper's click without it.
-func (s *Server) renderChallenge(w http.ResponseWriter, r *http.Request, ss payment.Session, c *payment.Challenge) {
+func (s *Server) renderChallenge(w http.ResponseWriter, r *http.Request, status int, ss payment.Session, c *payment.Challenge) {
 	d := s.newPage(r, pickLang(r, ss.Locale))
 	d.Order = s.order(r.Context(), ss)
 	d.Heading, d.Body, d.LinkText = d.T("threeds.title"), d.T("threeds.body"), d.T("threeds.button")
@@ -313,7 +319,7 @@ func (s *Server) renderChallenge(w http.ResponseWriter, r *http.Request, ss paym
 	if u, err := url.Parse(c.ACSURL); err == nil && u.Host != "" {
 		w.Header().Set("Content-Security-Policy", csp("'self' "+u.Scheme+"://"+u.Host))
 	}
-	s.render(w, r, http.StatusOK, "redirect", d)
+	s.render(w, r, status, "redirect", d)
 }
 
 // threeDSReturn is the 3-D Secure notification URL: the issuer's page posts
@@ -329,24 +335,10 @@ func (s *Server) threeDSReturn(w http.ResponseWriter, r *http.Request) {
 	case err == nil, errors.Is(err, payment.ErrStaleResult), errors.Is(err, payment.ErrChallengeOpen):
 		http.Redirect(w, r, "/pay/"+id, http.StatusSeeOther)
 	case apperr.Is(err, apperr.Invalid):
-		w.WriteHeader(http.StatusBadRequest)
-		s.payPageWithStatus(w, r, id)
+		s.showSession(w, r, id, http.StatusBadRequest)
 	default:
 		s.pageError(w, r, err)
 	}
-}
-
-func (s *Server) payPageWithStatus(w http.ResponseWriter, r *http.Request, id string) {
-	ss, p, err := s.Payments.SessionForPage(r.Context(), id)
-	if err != nil {
-		s.pageError(w, r, err)
-		return
-	}
-	d := s.sessionPage(r, ss, p)
-	d.CSRF = s.csrfToken(w, r, id)
-	var buf bytes.Buffer
-	_ = s.pages["pay"].ExecuteTemplate(&buf, "layout", d)
-	_, _ = w.Write(buf.Bytes())
 }
 
 // payCancel takes the shopper back to the shop's cancel_url.
