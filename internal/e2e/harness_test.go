@@ -148,10 +148,12 @@ func (e *env) stop() {
 
 func redisURL(t testing.TB) string { return redistest.Start(t).URL() }
 
-// forEachStore runs f against the embedded store and against Redis.
+// forEachStore runs f against the embedded store, a Redis node and a Redis
+// Cluster (where a commit that spanned hash slots would fail).
 func forEachStore(t *testing.T, f func(t *testing.T, o envOpts)) {
 	t.Run("bolt", func(t *testing.T) { f(t, envOpts{}) })
 	t.Run("redis", func(t *testing.T) { f(t, envOpts{store: redisURL(t)}) })
+	t.Run("cluster", func(t *testing.T) { f(t, envOpts{store: redistest.StartCluster(t)}) })
 }
 
 // api calls the shop or processor API and decodes the JSON answer.

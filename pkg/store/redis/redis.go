@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -235,10 +236,29 @@ func (d *DB) Scan(ctx context.Context, kind string, fn func(id string, r store.R
 		}
 		return mapErr(it.Err())
 	}
-	if cc, ok := d.c.(*goredis.ClusterClient); ok {
-		return cc.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error { return walk(ctx, c) })
+	cc, ok := d.c.(*goredis.ClusterClient)
+	if !ok {
+		return walk(ctx, d.c)
 	}
-	return walk(ctx, d.c)
+	// ForEachMaster runs in parallel; fn is called one record at a time, so
+	// gather the masters first and walk them in turn.
+	var mu sync.Mutex
+	var masters []*goredis.Client
+	err := cc.ForEachMaster(ctx, func(_ context.Context, c *goredis.Client) error {
+		mu.Lock()
+		masters = append(masters, c)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return mapErr(err)
+	}
+	for _, m := range masters {
+		if err := walk(ctx, m); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func streamKey(log string) string { return "pp:{log_" + log + "}:stream" }

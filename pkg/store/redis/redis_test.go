@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/store"
 	"github.com/paypage/paypage/pkg/store/redis"
@@ -12,20 +14,36 @@ import (
 	"github.com/paypage/paypage/pkg/store/storetest"
 )
 
-func TestContract(t *testing.T) {
-	srv := redistest.Start(t)
+// contract runs the store contract against the Redis at url, emptied
+// before each case (on every master of a Cluster).
+func contract(t *testing.T, url string) {
 	storetest.Run(t, func(t *testing.T) store.Store {
-		db, err := redis.Open(context.Background(), srv.URL())
+		ctx := context.Background()
+		db, err := redis.Open(ctx, url)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := db.Client().FlushDB(context.Background()).Err(); err != nil {
-			t.Fatal(err)
-		}
 		t.Cleanup(func() { db.Close() })
+		var ferr error
+		if cc, ok := db.Client().(*goredis.ClusterClient); ok {
+			ferr = cc.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error { return c.FlushDB(ctx).Err() })
+		} else {
+			ferr = db.Client().FlushDB(ctx).Err()
+		}
+		if ferr != nil {
+			t.Fatal(ferr)
+		}
 		return db
 	})
 }
+
+func TestContract(t *testing.T) { contract(t, redistest.Start(t).URL()) }
+
+// A Cluster proves that every commit's keys share a hash slot, and that
+// scans reach every master.
+func TestContractCluster(t *testing.T) { contract(t, redistest.StartCluster(t)) }
+
+func TestContractSentinel(t *testing.T) { contract(t, redistest.StartSentinel(t)) }
 
 func TestOutageIsUnavailable(t *testing.T) {
 	srv := redistest.Start(t)

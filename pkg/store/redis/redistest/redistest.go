@@ -1,5 +1,6 @@
-// Package redistest starts a real redis-server for tests, on a free port in a
-// temporary directory, and stops it when the test ends. A test that needs
+// Package redistest starts real Redis servers for tests (a single node, a
+// three-master Cluster, or a master with a Sentinel), on free ports in
+// temporary directories, and stops them when the test ends. A test that needs
 // Redis fails when redis-server is missing: it never skips.
 package redistest
 
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,4 +83,102 @@ func freePort(tb testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startNode runs one redis-server with extra arguments on a free port.
+func startNode(tb testing.TB, dir string, extra ...string) *Server {
+	tb.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		tb.Fatalf("redis-server not found (install it: apt-get install redis-server): %v", err)
+	}
+	for try := 0; try < 5; try++ {
+		port := freePort(tb)
+		args := append([]string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--dir", dir, "--save", "", "--appendonly", "no",
+			"--logfile", filepath.Join(dir, fmt.Sprintf("redis-%d.log", port))}, extra...)
+		cmd := exec.Command(bin, args...)
+		if err := cmd.Start(); err != nil {
+			tb.Fatal(err)
+		}
+		s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), Dir: dir, cmd: cmd}
+		if waitReady(s.Addr) == nil {
+			tb.Cleanup(s.Stop)
+			return s
+		}
+		s.Stop()
+	}
+	tb.Fatal("redis-server did not start")
+	return nil
+}
+
+// StartCluster runs a three-master Redis Cluster and returns its
+// redis+cluster:// URL.
+func StartCluster(tb testing.TB) string {
+	tb.Helper()
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		tb.Fatalf("redis-cli not found (it comes with redis-server): %v", err)
+	}
+	var addrs []string
+	for i := 0; i < 3; i++ {
+		dir := tb.TempDir()
+		n := startNode(tb, dir, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"), "--cluster-node-timeout", "2000")
+		addrs = append(addrs, n.Addr)
+	}
+	args := append([]string{"--cluster", "create"}, addrs...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+		tb.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	for _, a := range addrs {
+		c := goredis.NewClient(&goredis.Options{Addr: a})
+		ok := false
+		for i := 0; i < 100 && !ok; i++ {
+			info, _ := c.ClusterInfo(context.Background()).Result()
+			ok = strings.Contains(info, "cluster_state:ok")
+			if !ok {
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		c.Close()
+		if !ok {
+			tb.Fatalf("cluster node %s never became ok", a)
+		}
+	}
+	u := "redis+cluster://" + addrs[0]
+	for _, a := range addrs[1:] {
+		u += map[bool]string{true: "?", false: "&"}[!strings.Contains(u, "?")] + "addr=" + a
+	}
+	return u
+}
+
+// StartSentinel runs a master and one Sentinel watching it as "mymaster",
+// and returns the Sentinel URL.
+func StartSentinel(tb testing.TB) string {
+	tb.Helper()
+	master := Start(tb)
+	dir := tb.TempDir()
+	conf := filepath.Join(dir, "sentinel.conf")
+	host, port, _ := strings.Cut(master.Addr, ":")
+	cfg := fmt.Sprintf("sentinel monitor mymaster %s %s 1\nsentinel down-after-milliseconds mymaster 5000\n", host, port)
+	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	bin, _ := exec.LookPath("redis-server")
+	for try := 0; try < 5; try++ {
+		sp := freePort(tb)
+		cmd := exec.Command(bin, conf, "--sentinel", "--port", fmt.Sprint(sp), "--bind", "127.0.0.1", "--dir", dir,
+			"--logfile", filepath.Join(dir, "sentinel.log"))
+		if err := cmd.Start(); err != nil {
+			tb.Fatal(err)
+		}
+		s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", sp), Dir: dir, cmd: cmd}
+		if waitReady(s.Addr) == nil {
+			tb.Cleanup(s.Stop)
+			return "redis://" + s.Addr + "?master_name=mymaster"
+		}
+		s.Stop()
+	}
+	tb.Fatal("redis sentinel did not start")
+	return ""
 }
