@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildBinary builds cmd/paypage once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "paypage")
+	out, err := exec.Command("go", "build", "-o", bin, "../../cmd/paypage").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestTwoProcessesOnOneRedis runs two real paypage processes on one Redis:
+// sessions made at one replica are paid at the other, and every webhook
+// event is delivered once, never twice at the same time. The operator's
+// events commands work beside them.
+func TestTwoProcessesOnOneRedis(t *testing.T) {
+	bin := buildBinary(t)
+	redis := redisURL(t)
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "master.key")
+	if err := os.WriteFile(keyFile, []byte(strings.Repeat("5a", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rc := newReceiver(t)
+	rc.plan = func(int) (int, time.Duration) { return 200, 30 * time.Millisecond }
+	base := append(os.Environ(), "PAYPAGE_STORE="+redis, "PAYPAGE_MASTER_KEY_FILE="+keyFile, "PAYPAGE_DATA="+filepath.Join(dir, "data"),
+		"PAYPAGE_WEBHOOK_ALLOW_PRIVATE=true", "PAYPAGE_WEBHOOK_SCHEDULE=200ms,400ms")
+	cli := func(args ...string) []byte {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = base
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("paypage %v: %v", args, err)
+		}
+		return out
+	}
+	var m struct {
+		ID            string `json:"id"`
+		SecretKey     string `json:"secret_key"`
+		WebhookSecret string `json:"webhook_secret"`
+	}
+	if err := json.Unmarshal(cli("merchant", "add", "--name", "Air Astana", "--webhook-url", rc.srv.URL), &m); err != nil {
+		t.Fatal(err)
+	}
+	rc.secret = m.WebhookSecret
+
+	var replicas []*env
+	for i := 0; i < 2; i++ {
+		addr := freeAddr(t)
+		cmd := exec.Command(bin, "serve")
+		cmd.Env = append(base, "PAYPAGE_ADDR="+addr)
+		logs := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = logs, logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			_ = cmd.Wait()
+		})
+		e := &env{t: t, url: "http://" + addr, key: m.SecretKey, merchant: m.ID, seen: &syncBuffer{}, logs: logs}
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if resp, err := http.Get(e.url + "/readyz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %d never ready:\n%s", i, logs.String())
+			}
+		}
+		replicas = append(replicas, e)
+	}
+
+	const n = 10
+	for i := 0; i < n; i++ {
+		made, paidAt := replicas[i%2], replicas[(i+1)%2]
+		id := made.session(nil)["id"].(string)
+		c := []struct{ n, cvc string }{{"4242 4242 4242 4242", "981"}, {"2223 0031 2200 3222", "981"}, {"3530 1113 3330 0000", "981"}}[i%3]
+		b := paidAt.browser()
+		if p := b.follow(b.pay(id, c.n, c.cvc)); !strings.Contains(p.body, "Payment successful") {
+			t.Fatalf("payment %d at the other replica:\n%s", i, p.body)
+		}
+	}
+	got := rc.waitFor(t, n)
+	time.Sleep(time.Second)
+	rc.mu.Lock()
+	if len(rc.ids) != n || rc.overlp != 0 || rc.bad != 0 {
+		t.Fatalf("%d events delivered, %d overlapping, %d bad signatures", len(rc.ids), rc.overlp, rc.bad)
+	}
+	for id, c := range rc.ids {
+		if c != 1 {
+			t.Fatalf("event %s delivered %d times", id, c)
+		}
+	}
+	rc.mu.Unlock()
+
+	// The operator lists the events and sends one again: same ID, delivered again.
+	var listed []map[string]any
+	if err := json.Unmarshal(cli("events", "list", "--merchant", m.ID), &listed); err != nil || len(listed) != n {
+		t.Fatalf("events list: %d, %v", len(listed), err)
+	}
+	if d := listed[0]["delivery"].(map[string]any); d["status"] != "delivered" {
+		t.Fatalf("delivery %v", d)
+	}
+	evt := got[0]["id"].(string)
+	cli("events", "resend", "--id", evt)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		rc.mu.Lock()
+		c := rc.ids[evt]
+		rc.mu.Unlock()
+		if c == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("resent event %s delivered %d times", evt, c)
+		}
+	}
+}
