@@ -46,6 +46,17 @@ var screenshotDir = filepath.Join("..", "..", "docs", "screenshots")
 // shoot saves the page at desktop and phone width as docs/screenshots/<name>-{desktop,phone}.png.
 func shoot(t *testing.T, p *rod.Page, name string) {
 	t.Helper()
+	shootEach(t, p, name, func() ([]byte, bool) {
+		time.Sleep(100 * time.Millisecond)
+		img, err := p.Screenshot(true, &proto.PageCaptureScreenshot{Format: proto.PageCaptureScreenshotFormatPng})
+		return img, err == nil
+	})
+}
+
+// shootEach sets each width and saves what capture gives, trying capture
+// again while it says the shot is not good.
+func shootEach(t *testing.T, p *rod.Page, name string, capture func() ([]byte, bool)) {
+	t.Helper()
 	if err := os.MkdirAll(screenshotDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -54,13 +65,16 @@ func shoot(t *testing.T, p *rod.Page, name string) {
 		set    func(*rod.Page) *rod.Page
 	}{{"desktop", desktop}, {"phone", phone}} {
 		v.set(p)
-		time.Sleep(100 * time.Millisecond)
-		img, err := p.Screenshot(true, &proto.PageCaptureScreenshot{Format: proto.PageCaptureScreenshotFormatPng})
-		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
-		}
-		if err := os.WriteFile(filepath.Join(screenshotDir, name+"-"+v.suffix+".png"), img, 0o644); err != nil {
-			t.Fatal(err)
+		for try := 0; ; try++ {
+			if img, ok := capture(); ok {
+				if err := os.WriteFile(filepath.Join(screenshotDir, name+"-"+v.suffix+".png"), img, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				break
+			}
+			if try == 5 {
+				t.Fatalf("could not take the %s screenshot", name)
+			}
 		}
 	}
 }
@@ -306,28 +320,12 @@ func TestBrowser(t *testing.T) {
 // taken before it left.
 func shootBeforeRefresh(t *testing.T, p *rod.Page, u, name string) {
 	t.Helper()
-	if err := os.MkdirAll(screenshotDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range []struct {
-		suffix string
-		set    func(*rod.Page) *rod.Page
-	}{{"desktop", desktop}, {"phone", phone}} {
-		v.set(p)
-		for try := 0; ; try++ {
-			p.MustNavigate(u).MustWaitLoad()
-			img, err := p.Screenshot(false, &proto.PageCaptureScreenshot{Format: proto.PageCaptureScreenshotFormatPng})
-			if info, ierr := p.Info(); err == nil && ierr == nil && info.URL == u {
-				if err := os.WriteFile(filepath.Join(screenshotDir, name+"-"+v.suffix+".png"), img, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				break
-			}
-			if try == 5 {
-				t.Fatalf("could not catch the %s page before it moved on", name)
-			}
-		}
-	}
+	shootEach(t, p, name, func() ([]byte, bool) {
+		p.MustNavigate(u).MustWaitLoad()
+		img, err := p.Screenshot(false, &proto.PageCaptureScreenshot{Format: proto.PageCaptureScreenshotFormatPng})
+		info, ierr := p.Info()
+		return img, err == nil && ierr == nil && info.URL == u
+	})
 }
 
 // The same flow with JavaScript turned off in the browser. Our page runs no

@@ -21,6 +21,7 @@ import (
 	"github.com/paypage/paypage/pkg/payment"
 	"github.com/paypage/paypage/pkg/processor"
 	"github.com/paypage/paypage/pkg/store"
+	"github.com/paypage/paypage/pkg/vault"
 )
 
 // Sandbox app actions.
@@ -88,7 +89,7 @@ func (k *Sandbox) QR(ctx context.Context, id string) (QR, error) {
 }
 
 func (k *Sandbox) load(ctx context.Context, id string) (QR, int64, error) {
-	if len(id) != len("kqr_")+26 || id[:4] != "kqr_" {
+	if !vault.ValidID(id, "kqr_") {
 		return QR{}, 0, ErrNoSuchQR
 	}
 	r, err := k.store.Get(ctx, qrKey(id))

@@ -95,22 +95,10 @@ func eventKey(group, id string) store.Key {
 func PaymentIDFor(sessionID string) string { return "pay_" + Group(sessionID) }
 
 // ValidSessionID reports whether s looks like a session ID.
-func ValidSessionID(s string) bool { return validID(s, "ses_") }
+func ValidSessionID(s string) bool { return vault.ValidID(s, "ses_") }
 
 // ValidPaymentID reports whether s looks like a payment ID.
-func ValidPaymentID(s string) bool { return validID(s, "pay_") }
-
-func validID(s, prefix string) bool {
-	if !strings.HasPrefix(s, prefix) || len(s) != len(prefix)+26 {
-		return false
-	}
-	for _, c := range s[len(prefix):] {
-		if !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
-			return false
-		}
-	}
-	return true
-}
+func ValidPaymentID(s string) bool { return vault.ValidID(s, "pay_") }
 
 // ErrSessionNotFound is the answer for an unknown session or one of another merchant.
 var ErrSessionNotFound = apperr.E(apperr.NotFound, "no such session")

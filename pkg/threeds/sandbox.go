@@ -150,7 +150,7 @@ func (s *Sandbox) save(ctx context.Context, t Transaction, version int64) error 
 
 // Transaction reads a transaction, closing it as failed when its time ran out.
 func (s *Sandbox) Transaction(ctx context.Context, id string) (Transaction, int64, error) {
-	if !vaultID(id, "3ds_") {
+	if !vault.ValidID(id, "3ds_") {
 		return Transaction{}, 0, ErrUnknownTransaction
 	}
 	r, err := s.store.Get(ctx, txKey(id))
@@ -237,8 +237,4 @@ func (s *Sandbox) Cancel(ctx context.Context, id string) (Transaction, error) {
 // CRes returns the challenge response the bank page posts back.
 func (t Transaction) CRes() string {
 	return Encode(CRes{ThreeDSServerTransID: t.ID, ACSTransID: t.ACSTransID, MessageType: "CRes", MessageVersion: sandboxVersion, TransStatus: t.Status})
-}
-
-func vaultID(s, prefix string) bool {
-	return len(s) == len(prefix)+26 && s[:len(prefix)] == prefix
 }

@@ -141,9 +141,10 @@ func NewID(prefix string) string {
 
 // ValidToken reports whether s looks like a token (so bad input is refused
 // before it reaches the store).
-func ValidToken(s string) bool { return validID(s, tokenPrefix) }
+func ValidToken(s string) bool { return ValidID(s, tokenPrefix) }
 
-func validID(s, prefix string) bool {
+// ValidID reports whether s is prefix followed by an ID that NewID makes.
+func ValidID(s, prefix string) bool {
 	if !strings.HasPrefix(s, prefix) || len(s) != len(prefix)+26 {
 		return false
 	}

@@ -218,15 +218,7 @@ func (s *Server) paySubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	if !s.csrfOK(r, id) {
 		// An old tab or a forged post: show the page again with a fresh token.
-		ss, p, err := s.Payments.SessionForPage(r.Context(), id)
-		if err != nil {
-			s.pageError(w, r, err)
-			return
-		}
-		d := s.sessionPage(r, ss, p)
-		d.CSRF = s.csrfToken(w, r, id)
-		d.Notice = d.T("state.bad_request")
-		s.render(w, r, http.StatusForbidden, "pay", d)
+		s.noticePage(w, r, id, http.StatusForbidden, "state.bad_request")
 		return
 	}
 	in := payment.CardInput{
@@ -262,22 +254,28 @@ func (s *Server) paySubmit(w http.ResponseWriter, r *http.Request) {
 		}
 		s.render(w, r, http.StatusUnprocessableEntity, "pay", d)
 	default:
-		ss, p, lerr := s.Payments.SessionForPage(r.Context(), id)
-		if lerr != nil {
-			s.pageError(w, r, err)
-			return
-		}
-		d := s.sessionPage(r, ss, p)
-		d.CSRF = s.csrfToken(w, r, id)
-		d.Notice = d.T("state.unavailable")
-		if apperr.Is(err, apperr.RateLimited) {
-			d.Notice = d.T("state.rate_limited")
-		}
 		if Status(err) >= 500 {
 			s.log.Error("card submit failed", "code", apperr.Code(err), "err", err.Error())
 		}
-		s.render(w, r, Status(err), "pay", d)
+		notice := "state.unavailable"
+		if apperr.Is(err, apperr.RateLimited) {
+			notice = "state.rate_limited"
+		}
+		s.noticePage(w, r, id, Status(err), notice)
 	}
+}
+
+// noticePage shows a session's page with a notice above it.
+func (s *Server) noticePage(w http.ResponseWriter, r *http.Request, id string, status int, notice string) {
+	ss, p, err := s.Payments.SessionForPage(r.Context(), id)
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
+	d := s.sessionPage(r, ss, p)
+	d.CSRF = s.csrfToken(w, r, id)
+	d.Notice = d.T(notice)
+	s.render(w, r, status, "pay", d)
 }
 
 func digitsOnly(s string) string {
