@@ -24,7 +24,7 @@ check:
 
 ## test: install test dependencies, check the code, run every test (real Redis, real Chromium)
 test: deps check
-	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 ## bench: the benchmarks quoted in the README
 bench: deps

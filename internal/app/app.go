@@ -103,6 +103,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		}
 		a.store, err = bolt.Open(filepath.Join(cfg.Data, "paypage.db"))
 	} else if strings.HasPrefix(cfg.Store, "redis") {
+		redis.SetLogger(log)
 		a.store, err = redis.Open(ctx, cfg.Store)
 	} else {
 		err = fmt.Errorf("--store: %q is neither bolt nor a redis:// URL", cfg.Store)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
@@ -293,3 +294,14 @@ func (d *DB) Ping(ctx context.Context) error { return mapErr(d.c.Ping(ctx).Err()
 // Client returns the underlying client, for engine-specific features such as
 // stream consumer groups.
 func (d *DB) Client() goredis.UniversalClient { return d.c }
+
+// slogLogger carries go-redis's own messages (reconnects, pool errors) into
+// the service's structured log.
+type slogLogger struct{ log *slog.Logger }
+
+func (l slogLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis client", "msg", fmt.Sprintf(format, v...))
+}
+
+// SetLogger sends go-redis's messages to log (the setting is process-wide).
+func SetLogger(log *slog.Logger) { goredis.SetLogger(slogLogger{log}) }
