@@ -209,7 +209,6 @@ func (svc *Service) SubmitCard(ctx context.Context, sessionID string, in CardInp
 	})
 	if err != nil {
 		// The issuer was not reached: not an attempt; the shopper may try again.
-		_ = svc.Vault.DropCVV(ctx, cvvKey)
 		return svc.finish(ctx, l, attempt, processor.Result{Code: processor.Unavailable}, false)
 	}
 	return svc.afterAuthentication(ctx, l, attempt, res, false)
@@ -238,7 +237,6 @@ func (svc *Service) afterAuthentication(ctx context.Context, l *loaded, attempt 
 		}
 		return svc.authorize(ctx, l, true)
 	}
-	_ = svc.Vault.DropCVV(ctx, vault.CVVKey(attempt, Group(l.s.ID)))
 	return svc.finish(ctx, l, attempt, processor.Result{Code: processor.AuthenticationFailed}, true)
 }
 
@@ -296,7 +294,8 @@ func (svc *Service) authorize(ctx context.Context, l *loaded, withCVV bool) (Out
 }
 
 // finish writes an attempt's end: the payment succeeds, or the decline is
-// recorded (and counted when it reached the issuer or processor).
+// recorded (and counted when it reached the issuer or processor); a CVV
+// still held for the attempt is deleted in the same commit.
 func (svc *Service) finish(ctx context.Context, l *loaded, attempt string, res processor.Result, counted bool) (Outcome, error) {
 	for {
 		if l.s.Pending == nil || l.s.Pending.AttemptID != attempt {
@@ -333,7 +332,9 @@ func (svc *Service) finish(ctx context.Context, l *loaded, attempt string, res p
 			}
 			events = append(events, svc.event(typ, l.s.Merchant, l.p))
 		}
-		var extra []store.Op
+		// The attempt's CVV goes in the same step, whatever the outcome (it
+		// is gone already when authorization took it).
+		extra := []store.Op{{Key: vault.CVVKey(attempt, Group(l.s.ID)), Delete: true, IfVersion: store.Any}}
 		if l.s.Status != SessionOpen {
 			extra = append(extra, store.Op{Key: openKey(l.s.ID), Delete: true, IfVersion: store.Any})
 		}

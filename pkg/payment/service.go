@@ -25,7 +25,6 @@ type Vault interface {
 	Tokenize(ctx context.Context, merchant string, c vault.Card) (vault.Info, error)
 	SealCVV(merchant string, key store.Key, cvv card.CVV, ttl time.Duration) store.Op
 	TakeCVV(ctx context.Context, merchant string, key store.Key) (card.CVV, error)
-	DropCVV(ctx context.Context, key store.Key) error
 	CardKey(pan card.PAN) string
 }
 

@@ -311,15 +311,6 @@ func (v *Vault) TakeCVV(ctx context.Context, merchant string, key store.Key) (ca
 	return card.NewCVV(string(plain)), nil
 }
 
-// DropCVV deletes a held CVV, whether or not it is still there.
-func (v *Vault) DropCVV(ctx context.Context, key store.Key) error {
-	_, err := v.store.Take(ctx, key)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil
-	}
-	return err
-}
-
 // SealSecret seals a non-card secret (a webhook signing secret, say) under the
 // active data key, bound to purpose.
 func (v *Vault) SealSecret(purpose string, plain []byte) []byte {
