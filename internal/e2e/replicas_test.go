@@ -66,7 +66,7 @@ func TestTwoProcessesOnOneRedis(t *testing.T) {
 	if err := json.Unmarshal(cli("merchant", "add", "--name", "Air Astana", "--webhook-url", rc.srv.URL), &m); err != nil {
 		t.Fatal(err)
 	}
-	rc.secret = m.WebhookSecret
+	rc.setSecret(m.WebhookSecret)
 
 	var replicas []*env
 	for i := 0; i < 2; i++ {
@@ -131,9 +131,7 @@ func TestTwoProcessesOnOneRedis(t *testing.T) {
 	evt := got[0]["id"].(string)
 	cli("events", "resend", "--id", evt)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		rc.mu.Lock()
-		c := rc.ids[evt]
-		rc.mu.Unlock()
+		c := rc.count(evt)
 		if c == 2 {
 			break
 		}

@@ -74,6 +74,20 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	w.WriteHeader(status)
 }
 
+// setSecret sets the secret deliveries are verified with.
+func (r *receiver) setSecret(s string) {
+	r.mu.Lock()
+	r.secret = s
+	r.mu.Unlock()
+}
+
+// count is how many verified deliveries an event had.
+func (r *receiver) count(id string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ids[id]
+}
+
 func (r *receiver) waitFor(t *testing.T, n int) []map[string]any {
 	t.Helper()
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
@@ -93,7 +107,7 @@ func (r *receiver) waitFor(t *testing.T, n int) []map[string]any {
 func TestWebhookDeliveryAndSignature(t *testing.T) {
 	rc := newReceiver(t)
 	e := newEnv(t, envOpts{webhookURL: rc.srv.URL + "/hooks"})
-	rc.secret = e.hookSecret
+	rc.setSecret(e.hookSecret)
 	id := e.session(nil)["id"].(string)
 	b := e.browser()
 	b.follow(b.pay(id, "4242 4242 4242 4242", "981"))
@@ -146,7 +160,7 @@ func TestWebhookRetries(t *testing.T) {
 		return 200, 0
 	}
 	e := newEnv(t, envOpts{webhookURL: rc.srv.URL})
-	rc.secret = e.hookSecret
+	rc.setSecret(e.hookSecret)
 	id := e.session(nil)["id"].(string)
 	b := e.browser()
 	b.follow(b.pay(id, "4242 4242 4242 4242", "981"))
@@ -161,7 +175,7 @@ func TestWebhookRetries(t *testing.T) {
 		t.Fatalf("delivery %+v", d)
 	}
 	// The timed-out attempt reached the shop too: it sees the same event ID twice and drops one.
-	if rc.ids[recs[0].ID] < 1 {
+	if rc.count(recs[0].ID) < 1 {
 		t.Fatal("event ID changed across retries")
 	}
 }
@@ -179,7 +193,7 @@ func TestWebhookSurvivesRestart(t *testing.T) {
 	e.stop()
 
 	rc := newReceiver(t)
-	rc.secret = e.hookSecret
+	rc.setSecret(e.hookSecret)
 	o2 := envOpts{data: e.app.Config().Data, noAccounts: true}
 	e2 := newEnv(t, o2)
 	if err := e2.app.Accounts.SetWebhookURL(context.Background(), e.merchant, rc.srv.URL); err != nil {
@@ -196,7 +210,7 @@ func TestWebhookNoDuplicatesAcrossReplicas(t *testing.T) {
 	rc.plan = func(n int) (int, time.Duration) { return 200, 30 * time.Millisecond }
 	url := redisURL(t)
 	a := newEnv(t, envOpts{store: url, webhookURL: rc.srv.URL})
-	rc.secret = a.hookSecret
+	rc.setSecret(a.hookSecret)
 	b := newEnv(t, envOpts{store: url, data: a.app.Config().Data, noAccounts: true})
 	// Both replicas take payments; both run workers on the one outbox.
 	const n = 12
@@ -236,7 +250,7 @@ func TestWebhookNoDuplicatesAcrossReplicas(t *testing.T) {
 func TestSessionExpiredEvent(t *testing.T) {
 	rc := newReceiver(t)
 	e := newEnv(t, envOpts{webhookURL: rc.srv.URL})
-	rc.secret = e.hookSecret
+	rc.setSecret(e.hookSecret)
 	id := e.session(map[string]any{"expires_in": 300})["id"].(string)
 	e.clock.Advance(6 * time.Minute)
 	if n, err := e.app.Payments.ExpireSessions(context.Background()); n != 1 || err != nil {
