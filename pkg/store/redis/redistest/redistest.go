@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
 
 // Stop kills the server (to test an outage).
 func (s *Server) Stop() {
+	s.Resume() // a paused server must run again to die cleanly
 	_ = s.cmd.Process.Kill()
 	_ = s.cmd.Wait()
 }
@@ -182,3 +184,9 @@ func StartSentinel(tb testing.TB) string {
 	tb.Fatal("redis sentinel did not start")
 	return ""
 }
+
+// Pause freezes the server (SIGSTOP): clients time out, as in a network outage.
+func (s *Server) Pause() { _ = s.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Resume thaws a paused server.
+func (s *Server) Resume() { _ = s.cmd.Process.Signal(syscall.SIGCONT) }
