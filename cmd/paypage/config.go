@@ -66,6 +66,7 @@ func parseConfig(name string, args []string, getenv func(string) string, extra f
 		}
 		c.WebhookSchedule = append(c.WebhookSchedule, d)
 	}
+	c.MasterKey = getenv("PAYPAGE_MASTER_KEY")
 	if c.PublicURL == "" {
 		c.PublicURL = "http://" + c.Addr
 	}

@@ -6,6 +6,7 @@
 //	paypage merchant set-webhook --id ID --webhook-url U
 //	paypage processor add --name N
 //	paypage keys status|rotate|reencrypt
+//	paypage keys rewrap --new-master-key-file F
 //	paypage audit list [--after ID] [--limit N]
 //	paypage events list|resend
 //
@@ -25,6 +26,7 @@ import (
 	"syscall"
 
 	"github.com/paypage/paypage/internal/app"
+	"github.com/paypage/paypage/pkg/vault"
 )
 
 func main() {
@@ -46,6 +48,7 @@ Usage:
   paypage merchant set-webhook --id ID --webhook-url U
   paypage processor add --name N                  add a processor credential; prints it once
   paypage keys status|rotate|reencrypt            data keys: state, new version, move old records
+  paypage keys rewrap --new-master-key-file F     wrap the data keys under a new master key
   paypage audit list [--after ID] [--limit N]     read the audit trail
   paypage events list [--merchant ID]|resend --id EVT
 
@@ -69,7 +72,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if sub != "" {
 		name += " " + sub
 	}
-	var flagName, flagWebhook, flagID, flagAfter, flagMerchant string
+	var flagName, flagWebhook, flagID, flagAfter, flagMerchant, flagNewKey string
 	var flagLimit int
 	cfg, _, err := parseConfig("paypage "+name, rest, getenv, func(fs *flag.FlagSet) {
 		fs.SetOutput(stderr)
@@ -88,6 +91,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			fs.StringVar(&flagMerchant, "merchant", "", "only this merchant's events")
 		case "events resend":
 			fs.StringVar(&flagID, "id", "", "event ID")
+		case "keys rewrap":
+			fs.StringVar(&flagNewKey, "new-master-key-file", "", "the new master key (64 hex characters, mode 0600)")
 		}
 	})
 	if err != nil {
@@ -142,6 +147,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return fmt.Errorf("re-encryption stopped after moving %d records (run it again to resume): %w", res.Moved, err)
 		}
 		return out.Encode(res)
+	case "keys rewrap":
+		next, err := vault.LoadKEKFile(flagNewKey)
+		if err != nil {
+			return err
+		}
+		err = a.Vault.Rewrap(ctx, next)
+		a.AuditOperator(ctx, "keys.rewrap", next.ID(), err)
+		if err != nil {
+			return err
+		}
+		return out.Encode(map[string]string{"kek": next.ID(), "next": "restart every replica with the new master key"})
 	case "audit list":
 		evs, err := a.Audit.List(ctx, flagAfter, flagLimit)
 		if err != nil {

@@ -90,6 +90,31 @@ func TestKeyErrors(t *testing.T) {
 	}
 }
 
+func TestMasterKeyFromEnvAndRewrap(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{"PAYPAGE_DATA": filepath.Join(dir, "data"), "PAYPAGE_MASTER_KEY": strings.Repeat("1f", 32)}
+	if _, out, err := paypage(t, env, "merchant", "add", "--name", "Shop"); err != nil || strings.Contains(out, "DEVELOPMENT MASTER KEY") {
+		t.Fatalf("env key: %v %s", err, out)
+	}
+	next := filepath.Join(dir, "next.key")
+	_ = os.WriteFile(next, []byte(strings.Repeat("2e", 32)), 0o600)
+	if r, out, err := paypage(t, env, "keys", "rewrap", "--new-master-key-file", next); err != nil || r["kek"] == nil {
+		t.Fatalf("rewrap: %v %s", err, out)
+	}
+	if _, _, err := paypage(t, env, "keys", "status"); err == nil {
+		t.Fatal("the old master key still opens the keyring")
+	}
+	delete(env, "PAYPAGE_MASTER_KEY")
+	env["PAYPAGE_MASTER_KEY_FILE"] = next
+	if st, _, err := paypage(t, env, "keys", "status"); err != nil || st["active_version"].(float64) != 1 {
+		t.Fatalf("new key: %v %v", st, err)
+	}
+	env["PAYPAGE_MASTER_KEY"] = "short"
+	if _, _, err := paypage(t, env, "keys", "status"); err == nil || !strings.Contains(err.Error(), "PAYPAGE_MASTER_KEY") {
+		t.Fatalf("bad env key: %v", err)
+	}
+}
+
 func TestConfigFromFlagsAndEnv(t *testing.T) {
 	env := map[string]string{"PAYPAGE_ADDR": "0.0.0.0:9000", "PAYPAGE_STORE": "redis://r:6379/0"}
 	c, _, err := parseConfig("t", []string{"--addr", "127.0.0.1:7000"}, func(k string) string { return env[k] }, nil)

@@ -34,6 +34,7 @@ type Config struct {
 	Store         string // "bolt" or a Redis URL
 	PublicURL     string
 	MasterKeyFile string
+	MasterKey     string // the key itself in hex, from PAYPAGE_MASTER_KEY (never a flag: flags show in ps)
 	TrustProxy    bool
 	LogLevel      string
 
@@ -127,6 +128,13 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 // loadKEK reads the master key file, or in development makes one in the
 // data directory and says so loudly.
 func (a *App) loadKEK() (*vault.LocalKEK, error) {
+	if a.cfg.MasterKey != "" {
+		k, err := vault.ParseKEK(a.cfg.MasterKey)
+		if err != nil {
+			return nil, fmt.Errorf("PAYPAGE_MASTER_KEY: %w", err)
+		}
+		return k, nil
+	}
 	if a.cfg.MasterKeyFile != "" {
 		return vault.LoadKEKFile(a.cfg.MasterKeyFile)
 	}

@@ -45,7 +45,7 @@ func (v *Vault) Status(ctx context.Context) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	s := Status{KEK: v.kek.ID(), Active: r.active, Records: total}
+	s := Status{KEK: r.doc.KEKID, Active: r.active, Records: total}
 	for _, kv := range r.doc.Versions {
 		s.Versions = append(s.Versions, KeyStatus{Version: kv.Version, Created: kv.Created, Active: kv.Version == r.active, Records: counts[kv.Version]})
 	}
@@ -62,7 +62,10 @@ func (v *Vault) Rotate(ctx context.Context) (uint32, error) {
 			return 0, err
 		}
 		next := r.active + 1
-		w, err := v.kek.Wrap(newKey(), dekAD(next))
+		v.mu.RLock()
+		kek := v.kek
+		v.mu.RUnlock()
+		w, err := kek.Wrap(newKey(), dekAD(next))
 		if err != nil {
 			return 0, err
 		}
@@ -129,4 +132,50 @@ func (v *Vault) Reencrypt(ctx context.Context) (ReencryptResult, error) {
 		return nil
 	})
 	return res, err
+}
+
+// Rewrap re-wraps every data key and the fingerprint key under a new KEK
+// (the master key's own rotation). Records are not touched: their data keys
+// stay the same. Afterwards only the new KEK opens the keyring, so every
+// replica must be restarted with it; until then they keep working on the
+// keys they hold in memory.
+func (v *Vault) Rewrap(ctx context.Context, next KEK) error {
+	for {
+		r, err := v.reload(ctx)
+		if err != nil {
+			return err
+		}
+		doc := keyringDoc{KEKID: next.ID()}
+		if doc.FingerprintKey, err = next.Wrap(r.fpKey, fpAD); err != nil {
+			return err
+		}
+		v.mu.RLock()
+		kek := v.kek
+		v.mu.RUnlock()
+		for _, kv := range r.doc.Versions {
+			plain, err := kek.Unwrap(kv.Wrapped, dekAD(kv.Version))
+			if err != nil {
+				return ErrWrongKEK
+			}
+			w, err := next.Wrap(plain, dekAD(kv.Version))
+			clear(plain)
+			if err != nil {
+				return err
+			}
+			doc.Versions = append(doc.Versions, keyVersion{Version: kv.Version, Wrapped: w, Created: kv.Created})
+		}
+		b, _ := json.Marshal(doc)
+		err = v.store.Commit(ctx, store.Update(keyringKey, b, r.storeVersion))
+		if errors.Is(err, store.ErrConflict) {
+			continue // rotated meanwhile: wrap the new ring
+		}
+		if err != nil {
+			return err
+		}
+		v.mu.Lock()
+		v.kek = next
+		v.mu.Unlock()
+		_, err = v.reload(ctx)
+		return err
+	}
 }

@@ -59,7 +59,10 @@ func (v *Vault) current() *ring {
 
 // reload rereads the keyring, for a key version another replica added.
 func (v *Vault) reload(ctx context.Context) (*ring, error) {
-	r, err := loadRing(ctx, v.store, v.kek, v.Now())
+	v.mu.RLock()
+	kek := v.kek
+	v.mu.RUnlock()
+	r, err := loadRing(ctx, v.store, kek, v.Now())
 	if err != nil {
 		return nil, err
 	}

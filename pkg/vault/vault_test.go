@@ -286,6 +286,30 @@ func TestVault(t *testing.T) {
 				}
 			})
 
+			t.Run("RewrapUnderNewMasterKey", func(t *testing.T) {
+				e := open(t)
+				v := mustVault(t, e, testKEK(t))
+				if _, err := v.Rotate(ctx); err != nil {
+					t.Fatal(err)
+				}
+				i, _ := v.Tokenize(ctx, "mer_a", testCard(t, "4242424242424242"))
+				next, _ := vault.ParseKEK(strings.Repeat("ef", 32))
+				if err := v.Rewrap(ctx, next); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := vault.Open(ctx, e, testKEK(t)); !errors.Is(err, vault.ErrWrongKEK) {
+					t.Fatalf("old master key still opens the keyring: %v", err)
+				}
+				v2 := mustVault(t, e, next)
+				c, got, err := v2.Lookup(ctx, i.Token)
+				if err != nil || c.PAN.Digits() != "4242424242424242" || got.Fingerprint != i.Fingerprint {
+					t.Fatalf("after rewrap: %v %v", got, err)
+				}
+				if st, _ := v2.Status(ctx); st.KEK != next.ID() || len(st.Versions) != 2 {
+					t.Fatalf("status %+v", st)
+				}
+			})
+
 			t.Run("CVVTakenOnce", func(t *testing.T) {
 				e := open(t)
 				v := mustVault(t, e, testKEK(t))
