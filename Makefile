@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: run test deps check bench fuzz build docker-lint
+.PHONY: run test deps check bench fuzz build load
 
 ## run: start the service with the embedded store and sandbox connectors (no set-up)
 run:
@@ -29,6 +29,10 @@ test: deps check
 ## bench: the benchmarks quoted in the README
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./pkg/card ./pkg/vault ./internal/e2e
+
+## load: the card page and session creation under wrk (apt-get install wrk)
+load:
+	./scripts/load.sh 10s
 
 ## fuzz: a short run of every fuzz target
 fuzz:
