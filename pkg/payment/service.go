@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -249,7 +250,7 @@ func (r *CreateRequest) Validate(l Limits) error {
 	if err := validReturnURL("cancel_url", r.CancelURL); err != nil {
 		return err
 	}
-	if r.Locale != "" && !contains(Locales, r.Locale) {
+	if r.Locale != "" && !slices.Contains(Locales, r.Locale) {
 		return apperr.Field("locale", "must be one of en, ru, kk")
 	}
 	if len(r.Methods) == 0 {
@@ -279,15 +280,6 @@ func truncate(s string, n int) string {
 		return s[:n]
 	}
 	return s
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // CreateSession opens a session for a merchant. With an idempotency key, a

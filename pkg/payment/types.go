@@ -8,6 +8,7 @@ package payment
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
@@ -100,14 +101,7 @@ func (s *Session) StatusAt(now time.Time) string {
 func (s *Session) AttemptsLeft() int { return max(0, s.MaxAttempts-s.Attempts) }
 
 // Allows reports whether the session offers a method.
-func (s *Session) Allows(method string) bool {
-	for _, m := range s.Methods {
-		if m == method {
-			return true
-		}
-	}
-	return false
-}
+func (s *Session) Allows(method string) bool { return slices.Contains(s.Methods, method) }
 
 // ReturnURL fills {SESSION_ID} in u.
 func (s *Session) ReturnURL(u string) string { return strings.ReplaceAll(u, "{SESSION_ID}", s.ID) }
