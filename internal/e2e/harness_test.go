@@ -317,14 +317,19 @@ func (b *browser) cardForm(sessionID string) url.Values {
 	return v
 }
 
-// pay submits a card and returns the answer to the post.
-func (b *browser) pay(sessionID, number, cvc string) page {
-	v := b.cardForm(sessionID)
+// fillCardForm puts a card with a valid name and expiry into form values.
+func fillCardForm(v url.Values, number, cvc string) url.Values {
 	v.Set("number", number)
 	v.Set("name", "IVAN PETROV")
 	v.Set("exp_month", "12")
 	v.Set("exp_year", fmt.Sprint(time.Now().Year()%100+3))
 	v.Set("cvc", cvc)
+	return v
+}
+
+// pay submits a card and returns the answer to the post.
+func (b *browser) pay(sessionID, number, cvc string) page {
+	v := fillCardForm(b.cardForm(sessionID), number, cvc)
 	p := b.do("POST", "/pay/"+sessionID, v)
 	b.e.seen.Write([]byte(p.body))
 	return p

@@ -17,12 +17,7 @@ func TestRedisOutage(t *testing.T) {
 	e := newEnv(t, envOpts{store: srv.URL() + "?read_timeout=300ms&write_timeout=300ms&dial_timeout=300ms&max_retries=1"})
 	id := e.session(map[string]any{"locale": "en"})["id"].(string)
 	b := e.browser()
-	form := b.cardForm(id)
-	form.Set("number", "4242 4242 4242 4242")
-	form.Set("name", "IVAN PETROV")
-	form.Set("exp_month", "12")
-	form.Set("exp_year", "35")
-	form.Set("cvc", "981")
+	form := fillCardForm(b.cardForm(id), "4242 4242 4242 4242", "981")
 
 	srv.Pause()
 	st, body, h := e.api("POST", "/v1/sessions", e.key, map[string]any{"amount": 100, "currency": "KZT", "success_url": "https://s.example/ok", "cancel_url": "https://s.example/no"})

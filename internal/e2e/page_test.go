@@ -87,13 +87,8 @@ func TestExpiredSession(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	id := e.session(map[string]any{"expires_in": 600, "locale": "en"})["id"].(string)
 	b := e.browser()
-	v := b.cardForm(id)
+	v := fillCardForm(b.cardForm(id), "4242424242424242", "981")
 	e.clock.Advance(11 * time.Minute)
-	v.Set("number", "4242424242424242")
-	v.Set("name", "IVAN PETROV")
-	v.Set("exp_month", "12")
-	v.Set("exp_year", "35")
-	v.Set("cvc", "981")
 	p := b.follow(b.do("POST", "/pay/"+id, v))
 	if !strings.Contains(p.body, "This payment page has expired") || strings.Contains(p.body, `name="number"`) {
 		t.Fatalf("expired page:\n%s", p.body)
@@ -114,12 +109,7 @@ func TestPaidAtMostOnce(t *testing.T) {
 		id := e.session(nil)["id"].(string)
 		// A double click, many times over: concurrent submissions of one form.
 		b := e.browser()
-		v := b.cardForm(id)
-		v.Set("number", "4242424242424242")
-		v.Set("name", "IVAN PETROV")
-		v.Set("exp_month", "12")
-		v.Set("exp_year", "35")
-		v.Set("cvc", "981")
+		v := fillCardForm(b.cardForm(id), "4242424242424242", "981")
 		var wg sync.WaitGroup
 		for i := 0; i < 8; i++ {
 			wg.Add(1)
