@@ -3,7 +3,7 @@
 //
 //	paypage serve
 //	paypage merchant add --name N [--webhook-url U]
-//	paypage merchant set-webhook --id ID --webhook-url U
+//	paypage merchant set-webhook --id ID --webhook-url U [--roll-secret]
 //	paypage processor add --name N
 //	paypage keys status|rotate|reencrypt
 //	paypage keys rewrap --new-master-key-file F
@@ -45,7 +45,7 @@ const usage = `paypage: a hosted payment page and card vault
 Usage:
   paypage serve                                   run the service
   paypage merchant add --name N [--webhook-url U] add a shop; prints its secrets once
-  paypage merchant set-webhook --id ID --webhook-url U
+  paypage merchant set-webhook --id ID --webhook-url U [--roll-secret]
   paypage processor add --name N                  add a processor credential; prints it once
   paypage keys status|rotate|reencrypt            data keys: state, new version, move old records
   paypage keys rewrap --new-master-key-file F     wrap the data keys under a new master key
@@ -74,6 +74,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	var flagName, flagWebhook, flagID, flagAfter, flagMerchant, flagNewKey string
 	var flagLimit int
+	var flagRoll bool
 	cfg, _, err := parseConfig("paypage "+name, rest, getenv, func(fs *flag.FlagSet) {
 		fs.SetOutput(stderr)
 		switch cmd + " " + sub {
@@ -83,6 +84,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		case "merchant set-webhook":
 			fs.StringVar(&flagID, "id", "", "merchant ID")
 			fs.StringVar(&flagWebhook, "webhook-url", "", "where events are delivered (empty: none)")
+			fs.BoolVar(&flagRoll, "roll-secret", false, "also make a new signing secret, printed once")
 		case "processor add":
 			fs.StringVar(&flagName, "name", "", "the processor's name")
 		case "audit list", "events list":
@@ -120,7 +122,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err := a.Accounts.SetWebhookURL(ctx, flagID, flagWebhook); err != nil {
 			return err
 		}
-		return out.Encode(map[string]string{"id": flagID, "webhook_url": flagWebhook})
+		res := map[string]string{"id": flagID, "webhook_url": flagWebhook}
+		if flagRoll {
+			secret, err := a.Accounts.RollWebhookSecret(ctx, flagID)
+			a.AuditOperator(ctx, "merchant.roll_webhook_secret", flagID, err)
+			if err != nil {
+				return err
+			}
+			res["webhook_secret"] = secret
+		}
+		return out.Encode(res)
 	case "processor add":
 		p, err := a.Accounts.AddProcessor(ctx, flagName)
 		if err != nil {

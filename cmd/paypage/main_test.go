@@ -34,6 +34,13 @@ func TestOperatorCommands(t *testing.T) {
 	if bytes.Contains(raw, []byte(m["secret_key"].(string))) || bytes.Contains(raw, []byte(m["webhook_secret"].(string))) {
 		t.Fatal("a secret is stored in plain text")
 	}
+	w, out, err := paypage(t, env, "merchant", "set-webhook", "--id", m["id"].(string), "--webhook-url", "https://shop.example/v2/hooks", "--roll-secret")
+	if err != nil || w["webhook_url"] != "https://shop.example/v2/hooks" || !strings.HasPrefix(w["webhook_secret"].(string), "whsec_") || w["webhook_secret"] == m["webhook_secret"] {
+		t.Fatalf("set-webhook: %v %s", err, out)
+	}
+	if _, out, err := paypage(t, env, "merchant", "set-webhook", "--id", "mer_nope", "--webhook-url", "https://x.example"); err == nil {
+		t.Fatalf("set-webhook on an unknown merchant: %s", out)
+	}
 	p, out, err := paypage(t, env, "processor", "add", "--name", "Acquirer")
 	if err != nil || !strings.HasPrefix(p["secret_key"].(string), "psk_") {
 		t.Fatalf("processor add: %v %s", err, out)

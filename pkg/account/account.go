@@ -223,6 +223,23 @@ func (s *Service) SetWebhookURL(ctx context.Context, id, webhookURL string) erro
 	if err := ValidateWebhookURL(webhookURL); err != nil {
 		return err
 	}
+	return s.updateMerchant(ctx, id, func(m *Merchant) { m.WebhookURL = webhookURL })
+}
+
+// RollWebhookSecret gives a merchant a new webhook signing secret, returned
+// once; deliveries from then on are signed with it.
+func (s *Service) RollWebhookSecret(ctx context.Context, id string) (string, error) {
+	secret := randomSecret("whsec_")
+	sealed := s.vault.SealSecret("webhook|"+id, []byte(secret))
+	err := s.updateMerchant(ctx, id, func(m *Merchant) { m.WebhookSecret = sealed })
+	return secret, err
+}
+
+// updateMerchant changes a merchant record with a compare-and-set.
+func (s *Service) updateMerchant(ctx context.Context, id string, change func(*Merchant)) error {
+	if !merchantKey(id).Valid() {
+		return store.ErrNotFound
+	}
 	for {
 		r, err := s.store.Get(ctx, merchantKey(id))
 		if err != nil {
@@ -232,7 +249,7 @@ func (s *Service) SetWebhookURL(ctx context.Context, id, webhookURL string) erro
 		if err := json.Unmarshal(r.Value, &m); err != nil {
 			return err
 		}
-		m.WebhookURL = webhookURL
+		change(&m)
 		b, _ := json.Marshal(m)
 		err = s.store.Commit(ctx, store.Update(merchantKey(id), b, r.Version))
 		if !errors.Is(err, store.ErrConflict) {
