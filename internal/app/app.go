@@ -40,6 +40,8 @@ type Config struct {
 
 	WebhookAllowPrivate bool
 	WebhookSchedule     []time.Duration
+	// DetokenizePerMinute bounds each processor's detokenize calls (0: 600).
+	DetokenizePerMinute int64
 }
 
 // App is the opened store, keys and services.
@@ -69,7 +71,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	a.build()
-	a.Web, err = web.New(web.Config{PublicURL: cfg.PublicURL, TrustProxy: cfg.TrustProxy}, web.Deps{
+	a.Web, err = web.New(web.Config{PublicURL: cfg.PublicURL, TrustProxy: cfg.TrustProxy, DetokenizePerMinute: cfg.DetokenizePerMinute}, web.Deps{
 		Store: a.store, Payments: a.Payments, Accounts: a.Accounts, Vault: a.Vault, Audit: a.Audit,
 		ACS: a.ACS, KaspiApp: a.Kaspi, Events: a.Webhooks, Logger: log, CSRFKey: a.Vault.DeriveKey("csrf"),
 	})

@@ -85,6 +85,7 @@ type envOpts struct {
 	webhookURL string
 	schedule   []time.Duration
 	noAccounts bool
+	detokenize int64 // detokenize calls a minute per processor
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -105,7 +106,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if sched == nil {
 		sched = []time.Duration{200 * time.Millisecond, 400 * time.Millisecond}
 	}
-	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched}
+	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerMinute: o.detokenize}
 	a, err := app.Open(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)

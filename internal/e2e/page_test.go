@@ -286,3 +286,31 @@ func TestCardTestingLimits(t *testing.T) {
 		t.Fatalf("client over its limit: %d", p.status)
 	}
 }
+
+func TestDetokenizeRateLimit(t *testing.T) {
+	e := newEnv(t, envOpts{detokenize: 3})
+	id := e.session(nil)["id"].(string)
+	b := e.browser()
+	b.follow(b.pay(id, "4242 4242 4242 4242", "981"))
+	_, s, _ := e.api("GET", "/v1/sessions/"+id, e.key, nil)
+	token := s["payment"].(map[string]any)["card"].(map[string]any)["token"].(string)
+	for i := 1; i <= 4; i++ {
+		st, d, h := e.api("POST", "/v1/detokenize", e.procKey, map[string]any{"token": token})
+		if i <= 3 && st != 200 {
+			t.Fatalf("call %d: %d %v", i, st, d)
+		}
+		if i == 4 && (st != 429 || d["pan"] != nil || h.Get("Retry-After") == "") {
+			t.Fatalf("call over the limit: %d %v", st, d)
+		}
+	}
+	evs, _ := e.app.Audit.List(context.Background(), "", 100)
+	limited := 0
+	for _, ev := range evs {
+		if ev.Action == "detokenize" && ev.Reason == "rate_limited" {
+			limited++
+		}
+	}
+	if limited != 1 {
+		t.Fatalf("%d rate-limited calls audited", limited)
+	}
+}
