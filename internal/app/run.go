@@ -33,7 +33,7 @@ func (a *App) build() {
 
 // SetClock replaces the clock of every service (tests).
 func (a *App) SetClock(now func() time.Time) {
-	a.Payments.Now, a.ACS.Now, a.Kaspi.Now, a.Webhooks.Now, a.Vault.Now, a.Web.Now = now, now, now, now, now, now
+	a.Payments.Now, a.ACS.Now, a.Kaspi.Now, a.Webhooks.Now, a.Vault.Now = now, now, now, now, now
 }
 
 // Run serves HTTP on ln and runs the webhook worker and the expiry sweep

@@ -61,7 +61,6 @@ type Server struct {
 	metrics *metrics
 	log     *slog.Logger
 	csrfKey []byte
-	Now     func() time.Time
 }
 
 // New builds the server and its routes.
@@ -87,7 +86,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Deps: d, cfg: cfg, cat: cat, assets: assets, log: d.Logger, csrfKey: d.CSRFKey, Now: time.Now, pages: map[string]*template.Template{}}
+	s := &Server{Deps: d, cfg: cfg, cat: cat, assets: assets, log: d.Logger, csrfKey: d.CSRFKey, pages: map[string]*template.Template{}}
 	for _, p := range []string{"pay", "redirect", "acs", "kaspi", "sbkaspi"} {
 		t, err := template.ParseFS(templates.FS, "layout.html", p+".html")
 		if err != nil {
