@@ -109,7 +109,7 @@ func (svc *Service) checkOpen(s *Session, method string) error {
 		return ErrSessionFailed
 	case s.Pending != nil:
 		return ErrInProgress
-	case s.StatusAt(svc.Now()) == SessionExpired || s.Status == SessionExpired:
+	case s.StatusAt(svc.Now()) == SessionExpired:
 		return ErrSessionExpired
 	case !s.Allows(method):
 		return ErrMethodNotOffered

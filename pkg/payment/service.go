@@ -301,14 +301,14 @@ func (svc *Service) CreateSession(ctx context.Context, merchant, idemKey string,
 		if err != nil {
 			return Session{}, false, err
 		}
-		s, err := svc.Session(ctx, merchant, id)
+		s, _, err := svc.Session(ctx, merchant, id)
 		return s, false, err
 	}
 	id, replay, err := svc.idempotent(ctx, "sessions", merchant, idemKey, reqHash, create)
 	if err != nil {
 		return Session{}, false, err
 	}
-	s, err := svc.Session(ctx, merchant, id)
+	s, _, err := svc.Session(ctx, merchant, id)
 	return s, replay, err
 }
 
@@ -425,16 +425,16 @@ func (svc *Service) idempotent(ctx context.Context, scope, merchant, key, reqHas
 	}
 }
 
-// Session returns a merchant's session.
-func (svc *Service) Session(ctx context.Context, merchant, id string) (Session, error) {
+// Session returns a merchant's session and, once it has one, its payment.
+func (svc *Service) Session(ctx context.Context, merchant, id string) (Session, *Payment, error) {
 	l, err := svc.load(ctx, id)
 	if err != nil {
-		return Session{}, err
+		return Session{}, nil, err
 	}
 	if l.s.Merchant != merchant {
-		return Session{}, ErrSessionNotFound
+		return Session{}, nil, ErrSessionNotFound
 	}
-	return l.s, nil
+	return l.s, l.p, nil
 }
 
 // SessionForPage returns a session and its payment for the shopper's page.

@@ -132,21 +132,10 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 	m := principalOf(r)
-	ss, err := s.Payments.Session(r.Context(), m.ID, mux.Vars(r)["id"])
+	ss, p, err := s.Payments.Session(r.Context(), m.ID, mux.Vars(r)["id"])
 	if err != nil {
 		s.writeError(w, r, err)
 		return
-	}
-	var p *payment.Payment
-	if ss.PaymentID != "" {
-		pp, err := s.Payments.Payment(r.Context(), m.ID, ss.PaymentID)
-		if err != nil && !apperr.Is(err, apperr.NotFound) {
-			s.writeError(w, r, err)
-			return
-		}
-		if err == nil {
-			p = &pp
-		}
 	}
 	writeJSON(w, http.StatusOK, s.sessionView(ss, p))
 }

@@ -293,15 +293,19 @@ func eventKey(group, id string) store.Key { return store.Key{Kind: "event", ID: 
 
 // OutboxOp is the op that queues an event for delivery, to commit with it.
 func OutboxOp(group string, e payment.Event, now time.Time) store.Op {
-	b, _ := json.Marshal(groupedEntry{outboxEntry: outboxEntry{EventID: e.ID, Merchant: e.Merchant, First: now, NextAt: now}, Group: group})
-	return store.Create(store.Key{Kind: "outbox", ID: e.ID, Group: group}, b, 0)
+	return createEntry(group, outboxEntry{EventID: e.ID, Merchant: e.Merchant, First: now, NextAt: now})
+}
+
+// createEntry is the op that adds an outbox entry, failing if one is there.
+func createEntry(group string, e outboxEntry) store.Op {
+	return store.Create(store.Key{Kind: "outbox", ID: e.EventID, Group: group}, encodeEntry(group, e), 0)
 }
 
 func (w *Worker) deliver(ctx context.Context, key store.Key, ver int64, e outboxEntry) error {
 	now := w.Now()
 	// Take the lease: one replica delivers one attempt at a time.
 	e.LeaseUntil, e.Owner = now.Add(w.Timeout+5*time.Second), w.id
-	if err := w.Store.Commit(ctx, store.Update(key, w.encode(key.Group, e), ver)); err != nil {
+	if err := w.Store.Commit(ctx, store.Update(key, encodeEntry(key.Group, e), ver)); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return nil // another replica has it
 		}
@@ -365,7 +369,7 @@ func (w *Worker) backoff(n int) time.Duration {
 	return d + j
 }
 
-func (w *Worker) encode(group string, e outboxEntry) []byte {
+func encodeEntry(group string, e outboxEntry) []byte {
 	b, _ := json.Marshal(groupedEntry{outboxEntry: e, Group: group})
 	return b
 }
@@ -378,7 +382,7 @@ func (w *Worker) finish(ctx context.Context, key store.Key, ver, evVer int64, re
 	if next == nil {
 		ops = append(ops, store.Op{Key: key, Delete: true, IfVersion: ver})
 	} else {
-		ops = append(ops, store.Update(key, w.encode(key.Group, *next), ver))
+		ops = append(ops, store.Update(key, encodeEntry(key.Group, *next), ver))
 	}
 	return w.Store.Commit(ctx, ops...)
 }
@@ -505,8 +509,7 @@ func (w *Worker) Resend(ctx context.Context, merchant, eventID string) error {
 		return err
 	}
 	now := w.Now()
-	b, _ := json.Marshal(groupedEntry{outboxEntry: outboxEntry{EventID: eventID, Merchant: merchant, First: now, NextAt: now, Indexed: true}, Group: found.Group})
-	err = w.Store.Commit(ctx, store.Create(store.Key{Kind: "outbox", ID: eventID, Group: found.Group}, b, 0))
+	err = w.Store.Commit(ctx, createEntry(found.Group, outboxEntry{EventID: eventID, Merchant: merchant, First: now, NextAt: now, Indexed: true}))
 	if errors.Is(err, store.ErrConflict) {
 		return apperr.E(apperr.Conflict, "the event is queued for delivery already")
 	}
