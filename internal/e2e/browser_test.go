@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -96,6 +97,27 @@ func waitURL(t *testing.T, p *rod.Page, prefix string) string {
 	return ""
 }
 
+// find waits for sel on a page that may be between two documents: a click
+// that submits a form or a script that posts one can destroy the document a
+// lookup runs in ("Inspected target navigated or closed"), so a lookup that
+// fails is tried again until the deadline.
+func find(t *testing.T, p *rod.Page, sel string) *rod.Element {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithDeadline(p.GetContext(), deadline)
+		el, err := p.Context(ctx).Element(sel)
+		cancel()
+		if err == nil {
+			return el.Context(p.GetContext())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s on the page: %v", sel, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func fillCard(p *rod.Page, number, cvc string) {
 	p.MustElement("#number").MustInput(number)
 	p.MustElement("#name").MustInput("IVAN PETROV")
@@ -128,7 +150,7 @@ func TestBrowser(t *testing.T) {
 		shoot(t, p, "card-form")
 		fillCard(p, "4000 0000 0000 3220", "981")
 		p.MustElement("#pay").MustClick()
-		p.MustElement("#code") // script posts the CReq to the bank at once
+		find(t, p, "#code") // script posts the CReq to the bank at once
 		shoot(t, p, "bank-page")
 		if txt := p.MustElement("#programme").MustText(); txt != "Visa Secure" {
 			t.Fatalf("programme %q", txt)
@@ -149,7 +171,7 @@ func TestBrowser(t *testing.T) {
 		p := page(t).MustNavigate(u).MustWaitLoad()
 		fillCard(p, "4000 0000 0000 9995", "981")
 		p.MustElement("#pay").MustClick()
-		txt := p.MustElement("#decline").MustText()
+		txt := find(t, p, "#decline").MustText()
 		if !strings.Contains(txt, "Платёж отклонён") || !strings.Contains(txt, "На карте недостаточно средств.") || !strings.Contains(txt, "Осталось попыток: 2") {
 			t.Fatalf("decline: %q", txt)
 		}
@@ -162,7 +184,7 @@ func TestBrowser(t *testing.T) {
 		p.MustElement("#number").MustInput("4242 4242 4242 4241")
 		p.MustElement("#name").MustInput("Иван")
 		p.MustElement("#pay").MustClick()
-		p.MustElement("#error-summary")
+		find(t, p, "#error-summary")
 		res := p.MustEval(`() => {
 			const out = {focus: document.activeElement.id, role: document.getElementById("error-summary").getAttribute("role"), bad: []};
 			for (const el of document.querySelectorAll("input[aria-invalid=true]")) {
@@ -292,13 +314,13 @@ func TestBrowser(t *testing.T) {
 		id, u := newSession(map[string]any{"methods": []string{"card", "kaspi_qr"}})
 		p := page(t).MustNavigate(u).MustWaitLoad()
 		p.MustElement(`a.method`).MustClick()
-		p.MustElement("#qr")
+		find(t, p, "#qr")
 		shoot(t, p, "kaspi-qr")
 		app := *p.MustElement("#open-app").MustAttribute("href")
 		ph := page(t).MustNavigate(app).MustWaitLoad()
 		shoot(t, ph, "kaspi-app")
 		ph.MustElement("#app-pay").MustClick()
-		ph.MustElement("#notice")
+		find(t, ph, "#notice")
 		got := waitURL(t, p, shop.URL) // the page polls and moves on by itself
 		if got != shop.URL+"/paid?session="+id {
 			t.Fatalf("landed on %s", got)
