@@ -77,8 +77,12 @@ func storeKind(s string) string {
 	return "redis"
 }
 
-// sweep expires sessions past their time every 30 seconds (writing their
-// session.expired events).
+// refundRetryAfter is how long a refund stays pending before the sweep asks
+// the processor again: long enough that the request that made it is over.
+const refundRetryAfter = time.Minute
+
+// sweep, every 30 seconds, expires sessions past their time (writing their
+// session.expired events) and asks again for refunds whose answer was lost.
 func (a *App) sweep(ctx context.Context) {
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
@@ -87,6 +91,11 @@ func (a *App) sweep(ctx context.Context) {
 			a.log.Warn("expiring sessions", "err", err.Error())
 		} else if n > 0 {
 			a.log.Info("sessions expired", "count", n)
+		}
+		if n, err := a.Payments.SettlePendingRefunds(ctx, refundRetryAfter); err != nil && ctx.Err() == nil {
+			a.log.Warn("settling pending refunds", "settled", n, "err", err.Error())
+		} else if n > 0 {
+			a.log.Info("pending refunds settled", "count", n)
 		}
 		select {
 		case <-ctx.Done():

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/processor"
@@ -40,10 +42,13 @@ func (svc *Service) loadPayment(ctx context.Context, merchant, id string) (*Paym
 	return p, r.Version, nil
 }
 
-func (svc *Service) savePayment(ctx context.Context, p *Payment, version int64, events ...Event) error {
+// savePayment writes p over version, with extra ops in its group and the
+// events' outbox entries, in one commit.
+func (svc *Service) savePayment(ctx context.Context, p *Payment, version int64, extra []store.Op, events ...Event) error {
 	p.Updated = svc.Now().UTC()
 	b := encodePayment(p)
-	ops := append([]store.Op{store.Update(paymentKey(p.ID), b, version)}, svc.eventOps(Group(p.ID), events)...)
+	ops := append([]store.Op{store.Update(paymentKey(p.ID), b, version)}, extra...)
+	ops = append(ops, svc.eventOps(Group(p.ID), events)...)
 	if err := svc.Store.Commit(ctx, ops...); err != nil {
 		return err
 	}
@@ -118,7 +123,8 @@ func (svc *Service) Refund(ctx context.Context, merchant, paymentID, idemKey str
 		}
 		r := Refund{ID: vault.NewID("re_"), Amount: amount, Currency: p.Currency, Status: RefundPending, Created: svc.Now().UTC(), IdemKeyHash: keyHash}
 		p.Refunds = append(p.Refunds, r)
-		err = svc.savePayment(ctx, p, ver)
+		mark, _ := json.Marshal(pendingMark{Payment: p.ID, Merchant: p.Merchant, Since: r.Created})
+		err = svc.savePayment(ctx, p, ver, []store.Op{store.Create(pendingRefundKey(p.ID, r.ID), mark, 0)})
 		if errors.Is(err, store.ErrConflict) {
 			continue // another refund or change came first: check again
 		}
@@ -150,10 +156,9 @@ func (svc *Service) driveRefund(ctx context.Context, p *Payment, ver int64, i in
 		res, err = svc.Processor.Refund(ctx, req)
 	}
 	if err != nil {
-		return r, apperr.Wrap(apperr.Unavailable, err, "the refund could not be confirmed: retry with the same Idempotency-Key")
+		return r, apperr.Wrap(apperr.Unavailable, err, "the refund could not be confirmed; it stays pending and is asked for again: retry with the same Idempotency-Key, or wait for refund.succeeded or refund.failed")
 	}
 	for {
-		var events []Event
 		r = p.Refunds[i]
 		if r.Status != RefundPending {
 			return r, nil
@@ -169,13 +174,16 @@ func (svc *Service) driveRefund(ctx context.Context, p *Payment, ver int64, i in
 			r.Status, r.Reason = RefundFailed, res.Code
 		}
 		p.Refunds[i] = r
-		if res.Approved {
-			events = append(events, svc.event(EventRefundSucceeded, p.Merchant, struct {
-				Refund  Refund   `json:"refund"`
-				Payment *Payment `json:"payment"`
-			}{r, p}))
+		typ := EventRefundSucceeded
+		if !res.Approved {
+			typ = EventRefundFailed
 		}
-		err := svc.savePayment(ctx, p, ver, events...)
+		ev := svc.event(typ, p.Merchant, struct {
+			Refund  Refund   `json:"refund"`
+			Payment *Payment `json:"payment"`
+		}{r, p})
+		done := []store.Op{{Key: pendingRefundKey(p.ID, r.ID), Delete: true, IfVersion: store.Any}}
+		err := svc.savePayment(ctx, p, ver, done, ev)
 		if !errors.Is(err, store.ErrConflict) {
 			return r, err
 		}
@@ -188,6 +196,64 @@ func (svc *Service) driveRefund(ctx context.Context, p *Payment, ver int64, i in
 		}
 		p, ver = fresh, fver
 	}
+}
+
+// pendingRefundKey marks a refund not yet settled with the processor, so the
+// refund sweep reads only those. It lives in its payment's group and changes
+// in the same commits as the refund.
+func pendingRefundKey(paymentID, refundID string) store.Key {
+	return store.Key{Kind: "pending_refund", ID: refundID, Group: Group(paymentID)}
+}
+
+// pendingMark is what a pending-refund mark holds.
+type pendingMark struct {
+	Payment  string    `json:"payment"`
+	Merchant string    `json:"merchant"`
+	Since    time.Time `json:"since"`
+}
+
+// SettlePendingRefunds asks the processor (or Kaspi) again for every refund
+// left pending for longer than after, since its answer was lost on the way.
+// The refund's ID makes asking twice refund once. It returns how many it
+// settled, succeeded or failed; refunds still unanswered stay pending for the
+// next sweep.
+func (svc *Service) SettlePendingRefunds(ctx context.Context, after time.Duration) (int, error) {
+	now := svc.Now()
+	var due []pendingMark
+	var dueIDs []string
+	err := svc.Store.Scan(ctx, "pending_refund", func(id string, r store.Record) error {
+		var m pendingMark
+		if json.Unmarshal(r.Value, &m) == nil && now.Sub(m.Since) >= after {
+			due, dueIDs = append(due, m), append(dueIDs, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for k, m := range due {
+		p, ver, err := svc.loadPayment(ctx, m.Merchant, m.Payment)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		i := slices.IndexFunc(p.Refunds, func(r Refund) bool { return r.ID == dueIDs[k] })
+		if i < 0 || p.Refunds[i].Status != RefundPending {
+			// Settled in the meantime, or a mark without its refund: drop it.
+			if err := svc.Store.Commit(ctx, store.Op{Key: pendingRefundKey(m.Payment, dueIDs[k]), Delete: true, IfVersion: store.Any}); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		if _, err := svc.driveRefund(ctx, p, ver, i); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }
 
 // sameKey reports whether two idempotency hashes ("key:request") share the key part.

@@ -205,6 +205,7 @@ const (
 	EventPaymentFailed    = "payment.failed"
 	EventSessionExpired   = "session.expired"
 	EventRefundSucceeded  = "refund.succeeded"
+	EventRefundFailed     = "refund.failed"
 )
 
 // SessionView is a session as the shop sees it (API answers, webhooks).
