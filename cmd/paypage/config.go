@@ -20,6 +20,7 @@ type setting struct {
 
 var settings = []setting{
 	{"addr", "PAYPAGE_ADDR", "127.0.0.1:8080", "address to listen on"},
+	{"metrics-addr", "PAYPAGE_METRICS_ADDR", "", "serve /metrics on this address instead of on --addr (keep it off the public network)"},
 	{"data", "PAYPAGE_DATA", "./data", "data directory (embedded store, development key)"},
 	{"store", "PAYPAGE_STORE", "bolt", "bolt, or a Redis URL (redis://, rediss://, redis+cluster://, ?master_name= for Sentinel)"},
 	{"public-url", "PAYPAGE_PUBLIC_URL", "", "base URL shoppers reach (default http:// + addr)"},
@@ -49,7 +50,7 @@ func parseConfig(name string, args []string, getenv func(string) string, extra f
 		return Config{}, fs, err
 	}
 	c := Config{
-		Addr: *vals["addr"], Data: *vals["data"], Store: *vals["store"], PublicURL: *vals["public-url"],
+		Addr: *vals["addr"], MetricsAddr: *vals["metrics-addr"], Data: *vals["data"], Store: *vals["store"], PublicURL: *vals["public-url"],
 		MasterKeyFile: *vals["master-key-file"], LogLevel: *vals["log-level"],
 	}
 	var err error

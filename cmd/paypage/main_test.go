@@ -123,9 +123,9 @@ func TestMasterKeyFromEnvAndRewrap(t *testing.T) {
 }
 
 func TestConfigFromFlagsAndEnv(t *testing.T) {
-	env := map[string]string{"PAYPAGE_ADDR": "0.0.0.0:9000", "PAYPAGE_STORE": "redis://r:6379/0"}
+	env := map[string]string{"PAYPAGE_ADDR": "0.0.0.0:9000", "PAYPAGE_STORE": "redis://r:6379/0", "PAYPAGE_METRICS_ADDR": "127.0.0.1:9090"}
 	c, _, err := parseConfig("t", []string{"--addr", "127.0.0.1:7000"}, func(k string) string { return env[k] }, nil)
-	if err != nil || c.Addr != "127.0.0.1:7000" || c.Store != "redis://r:6379/0" || c.PublicURL != "http://127.0.0.1:7000" || c.Data != "./data" {
+	if err != nil || c.Addr != "127.0.0.1:7000" || c.Store != "redis://r:6379/0" || c.PublicURL != "http://127.0.0.1:7000" || c.Data != "./data" || c.MetricsAddr != "127.0.0.1:9090" {
 		t.Fatalf("%+v %v", c, err)
 	}
 	if _, _, err := parseConfig("t", []string{"--webhook-schedule", "5s,x"}, func(string) string { return "" }, nil); err == nil {

@@ -30,6 +30,7 @@ import (
 // Config is every setting of a paypage process.
 type Config struct {
 	Addr          string
+	MetricsAddr   string // where /metrics is served; empty: on Addr
 	Data          string
 	Store         string // "bolt" or a Redis URL
 	PublicURL     string
@@ -71,7 +72,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	a.build()
-	a.Web, err = web.New(web.Config{PublicURL: cfg.PublicURL, TrustProxy: cfg.TrustProxy, DetokenizePerMinute: cfg.DetokenizePerMinute}, web.Deps{
+	a.Web, err = web.New(web.Config{PublicURL: cfg.PublicURL, TrustProxy: cfg.TrustProxy, DetokenizePerMinute: cfg.DetokenizePerMinute, MetricsElsewhere: cfg.MetricsAddr != ""}, web.Deps{
 		Store: a.store, Payments: a.Payments, Accounts: a.Accounts, Vault: a.Vault, Audit: a.Audit,
 		ACS: a.ACS, KaspiApp: a.Kaspi, Events: a.Webhooks, Logger: log, CSRFKey: a.Vault.DeriveKey("csrf"),
 	})

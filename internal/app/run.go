@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -36,13 +37,26 @@ func (a *App) SetClock(now func() time.Time) {
 	a.Payments.Now, a.ACS.Now, a.Kaspi.Now, a.Webhooks.Now, a.Vault.Now = now, now, now, now, now
 }
 
-// Run serves HTTP on ln and runs the webhook worker and the expiry sweep
-// until ctx ends, then shuts down gracefully.
-func (a *App) Run(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{
-		Handler: a.Web, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 32 << 10,
-		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+// Run serves HTTP on ln, and /metrics alone on metrics when the config
+// names a metrics address (metrics is nil otherwise), runs the webhook worker
+// and the sweep until ctx ends, then shuts down gracefully.
+func (a *App) Run(ctx context.Context, ln, metrics net.Listener) error {
+	if (metrics != nil) != (a.cfg.MetricsAddr != "") {
+		return errors.New("a metrics listener goes with a metrics address, and only with one")
+	}
+	hs := a.httpServer(a.Web)
+	errc := make(chan error, 2)
+	if metrics != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", a.Web.MetricsHandler())
+		ms := a.httpServer(mux)
+		go func() {
+			if err := ms.Serve(metrics); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics: %w", err)
+			}
+		}()
+		defer ms.Close()
+		a.log.Info("metrics serving", "addr", metrics.Addr().String())
 	}
 	workers, cancelWorkers := context.WithCancel(context.Background())
 	defer cancelWorkers()
@@ -50,11 +64,10 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 	swept := make(chan struct{})
 	go func() { defer close(swept); a.sweep(workers) }()
 	a.log.Info("paypage serving", "addr", ln.Addr().String(), "public_url", a.cfg.PublicURL, "store", storeKind(a.cfg.Store))
-	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	var failed error // a listener that stopped serving by itself
 	select {
-	case err := <-errc:
-		return err
+	case failed = <-errc:
 	case <-ctx.Done():
 	}
 	a.log.Info("shutting down")
@@ -64,10 +77,19 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 	cancelWorkers()
 	<-done
 	<-swept
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
+	if failed != nil {
+		return failed
 	}
 	return err
+}
+
+// httpServer is an HTTP server with the timeouts and limits paypage uses.
+func (a *App) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 32 << 10,
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
 }
 
 func storeKind(s string) string {

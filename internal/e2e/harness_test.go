@@ -68,6 +68,7 @@ type env struct {
 	t          testing.TB
 	app        *app.App
 	url        string
+	metrics    string // base URL of the metrics listener, with envOpts.metrics
 	logs       *syncBuffer
 	clock      *clock
 	merchant   string // merchant ID
@@ -86,6 +87,7 @@ type envOpts struct {
 	schedule   []time.Duration
 	noAccounts bool
 	detokenize int64 // detokenize calls a minute per processor
+	metrics    bool  // serve /metrics on a listener of its own (env.metrics)
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -106,7 +108,14 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if sched == nil {
 		sched = []time.Duration{200 * time.Millisecond, 400 * time.Millisecond}
 	}
-	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerMinute: o.detokenize}
+	var mln net.Listener
+	if o.metrics {
+		if mln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		e.metrics = "http://" + mln.Addr().String()
+	}
+	cfg := app.Config{MetricsAddr: addrOf(mln), Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerMinute: o.detokenize}
 	a, err := app.Open(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
@@ -129,9 +138,17 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel, e.done = cancel, make(chan error, 1)
-	go func() { e.done <- a.Run(ctx, ln) }()
+	go func() { e.done <- a.Run(ctx, ln, mln) }()
 	t.Cleanup(e.stop)
 	return e
+}
+
+// addrOf is a listener's address, or "" for none.
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
 }
 
 // stop shuts the server down (idempotent).

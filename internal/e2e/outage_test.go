@@ -59,3 +59,31 @@ func TestRedisOutage(t *testing.T) {
 		t.Error("metrics carry IDs or card data")
 	}
 }
+
+// TestMetricsOnTheirOwnAddress: with a metrics address, /metrics is served
+// there and only there, and nothing else is.
+func TestMetricsOnTheirOwnAddress(t *testing.T) {
+	e := newEnv(t, envOpts{metrics: true})
+	e.session(nil)
+	get := func(u string) (int, string) {
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if st, _ := get(e.url + "/metrics"); st != http.StatusNotFound {
+		t.Fatalf("public /metrics: %d", st)
+	}
+	st, m := get(e.metrics + "/metrics")
+	if st != http.StatusOK || !strings.Contains(m, `paypage_http_requests_total{method="POST",route="/v1/sessions",status="201"} 1`) {
+		t.Fatalf("metrics address: %d\n%s", st, m)
+	}
+	for _, path := range []string{"/v1/sessions", "/healthz", "/pay/x"} {
+		if st, _ := get(e.metrics + path); st != http.StatusNotFound {
+			t.Errorf("metrics address serves %s: %d", path, st)
+		}
+	}
+}

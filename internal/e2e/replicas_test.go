@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -69,10 +70,14 @@ func TestTwoProcessesOnOneRedis(t *testing.T) {
 	rc.setSecret(m.WebhookSecret)
 
 	var replicas []*env
+	metricsAddr := freeAddr(t) // the first replica serves /metrics apart
 	for i := 0; i < 2; i++ {
 		addr := freeAddr(t)
 		cmd := exec.Command(bin, "serve")
 		cmd.Env = append(base, "PAYPAGE_ADDR="+addr)
+		if i == 0 {
+			cmd.Env = append(cmd.Env, "PAYPAGE_METRICS_ADDR="+metricsAddr)
+		}
 		logs := &syncBuffer{}
 		cmd.Stdout, cmd.Stderr = logs, logs
 		if err := cmd.Start(); err != nil {
@@ -108,6 +113,18 @@ func TestTwoProcessesOnOneRedis(t *testing.T) {
 		}
 	}
 	got := rc.waitFor(t, n)
+	if resp, err := http.Get(replicas[0].url + "/metrics"); err != nil || resp.StatusCode != 404 {
+		t.Fatalf("/metrics on the public address beside --metrics-addr: %v %v", resp, err)
+	}
+	if resp, err := http.Get("http://" + metricsAddr + "/metrics"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/metrics on --metrics-addr: %v %v", resp, err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), `paypage_payment_attempts_total{method="card",outcome="succeeded"} 5`) {
+			t.Fatalf("replica 0's metrics:\n%s", b)
+		}
+	}
 	time.Sleep(time.Second)
 	rc.mu.Lock()
 	if len(rc.ids) != n || rc.overlp != 0 || rc.bad != 0 {

@@ -32,6 +32,9 @@ type Config struct {
 	MaxBody    int64  // request body limit in bytes
 	// DetokenizePerMinute bounds each processor's detokenize calls.
 	DetokenizePerMinute int64
+	// MetricsElsewhere leaves /metrics off this handler: the process serves
+	// MetricsHandler on an address of its own.
+	MetricsElsewhere bool
 }
 
 // Deps are the services the server calls. ACS and KaspiApp are the sandbox
@@ -102,12 +105,19 @@ func New(cfg Config, d Deps) (*Server, error) {
 	return s, nil
 }
 
+// MetricsHandler serves the Prometheus metrics.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{})
+}
+
 func (s *Server) routes() {
 	r := mux.NewRouter()
 	r.Use(s.realIP, s.observe, s.securityHeaders, s.limitBody)
 	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet)
-	r.Handle("/metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	if !s.cfg.MetricsElsewhere {
+		r.Handle("/metrics", s.MetricsHandler()).Methods(http.MethodGet)
+	}
 	r.PathPrefix("/static/").HandlerFunc(s.assets.serve).Methods(http.MethodGet)
 
 	api := r.PathPrefix("/v1").Subrouter()
