@@ -108,14 +108,15 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if sched == nil {
 		sched = []time.Duration{200 * time.Millisecond, 400 * time.Millisecond}
 	}
+	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerMinute: o.detokenize}
 	var mln net.Listener
 	if o.metrics {
 		if mln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			t.Fatal(err)
 		}
-		e.metrics = "http://" + mln.Addr().String()
+		cfg.MetricsAddr = mln.Addr().String()
+		e.metrics = "http://" + cfg.MetricsAddr
 	}
-	cfg := app.Config{MetricsAddr: addrOf(mln), Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerMinute: o.detokenize}
 	a, err := app.Open(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
@@ -141,14 +142,6 @@ func newEnv(t testing.TB, o envOpts) *env {
 	go func() { e.done <- a.Run(ctx, ln, mln) }()
 	t.Cleanup(e.stop)
 	return e
-}
-
-// addrOf is a listener's address, or "" for none.
-func addrOf(ln net.Listener) string {
-	if ln == nil {
-		return ""
-	}
-	return ln.Addr().String()
 }
 
 // stop shuts the server down (idempotent).

@@ -334,9 +334,9 @@ func (svc *Service) finish(ctx context.Context, l *loaded, attempt string, res p
 		}
 		// The attempt's CVV goes in the same step, whatever the outcome (it
 		// is gone already when authorization took it).
-		extra := []store.Op{{Key: vault.CVVKey(attempt, Group(l.s.ID)), Delete: true, IfVersion: store.Any}}
+		extra := []store.Op{store.Delete(vault.CVVKey(attempt, Group(l.s.ID)))}
 		if l.s.Status != SessionOpen {
-			extra = append(extra, store.Op{Key: openKey(l.s.ID), Delete: true, IfVersion: store.Any})
+			extra = append(extra, store.Delete(openKey(l.s.ID)))
 		}
 		err := svc.commit(ctx, l, extra, events...)
 		if err == nil {

@@ -182,7 +182,7 @@ func (svc *Service) driveRefund(ctx context.Context, p *Payment, ver int64, i in
 			Refund  Refund   `json:"refund"`
 			Payment *Payment `json:"payment"`
 		}{r, p})
-		done := []store.Op{{Key: pendingRefundKey(p.ID, r.ID), Delete: true, IfVersion: store.Any}}
+		done := []store.Op{store.Delete(pendingRefundKey(p.ID, r.ID))}
 		err := svc.savePayment(ctx, p, ver, done, ev)
 		if !errors.Is(err, store.ErrConflict) {
 			return r, err
@@ -205,8 +205,10 @@ func pendingRefundKey(paymentID, refundID string) store.Key {
 	return store.Key{Kind: "pending_refund", ID: refundID, Group: Group(paymentID)}
 }
 
-// pendingMark is what a pending-refund mark holds.
+// pendingMark is what a pending-refund mark holds; the refund's ID is the
+// mark's own.
 type pendingMark struct {
+	Refund   string    `json:"-"`
 	Payment  string    `json:"payment"`
 	Merchant string    `json:"merchant"`
 	Since    time.Time `json:"since"`
@@ -220,11 +222,10 @@ type pendingMark struct {
 func (svc *Service) SettlePendingRefunds(ctx context.Context, after time.Duration) (int, error) {
 	now := svc.Now()
 	var due []pendingMark
-	var dueIDs []string
 	err := svc.Store.Scan(ctx, "pending_refund", func(id string, r store.Record) error {
-		var m pendingMark
+		m := pendingMark{Refund: id}
 		if json.Unmarshal(r.Value, &m) == nil && now.Sub(m.Since) >= after {
-			due, dueIDs = append(due, m), append(dueIDs, id)
+			due = append(due, m)
 		}
 		return nil
 	})
@@ -233,16 +234,16 @@ func (svc *Service) SettlePendingRefunds(ctx context.Context, after time.Duratio
 	}
 	n := 0
 	var errs []error
-	for k, m := range due {
+	for _, m := range due {
 		p, ver, err := svc.loadPayment(ctx, m.Merchant, m.Payment)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		i := slices.IndexFunc(p.Refunds, func(r Refund) bool { return r.ID == dueIDs[k] })
+		i := slices.IndexFunc(p.Refunds, func(r Refund) bool { return r.ID == m.Refund })
 		if i < 0 || p.Refunds[i].Status != RefundPending {
 			// Settled in the meantime, or a mark without its refund: drop it.
-			if err := svc.Store.Commit(ctx, store.Op{Key: pendingRefundKey(m.Payment, dueIDs[k]), Delete: true, IfVersion: store.Any}); err != nil {
+			if err := svc.Store.Commit(ctx, store.Delete(pendingRefundKey(m.Payment, m.Refund))); err != nil {
 				errs = append(errs, err)
 			}
 			continue

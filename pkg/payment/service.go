@@ -356,7 +356,7 @@ func (svc *Service) ExpireSessions(ctx context.Context) (int, error) {
 		}
 		l.s.Status = SessionExpired
 		ev := svc.event(EventSessionExpired, l.s.Merchant, l.s.View(svc.PublicURL, now, l.p))
-		if err := svc.commit(ctx, l, []store.Op{{Key: openKey(id), Delete: true, IfVersion: store.Any}}, ev); err != nil {
+		if err := svc.commit(ctx, l, []store.Op{store.Delete(openKey(id))}, ev); err != nil {
 			if errors.Is(err, store.ErrConflict) {
 				continue
 			}

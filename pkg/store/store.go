@@ -132,3 +132,6 @@ func Create(k Key, v []byte, ttl time.Duration) Op {
 
 // Update is an Op that writes v only when the record is still at version.
 func Update(k Key, v []byte, version int64) Op { return Op{Key: k, Value: v, IfVersion: version} }
+
+// Delete is an Op that removes the record whatever its version.
+func Delete(k Key) Op { return Op{Key: k, Delete: true, IfVersion: Any} }
