@@ -11,6 +11,7 @@ import (
 
 	"github.com/paypage/paypage/pkg/audit"
 	"github.com/paypage/paypage/pkg/kaspi"
+	"github.com/paypage/paypage/pkg/limit"
 	"github.com/paypage/paypage/pkg/payment"
 	"github.com/paypage/paypage/pkg/processor"
 	"github.com/paypage/paypage/pkg/threeds"
@@ -22,9 +23,13 @@ import (
 func (a *App) build() {
 	a.ACS = threeds.NewSandbox(a.store, a.Vault, func(id string) string { return a.cfg.PublicURL + "/sandbox/acs/" + id })
 	a.Kaspi = kaspi.NewSandbox(a.store, func(id string) string { return a.cfg.PublicURL + "/sandbox/kaspi/" + id })
+	counter, err := limit.NewCounter(a.store)
+	if err != nil {
+		panic(err) // the store is open here
+	}
 	a.Payments = &payment.Service{
 		Store: a.store, Vault: a.Vault, Processor: processor.NewSandbox(a.store, a.Vault, a.Audit),
-		ThreeDS: a.ACS, Kaspi: a.Kaspi, Merchants: a.Accounts, Limits: payment.DefaultLimits,
+		ThreeDS: a.ACS, Kaspi: a.Kaspi, Merchants: a.Accounts, Counter: counter, Limits: payment.DefaultLimits,
 		PublicURL: a.cfg.PublicURL, Now: time.Now,
 	}
 	a.Webhooks = a.newWorker()

@@ -260,7 +260,7 @@ func TestDetokenize(t *testing.T) {
 
 func TestCardTestingLimits(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	e.app.Payments.Limits.PerCard = 2
+	e.app.Payments.Limits.Card.Max = 2
 	b := e.browser()
 	// The same card across sessions: the third try is refused before it reaches anyone.
 	for i := 1; i <= 3; i++ {
@@ -280,7 +280,7 @@ func TestCardTestingLimits(t *testing.T) {
 		}
 	}
 	// Per client address.
-	e.app.Payments.Limits.PerCard, e.app.Payments.Limits.PerClient = 100, 3
+	e.app.Payments.Limits.Card.Max, e.app.Payments.Limits.Client.Max = 100, 3
 	id := e.session(map[string]any{"locale": "en"})["id"].(string)
 	if p := b.pay(id, "4242 4242 4242 4242", "981"); p.status != 429 {
 		t.Fatalf("client over its limit: %d", p.status)

@@ -2,8 +2,6 @@ package payment
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"strings"
 
@@ -95,11 +93,6 @@ func (svc *Service) parseCard(in CardInput) (vault.Card, card.CVV, error) {
 	return vault.Card{PAN: pan, Expiry: exp, Name: name}, cvv, nil
 }
 
-func hashID(s string) string {
-	h := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(h[:12])
-}
-
 // checkOpen returns why a session cannot take a new attempt, if it cannot.
 func (svc *Service) checkOpen(s *Session, method string) error {
 	switch {
@@ -119,24 +112,13 @@ func (svc *Service) checkOpen(s *Session, method string) error {
 
 // limit counts a submission against the client's and the card's limits.
 func (svc *Service) limit(ctx context.Context, clientIP, cardKey string) error {
-	n, err := svc.Store.Incr(ctx, store.K("limit_client", hashID(clientIP)), svc.Limits.ClientWindow)
-	if err != nil {
+	if err := svc.Counter.Hit(ctx, svc.Limits.Client, clientIP); err != nil {
 		return err
-	}
-	if n > svc.Limits.PerClient {
-		return ErrTooManyAttempts
 	}
 	if cardKey == "" {
 		return nil
 	}
-	n, err = svc.Store.Incr(ctx, store.K("limit_card", cardKey), svc.Limits.CardWindow)
-	if err != nil {
-		return err
-	}
-	if n > svc.Limits.PerCard {
-		return ErrTooManyAttempts
-	}
-	return nil
+	return svc.Counter.Hit(ctx, svc.Limits.Card, cardKey)
 }
 
 func (svc *Service) merchantName(ctx context.Context, id string) string {

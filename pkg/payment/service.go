@@ -15,6 +15,8 @@ import (
 
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/card"
+	"github.com/paypage/paypage/pkg/limit"
+	"github.com/paypage/paypage/pkg/money"
 	"github.com/paypage/paypage/pkg/processor"
 	"github.com/paypage/paypage/pkg/store"
 	"github.com/paypage/paypage/pkg/threeds"
@@ -37,10 +39,8 @@ type Merchants interface {
 // Limits bound attempts and holds.
 type Limits struct {
 	MaxAttempts   int           // per session: attempts that reached the issuer or processor
-	PerClient     int64         // card submissions per client address per ClientWindow
-	ClientWindow  time.Duration //
-	PerCard       int64         // submissions per card (across merchants) per CardWindow
-	CardWindow    time.Duration //
+	Client        limit.Rule    // submissions per client address
+	Card          limit.Rule    // submissions per card, across merchants
 	CVVHold       time.Duration // how long a CVV may wait for authorization (covers the 3-D Secure challenge)
 	SessionTTL    time.Duration // default session lifetime
 	MinSessionTTL time.Duration
@@ -51,8 +51,10 @@ type Limits struct {
 
 // DefaultLimits are the production defaults.
 var DefaultLimits = Limits{
-	MaxAttempts: 3, PerClient: 20, ClientWindow: time.Hour, PerCard: 10, CardWindow: 24 * time.Hour,
-	CVVHold: 10 * time.Minute, SessionTTL: 24 * time.Hour, MinSessionTTL: 5 * time.Minute, MaxSessionTTL: 24 * time.Hour,
+	MaxAttempts: 3,
+	Client:      limit.Rule{Name: "client", Max: 20, Window: time.Hour},
+	Card:        limit.Rule{Name: "card", Max: 10, Window: 24 * time.Hour},
+	CVVHold:     10 * time.Minute, SessionTTL: 24 * time.Hour, MinSessionTTL: 5 * time.Minute, MaxSessionTTL: 24 * time.Hour,
 	IdemTTL: 24 * time.Hour, StuckAfter: 30 * time.Second,
 }
 
@@ -64,6 +66,7 @@ type Service struct {
 	ThreeDS   threeds.Server
 	Kaspi     Kaspi // may be nil: no Kaspi QR
 	Merchants Merchants
+	Counter   *limit.Counter
 	Limits    Limits
 	// PublicURL is the page's base URL, for the 3-D Secure return address.
 	PublicURL string
@@ -229,11 +232,11 @@ func validReturnURL(param, s string) error {
 func (r *CreateRequest) Validate(l Limits) error {
 	r.Currency = strings.ToUpper(strings.TrimSpace(r.Currency))
 	switch {
-	case r.Amount <= 0 || r.Amount > maxAmount:
-		return apperr.Field("amount", "must be a positive whole number of minor units, at most %d", int64(maxAmount))
+	case r.Amount <= 0 || r.Amount > money.MaxAmount:
+		return apperr.Field("amount", "must be a positive whole number of minor units, at most %d", int64(money.MaxAmount))
 	case r.Currency == "":
 		return apperr.Field("currency", "is required")
-	case !ValidCurrency(r.Currency):
+	case !money.ValidCurrency(r.Currency):
 		return apperr.Field("currency", "is not a currency we take")
 	}
 	for _, f := range []struct {

@@ -5,7 +5,7 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/paypage/paypage/pkg/payment"
+	"github.com/paypage/paypage/pkg/money"
 	"github.com/paypage/paypage/pkg/threeds"
 )
 
@@ -50,7 +50,7 @@ func (s *Server) renderACS(w http.ResponseWriter, r *http.Request, t threeds.Tra
 	d.Action = "/sandbox/acs/" + t.ID
 	d.CSRF = s.csrfToken(w, r, "acs:"+t.ID)
 	d.Notice = notice
-	d.ACS = &acsView{Programme: t.Programme(), MerchantName: t.MerchantName, Amount: payment.FormatAmount(t.Amount, t.Currency), MaskedPAN: t.MaskedPAN, Code: threeds.SandboxCode}
+	d.ACS = &acsView{Programme: t.Programme(), MerchantName: t.MerchantName, Amount: money.Format(t.Amount, t.Currency), MaskedPAN: t.MaskedPAN, Code: threeds.SandboxCode}
 	if t.Tries > 0 {
 		d.Errors["code"] = d.T("acs.wrong", t.TriesLeft())
 	}

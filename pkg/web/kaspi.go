@@ -14,6 +14,7 @@ import (
 
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/kaspi"
+	"github.com/paypage/paypage/pkg/money"
 	"github.com/paypage/paypage/pkg/payment"
 )
 
@@ -134,7 +135,7 @@ func (s *Server) renderKaspiApp(w http.ResponseWriter, r *http.Request, q kaspi.
 	d.BodyClass = "bank-page"
 	d.Action = "/sandbox/kaspi/" + q.ID
 	d.CSRF = s.csrfToken(w, r, "kaspi:"+q.ID)
-	d.Body = d.T("sbkaspi.confirm", payment.FormatAmount(q.Amount, "KZT"), q.MerchantName)
+	d.Body = d.T("sbkaspi.confirm", money.Format(q.Amount, "KZT"), q.MerchantName)
 	switch q.Status {
 	case payment.KaspiPending:
 	case payment.KaspiPaid, payment.KaspiDeclined:

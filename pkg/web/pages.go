@@ -12,6 +12,7 @@ import (
 
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/card"
+	"github.com/paypage/paypage/pkg/money"
 	"github.com/paypage/paypage/pkg/payment"
 	"github.com/paypage/paypage/pkg/threeds"
 )
@@ -110,7 +111,7 @@ func (s *Server) order(ctx context.Context, ss payment.Session) *orderView {
 			name = m.Name
 		}
 	}
-	return &orderView{Merchant: name, Description: ss.Description, Reference: ss.Reference, Amount: payment.FormatAmount(ss.Amount, ss.Currency)}
+	return &orderView{Merchant: name, Description: ss.Description, Reference: ss.Reference, Amount: money.Format(ss.Amount, ss.Currency)}
 }
 
 func (s *Server) notFoundPage(w http.ResponseWriter, r *http.Request) {

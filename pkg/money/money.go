@@ -1,4 +1,6 @@
-package payment
+// Package money knows the currencies paypage takes, how large an amount may
+// be, and how an amount reads on a page.
+package money
 
 import (
 	"fmt"
@@ -13,16 +15,16 @@ var currencies = map[string]int{
 	"JPY": 0, "KRW": 0, "VND": 0, "KWD": 3, "BHD": 3, "OMR": 3,
 }
 
-// maxAmount bounds an amount in minor units: large enough for any ticket, small
+// MaxAmount bounds an amount in minor units: large enough for any ticket, small
 // enough that sums never overflow.
-const maxAmount = 1_000_000_000_00
+const MaxAmount = 1_000_000_000_00
 
 // ValidCurrency reports whether we take c (upper case ISO 4217).
 func ValidCurrency(c string) bool { _, ok := currencies[c]; return ok }
 
-// FormatAmount writes minor units as a decimal amount with the currency code,
+// Format writes minor units as a decimal amount with the currency code,
 // "12 345.67 KZT", grouped by thin spaces so it reads the same in every language.
-func FormatAmount(amount int64, currency string) string {
+func Format(amount int64, currency string) string {
 	exp := currencies[currency]
 	neg := amount < 0
 	if neg {

@@ -1,0 +1,69 @@
+// Package limit bounds how often something may happen: card submissions per
+// client address and per card (card-testing protection), and whatever else
+// needs a count over a window. Counts live in the store, so every replica
+// shares them.
+package limit
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/paypage/paypage/pkg/apperr"
+	"github.com/paypage/paypage/pkg/store"
+)
+
+// Rule is one limit: at most Max hits per Window. A Max of 0 turns it off.
+type Rule struct {
+	Name   string // what is limited, for errors and logs: "client", "card", ...
+	Max    int64
+	Window time.Duration
+}
+
+// Off reports whether the rule never refuses.
+func (r Rule) Off() bool { return r.Max <= 0 || r.Window <= 0 }
+
+// Exceeded is the error for a hit over a rule's limit.
+type Exceeded struct {
+	Rule       string
+	RetryAfter time.Duration // at the most; the window may end sooner
+}
+
+func (e *Exceeded) Error() string {
+	return fmt.Sprintf("the %s limit is reached: try again within %s", e.Rule, e.RetryAfter.Round(time.Second))
+}
+
+// Counter counts hits in the store.
+type Counter struct {
+	store store.Store
+}
+
+// NewCounter returns a counter over s.
+func NewCounter(s store.Store) (*Counter, error) {
+	if s == nil {
+		return nil, fmt.Errorf("limit: a store is required")
+	}
+	return &Counter{store: s}, nil
+}
+
+// Hit counts one hit for subject under rule, and refuses it with an
+// apperr.RateLimited error wrapping *Exceeded when the count is over the
+// limit. The subject is hashed: a client address or card key never appears
+// in a store key.
+func (c *Counter) Hit(ctx context.Context, r Rule, subject string) error {
+	if r.Off() {
+		return nil
+	}
+	h := sha256.Sum256([]byte(r.Name + "|" + subject))
+	n, err := c.store.Incr(ctx, store.K("limit_"+r.Name, hex.EncodeToString(h[:12])), r.Window)
+	if err != nil {
+		return err
+	}
+	if n > r.Max {
+		e := &Exceeded{Rule: r.Name, RetryAfter: r.Window}
+		return &apperr.Error{Code: apperr.RateLimited, Message: e.Error(), Err: e}
+	}
+	return nil
+}
