@@ -6,6 +6,12 @@
 // Records are named by a Key. Keys that share a Group are kept together (one
 // Redis Cluster hash slot), and one Commit changes records of one group only,
 // atomically, each write guarded by a compare-and-set on the record's version.
+//
+// The due index is how work is found: a commit may file a key under the time
+// it should be looked at again (Op.Due), or take it out (Op.Done, or a
+// delete), in the same atomic step as the change that makes the work; Due
+// lists what is due, earliest first. Its cost follows the work that is due,
+// never the number of records stored.
 package store
 
 import (
@@ -67,6 +73,23 @@ type Op struct {
 	Delete    bool          // remove the record
 	IfVersion int64         // Any, 0 (must not exist) or the version the record must have
 	TTL       time.Duration // time to live of the written record; 0 keeps it forever
+	// Due files the key in the due index at this time (replacing an earlier
+	// filing of it); zero leaves the index as it is.
+	Due time.Time
+	// Done takes the key out of the due index. A delete always does.
+	Done bool
+}
+
+// At returns the op with the key filed in the due index at t.
+func (o Op) At(t time.Time) Op { o.Due, o.Done = t, false; return o }
+
+// Finished returns the op with the key taken out of the due index.
+func (o Op) Finished() Op { o.Due, o.Done = time.Time{}, true; return o }
+
+// DueKey is a key the due index holds, and when it falls due.
+type DueKey struct {
+	Key Key
+	At  time.Time
 }
 
 // Entry is one item of an append-only log, in the order it was appended.
@@ -87,8 +110,12 @@ type Store interface {
 	// Incr adds one to a counter and returns the new count; the counter
 	// expires window after its first increment.
 	Incr(ctx context.Context, k Key, window time.Duration) (int64, error)
+	// Due returns up to limit keys filed in the due index at or before now,
+	// earliest first. A key stays filed until a commit moves or removes it.
+	Due(ctx context.Context, now time.Time, limit int) ([]DueKey, error)
 	// Scan calls fn for every live record of a kind, in no particular order,
-	// until fn returns an error.
+	// until fn returns an error. It reads the whole kind: operator commands
+	// use it, never anything on a timer.
 	Scan(ctx context.Context, kind string, fn func(id string, r Record) error) error
 	// Append adds data to the end of a named log and returns its entry ID.
 	Append(ctx context.Context, log string, data []byte) (string, error)

@@ -1,7 +1,8 @@
 // Package bolt is the embedded store engine: one bbolt file in the data
 // directory, for a single paypage process. Each record kind is a bucket; a
 // Commit is one bbolt Update transaction; expired records are hidden on read
-// and removed by a sweeper.
+// and removed by a sweeper that finds them through an index by expiry time.
+// The due index is two buckets: one keyed by due time, one by record.
 package bolt
 
 import (
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -72,6 +74,72 @@ func mapErr(err error) error {
 func bucketName(kind string) []byte { return []byte("r:" + kind) }
 func logName(name string) []byte    { return []byte("l:" + name) }
 
+// Index buckets: due time + key -> nil, key -> due time, expiry time + key -> nil.
+var (
+	dueBucket   = []byte("x:due")
+	dueOfBucket = []byte("x:dueof")
+	expBucket   = []byte("x:exp")
+)
+
+// encodeKey writes a key as kind NUL group NUL id (keys never hold NUL).
+func encodeKey(k store.Key) []byte { return []byte(k.Kind + "\x00" + k.G() + "\x00" + k.ID) }
+
+func decodeKey(b []byte) (store.Key, bool) {
+	parts := strings.SplitN(string(b), "\x00", 3)
+	if len(parts) != 3 {
+		return store.Key{}, false
+	}
+	k := store.Key{Kind: parts[0], Group: parts[1], ID: parts[2]}
+	if k.Group == k.ID {
+		k.Group = ""
+	}
+	return k, true
+}
+
+// timeKey is a time in unix milliseconds (8 bytes, big endian) followed by a key.
+func timeKey(t time.Time, enc []byte) []byte {
+	b := make([]byte, 8, 8+len(enc))
+	binary.BigEndian.PutUint64(b, uint64(t.UnixMilli()))
+	return append(b, enc...)
+}
+
+// setDue files enc at t (zero: takes it out), replacing an earlier filing.
+func setDue(tx *bbolt.Tx, enc []byte, t time.Time) error {
+	due, err := tx.CreateBucketIfNotExists(dueBucket)
+	if err != nil {
+		return err
+	}
+	of, err := tx.CreateBucketIfNotExists(dueOfBucket)
+	if err != nil {
+		return err
+	}
+	if old := of.Get(enc); len(old) == 8 {
+		if err := due.Delete(append(append([]byte(nil), old...), enc...)); err != nil {
+			return err
+		}
+		if err := of.Delete(enc); err != nil {
+			return err
+		}
+	}
+	if t.IsZero() {
+		return nil
+	}
+	tk := timeKey(t, enc)
+	if err := due.Put(tk, nil); err != nil {
+		return err
+	}
+	return of.Put(enc, tk[:8])
+}
+
+// noteExpiry files enc in the expiry index, for the sweeper.
+func noteExpiry(tx *bbolt.Tx, enc []byte, t time.Time) error {
+	b, err := tx.CreateBucketIfNotExists(expBucket)
+	if err != nil {
+		return err
+	}
+	return b.Put(timeKey(t, enc), nil)
+}
+
 // record layout: version (8 bytes) | expires unix nanoseconds (8, 0 = never) | value
 func encode(version int64, expires time.Time, value []byte) []byte {
 	b := make([]byte, 16+len(value))
@@ -129,7 +197,9 @@ func (d *DB) Commit(ctx context.Context, ops ...store.Op) error {
 	}
 	now := d.Now()
 	return mapErr(d.db.Update(func(tx *bbolt.Tx) error {
-		for _, op := range ops {
+		buckets := make([]*bbolt.Bucket, len(ops))
+		versions := make([]int64, len(ops))
+		for i, op := range ops {
 			b, err := tx.CreateBucketIfNotExists(bucketName(op.Key.Kind))
 			if err != nil {
 				return err
@@ -138,8 +208,17 @@ func (d *DB) Commit(ctx context.Context, ops ...store.Op) error {
 			if op.IfVersion != store.Any && op.IfVersion != cur.Version {
 				return store.ErrConflict
 			}
+			buckets[i], versions[i] = b, cur.Version
+		}
+		for i, op := range ops {
+			enc := encodeKey(op.Key)
+			if op.Delete || op.Done || !op.Due.IsZero() {
+				if err := setDue(tx, enc, op.Due); err != nil {
+					return err
+				}
+			}
 			if op.Delete {
-				if err := b.Delete([]byte(op.Key.ID)); err != nil {
+				if err := buckets[i].Delete([]byte(op.Key.ID)); err != nil {
 					return err
 				}
 				continue
@@ -147,8 +226,11 @@ func (d *DB) Commit(ctx context.Context, ops ...store.Op) error {
 			var exp time.Time
 			if op.TTL > 0 {
 				exp = now.Add(op.TTL)
+				if err := noteExpiry(tx, enc, exp); err != nil {
+					return err
+				}
 			}
-			if err := b.Put([]byte(op.Key.ID), encode(cur.Version+1, exp, op.Value)); err != nil {
+			if err := buckets[i].Put([]byte(op.Key.ID), encode(versions[i]+1, exp, op.Value)); err != nil {
 				return err
 			}
 		}
@@ -198,11 +280,41 @@ func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64
 		if r, ok := d.decode(b.Get([]byte(k.ID))); ok {
 			n, _ = strconv.ParseInt(string(r.Value), 10, 64)
 			exp = r.ExpiresAt
+		} else if err := noteExpiry(tx, encodeKey(k), exp); err != nil {
+			return err
 		}
 		n++
 		return b.Put([]byte(k.ID), encode(1, exp, strconv.AppendInt(nil, n, 10)))
 	})
 	return n, mapErr(err)
+}
+
+// Due lists filed keys due at or before now, earliest first: a cursor walk
+// from the start of the time-ordered bucket, which stops at the first key not
+// yet due.
+func (d *DB) Due(ctx context.Context, now time.Time, limit int) ([]store.DueKey, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, mapErr(err)
+	}
+	var out []store.DueKey
+	end := uint64(now.UnixMilli())
+	err := d.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(dueBucket)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for tk, _ := c.First(); tk != nil && len(out) < limit; tk, _ = c.Next() {
+			if len(tk) < 8 || binary.BigEndian.Uint64(tk) > end {
+				break
+			}
+			if k, ok := decodeKey(tk[8:]); ok {
+				out = append(out, store.DueKey{Key: k, At: time.UnixMilli(int64(binary.BigEndian.Uint64(tk)))})
+			}
+		}
+		return nil
+	})
+	return out, mapErr(err)
 }
 
 // Scan calls fn for every live record of a kind. It reads them all first,
@@ -306,29 +418,50 @@ func (d *DB) sweep(every time.Duration) {
 	}
 }
 
-// Sweep deletes every expired record now; the sweeper calls it each minute.
+// Sweep deletes the records whose time is up, found through the expiry
+// index (so its cost follows what expired, not what is stored); the sweeper
+// calls it each minute.
 func (d *DB) Sweep() error {
 	now := d.Now()
+	end := uint64(now.UnixMilli())
 	return mapErr(d.db.Update(func(tx *bbolt.Tx) error {
-		return tx.ForEach(func(name []byte, b *bbolt.Bucket) error {
-			if len(name) < 2 || string(name[:2]) != "r:" {
-				return nil
-			}
-			var dead [][]byte
-			_ = b.ForEach(func(k, v []byte) error {
-				if len(v) >= 16 {
-					if ns := binary.BigEndian.Uint64(v[8:]); ns != 0 && !now.Before(time.Unix(0, int64(ns))) {
-						dead = append(dead, append([]byte(nil), k...))
-					}
-				}
-				return nil
-			})
-			for _, k := range dead {
-				if err := b.Delete(k); err != nil {
-					return err
-				}
-			}
+		idx := tx.Bucket(expBucket)
+		if idx == nil {
 			return nil
-		})
+		}
+		var done [][]byte
+		c := idx.Cursor()
+		for tk, _ := c.First(); tk != nil && len(tk) >= 8 && binary.BigEndian.Uint64(tk) <= end; tk, _ = c.Next() {
+			done = append(done, append([]byte(nil), tk...))
+		}
+		for _, tk := range done {
+			if err := idx.Delete(tk); err != nil {
+				return err
+			}
+			k, ok := decodeKey(tk[8:])
+			if !ok {
+				continue
+			}
+			b := tx.Bucket(bucketName(k.Kind))
+			if b == nil {
+				continue
+			}
+			v := b.Get([]byte(k.ID))
+			if len(v) < 16 {
+				continue
+			}
+			// The record may have been written again since with a later
+			// expiry (or none): only a record whose own time is up goes.
+			if ns := binary.BigEndian.Uint64(v[8:]); ns == 0 || now.Before(time.Unix(0, int64(ns))) {
+				continue
+			}
+			if err := b.Delete([]byte(k.ID)); err != nil {
+				return err
+			}
+			if err := setDue(tx, tk[8:], time.Time{}); err != nil {
+				return err
+			}
+		}
+		return nil
 	}))
 }

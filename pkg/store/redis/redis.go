@@ -1,16 +1,22 @@
 // Package redis is the store engine for several paypage replicas: Redis as a
 // single node, behind Sentinel, or as a Cluster, through go-redis's universal
-// client. A record lives at "pp:{group}:kind:id", so one Commit's keys share a
-// Cluster hash slot; a Commit is one Lua script; logs are Redis Streams.
+// client. On a single node (or behind Sentinel) a record lives at
+// "pp:{group}:kind:id" and the due index is one sorted set, "pp:due". On a
+// Cluster, groups are spread over a fixed number of shards, each one hash
+// slot: a record lives at "pp:{sN}:group:kind:id" beside its shard's due index
+// "pp:{sN}:due", so a Commit (one Lua script) changes records and their due
+// filings in one slot, atomically. Logs are Redis Streams.
 package redis
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,8 +30,15 @@ import (
 
 // DB is a store.Store on Redis.
 type DB struct {
-	c goredis.UniversalClient
+	c       goredis.UniversalClient
+	cluster bool
 }
+
+// clusterShards is how many hash slots a Cluster's records are spread over:
+// enough to balance them across masters, few enough that a look at every
+// shard's due index is one small pipeline. It is part of the key layout and
+// never changes for a deployment.
+const clusterShards = 32
 
 var _ store.Store = (*DB)(nil)
 
@@ -39,7 +52,7 @@ func Open(ctx context.Context, rawURL string) (*DB, error) {
 	if err != nil {
 		return nil, apperr.Wrap(apperr.Invalid, err, "store URL %s", redactURL(rawURL))
 	}
-	d := &DB{c: c}
+	d := New(c)
 	if err := d.Ping(ctx); err != nil {
 		_ = c.Close()
 		return nil, err
@@ -48,7 +61,10 @@ func Open(ctx context.Context, rawURL string) (*DB, error) {
 }
 
 // New wraps an existing client.
-func New(c goredis.UniversalClient) *DB { return &DB{c: c} }
+func New(c goredis.UniversalClient) *DB {
+	_, cluster := c.(*goredis.ClusterClient)
+	return &DB{c: c, cluster: cluster}
+}
 
 func newClient(rawURL string) (goredis.UniversalClient, error) {
 	u, err := url.Parse(rawURL)
@@ -111,7 +127,54 @@ func mapErr(err error) error {
 	return err
 }
 
-func key(k store.Key) string { return "pp:{" + k.G() + "}:" + k.Kind + ":" + k.ID }
+// shard is the hash tag of a group on a Cluster.
+func shard(group string) string {
+	h := fnv.New32a()
+	h.Write([]byte(group))
+	return "s" + strconv.Itoa(int(h.Sum32()%clusterShards))
+}
+
+func (d *DB) key(k store.Key) string {
+	if !d.cluster {
+		return "pp:{" + k.G() + "}:" + k.Kind + ":" + k.ID
+	}
+	return "pp:{" + shard(k.G()) + "}:" + k.G() + ":" + k.Kind + ":" + k.ID
+}
+
+// dueKey is the sorted set that files a group's due keys.
+func (d *DB) dueKey(group string) string {
+	if !d.cluster {
+		return "pp:due"
+	}
+	return "pp:{" + shard(group) + "}:due"
+}
+
+// dueKeys are every due index.
+func (d *DB) dueKeys() []string {
+	if !d.cluster {
+		return []string{"pp:due"}
+	}
+	keys := make([]string, clusterShards)
+	for i := range keys {
+		keys[i] = "pp:{s" + strconv.Itoa(i) + "}:due"
+	}
+	return keys
+}
+
+// A due member is "kind:group:id" (keys never hold a colon).
+func dueMember(k store.Key) string { return k.Kind + ":" + k.G() + ":" + k.ID }
+
+func parseMember(m string) (store.Key, bool) {
+	parts := strings.SplitN(m, ":", 3)
+	if len(parts) != 3 {
+		return store.Key{}, false
+	}
+	k := store.Key{Kind: parts[0], Group: parts[1], ID: parts[2]}
+	if k.Group == k.ID {
+		k.Group = ""
+	}
+	return k, true
+}
 
 // A stored value is "version:expiresUnixMs:value".
 func decode(s string) (store.Record, error) {
@@ -131,7 +194,7 @@ func decode(s string) (store.Record, error) {
 
 // Get reads a record.
 func (d *DB) Get(ctx context.Context, k store.Key) (store.Record, error) {
-	s, err := d.c.Get(ctx, key(k)).Result()
+	s, err := d.c.Get(ctx, d.key(k)).Result()
 	if err != nil {
 		return store.Record{}, mapErr(err)
 	}
@@ -139,12 +202,15 @@ func (d *DB) Get(ctx context.Context, k store.Key) (store.Record, error) {
 }
 
 // commitScript checks every version first, then writes: all or nothing.
-// ARGV: now in ms, then for each key: ifVersion, delete (0/1), ttl ms, value.
+// KEYS: the n records, then each one's due index. ARGV: now in ms, then for
+// each op: ifVersion, delete (0/1), ttl ms, value, due ms ("" leaves the
+// filing, "0" removes it), due member.
 var commitScript = goredis.NewScript(`
 local now = tonumber(ARGV[1])
+local n = #KEYS / 2
 local vers = {}
-for i = 1, #KEYS do
-  local b = 1 + (i - 1) * 4
+for i = 1, n do
+  local b = 1 + (i - 1) * 6
   local want = tonumber(ARGV[b + 1])
   local cur = redis.call('GET', KEYS[i])
   local ver = 0
@@ -152,9 +218,16 @@ for i = 1, #KEYS do
   if want >= 0 and want ~= ver then return redis.error_reply('PAYPAGE_CONFLICT') end
   vers[i] = ver
 end
-for i = 1, #KEYS do
-  local b = 1 + (i - 1) * 4
-  if ARGV[b + 2] == '1' then
+for i = 1, n do
+  local b = 1 + (i - 1) * 6
+  local del = ARGV[b + 2] == '1'
+  local due = ARGV[b + 5]
+  if del or due == '0' then
+    redis.call('ZREM', KEYS[n + i], ARGV[b + 6])
+  elseif due ~= '' then
+    redis.call('ZADD', KEYS[n + i], tonumber(due), ARGV[b + 6])
+  end
+  if del then
     redis.call('DEL', KEYS[i])
   else
     local ttl = tonumber(ARGV[b + 3])
@@ -172,23 +245,62 @@ func (d *DB) Commit(ctx context.Context, ops ...store.Op) error {
 	if err := store.SameGroup(ops); err != nil {
 		return err
 	}
-	keys := make([]string, len(ops))
-	args := make([]any, 0, 1+4*len(ops))
+	keys := make([]string, 2*len(ops))
+	args := make([]any, 0, 1+6*len(ops))
 	args = append(args, time.Now().UnixMilli())
 	for i, op := range ops {
-		keys[i] = key(op.Key)
+		keys[i] = d.key(op.Key)
+		keys[len(ops)+i] = d.dueKey(op.Key.G())
 		del := "0"
 		if op.Delete {
 			del = "1"
 		}
-		args = append(args, op.IfVersion, del, op.TTL.Milliseconds(), op.Value)
+		due := ""
+		switch {
+		case op.Done:
+			due = "0"
+		case !op.Due.IsZero():
+			due = strconv.FormatInt(max(1, op.Due.UnixMilli()), 10)
+		}
+		args = append(args, op.IfVersion, del, op.TTL.Milliseconds(), op.Value, due, dueMember(op.Key))
 	}
 	return mapErr(commitScript.Run(ctx, d.c, keys, args...).Err())
 }
 
+// Due reads every due index (one sorted set, or one per Cluster shard in a
+// pipeline) from the start up to now.
+func (d *DB) Due(ctx context.Context, now time.Time, limit int) ([]store.DueKey, error) {
+	by := &goredis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: int64(limit)}
+	keys := d.dueKeys()
+	cmds := make([]*goredis.ZSliceCmd, len(keys))
+	_, err := d.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.ZRangeByScoreWithScores(ctx, k, by)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	var out []store.DueKey
+	for _, c := range cmds {
+		for _, z := range c.Val() {
+			m, _ := z.Member.(string)
+			if k, ok := parseMember(m); ok {
+				out = append(out, store.DueKey{Key: k, At: time.UnixMilli(int64(z.Score))})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b store.DueKey) int { return a.At.Compare(b.At) })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
 // Take reads and deletes a record with GETDEL.
 func (d *DB) Take(ctx context.Context, k store.Key) ([]byte, error) {
-	s, err := d.c.GetDel(ctx, key(k)).Result()
+	s, err := d.c.GetDel(ctx, d.key(k)).Result()
 	if err != nil {
 		return nil, mapErr(err)
 	}
@@ -204,22 +316,32 @@ return n
 
 // Incr increments a counter that expires window after its first increment.
 func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64, error) {
-	n, err := incrScript.Run(ctx, d.c, []string{key(k)}, window.Milliseconds()).Int64()
+	n, err := incrScript.Run(ctx, d.c, []string{d.key(k)}, window.Milliseconds()).Int64()
 	return n, mapErr(err)
 }
 
 // Scan walks the keys of a kind with SCAN, on every master of a Cluster.
 func (d *DB) Scan(ctx context.Context, kind string, fn func(id string, r store.Record) error) error {
 	pattern := "pp:{*}:" + kind + ":*"
+	if d.cluster {
+		pattern = "pp:{s*}:*:" + kind + ":*"
+	}
 	walk := func(ctx context.Context, c goredis.UniversalClient) error {
 		it := c.Scan(ctx, 0, pattern, 500).Iterator()
 		for it.Next(ctx) {
 			k := it.Val()
 			i := strings.Index(k, "}:")
-			if i < 0 || !strings.HasPrefix(k[i+2:], kind+":") {
+			if i < 0 {
 				continue
 			}
-			id := k[i+2+len(kind)+1:]
+			rest := strings.Split(k[i+2:], ":")
+			if d.cluster && len(rest) == 3 {
+				rest = rest[1:] // drop the group
+			}
+			if len(rest) != 2 || rest[0] != kind {
+				continue
+			}
+			id := rest[1]
 			s, err := c.Get(ctx, k).Result()
 			if errors.Is(err, goredis.Nil) {
 				continue // expired or deleted since SCAN saw it

@@ -232,6 +232,75 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		}
 	})
 
+	t.Run("DueIndex", func(t *testing.T) {
+		s := open(t)
+		base := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+		at := func(m int) time.Time { return base.Add(time.Duration(m) * time.Minute) }
+		a, b, c, d := k("session", "a", "ga"), k("session", "b", "gb"), k("outbox", "c", "gb"), k("session", "d", "gd")
+		must(t, s.Commit(ctx, store.Create(a, []byte("a"), 0).At(at(3))))
+		must(t, s.Commit(ctx, store.Create(b, []byte("b"), 0).At(at(1)), store.Create(c, []byte("c"), 0).At(at(2))))
+		must(t, s.Commit(ctx, store.Create(d, []byte("d"), 0))) // not filed
+		due := func(now time.Time, limit int) []store.DueKey {
+			t.Helper()
+			got, err := s.Due(ctx, now, limit)
+			must(t, err)
+			return got
+		}
+		same := func(got []store.DueKey, want ...store.Key) {
+			t.Helper()
+			if len(got) != len(want) {
+				t.Fatalf("due %v, want %v", got, want)
+			}
+			for i := range want {
+				if got[i].Key != want[i] {
+					t.Fatalf("due[%d] = %v, want %v (all: %v)", i, got[i].Key, want[i], got)
+				}
+			}
+		}
+		same(due(at(0), 10))
+		same(due(at(2), 10), b, c)
+		if got := due(at(2), 10); !got[0].At.Equal(at(1)) {
+			t.Fatalf("b due at %v, want %v", got[0].At, at(1))
+		}
+		same(due(at(9), 10), b, c, a)
+		same(due(at(9), 2), b, c)
+		// A write without Due leaves the filing; with Due it moves it.
+		must(t, s.Commit(ctx, store.Update(b, []byte("b2"), 1)))
+		same(due(at(9), 10), b, c, a)
+		must(t, s.Commit(ctx, store.Update(b, []byte("b3"), 2).At(at(5))))
+		same(due(at(9), 10), c, a, b)
+		same(due(at(4), 10), c, a)
+		// A failed commit changes nothing in the index.
+		if err := s.Commit(ctx, store.Update(c, []byte("x"), 9).At(at(0))); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("stale update: %v", err)
+		}
+		same(due(at(4), 10), c, a)
+		// Done and delete take keys out.
+		must(t, s.Commit(ctx, store.Update(c, []byte("c2"), 1).Finished()))
+		must(t, s.Commit(ctx, store.Delete(a)))
+		same(due(at(9), 10), b)
+		if r := mustGet(t, s, c); string(r.Value) != "c2" {
+			t.Fatalf("c = %q", r.Value)
+		}
+		// Many keys in many groups: every one is found, in order.
+		for i := 0; i < 40; i++ {
+			key := k("outbox", fmt.Sprintf("e%02d", i), fmt.Sprintf("g%02d", i))
+			must(t, s.Commit(ctx, store.Create(key, nil, 0).At(at(10+i))))
+		}
+		all := due(at(100), 100)
+		if len(all) != 41 {
+			t.Fatalf("due %d keys, want 41", len(all))
+		}
+		for i := 1; i < len(all); i++ {
+			if all[i].At.Before(all[i-1].At) {
+				t.Fatalf("out of order at %d: %v", i, all)
+			}
+		}
+		if first := due(at(100), 3); len(first) != 3 || first[0].Key != b || first[1].Key.ID != "e00" || first[2].Key.ID != "e01" {
+			t.Fatalf("first three: %v", first)
+		}
+	})
+
 	t.Run("Ping", func(t *testing.T) { must(t, open(t).Ping(ctx)) })
 }
 
