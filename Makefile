@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: run test deps check bench fuzz build load
+.PHONY: run test deps check bench fuzz build load screenshots
 
 ## run: start the service with the embedded store and sandbox connectors (no set-up)
 run:
@@ -37,3 +37,7 @@ load:
 ## fuzz: a short run of every fuzz target
 fuzz:
 	for f in FuzzParsePAN FuzzParseExpiry FuzzParseName FuzzParseCVV; do $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s ./pkg/card || exit 1; done
+
+## screenshots: the README's screenshots, from the browser tests, into docs/screenshots
+screenshots: deps
+	PAYPAGE_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run TestBrowser ./internal/e2e

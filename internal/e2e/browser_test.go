@@ -41,8 +41,15 @@ const (
 func phone(p *rod.Page) *rod.Page   { return p.MustSetViewport(phoneW, phoneH, 2, true) }
 func desktop(p *rod.Page) *rod.Page { return p.MustSetViewport(desktopW, desktopH, 1, false) }
 
-// screenshotDir is where the README's screenshots live.
-var screenshotDir = filepath.Join("..", "..", "docs", "screenshots")
+// screenshotDir is where screenshots go: the directory PAYPAGE_SCREENSHOTS
+// names (`make screenshots` sets it to docs/screenshots, for the README), or
+// a temporary one, so that a test run writes nothing into tracked files.
+func screenshotDir(t *testing.T) string {
+	if d := os.Getenv("PAYPAGE_SCREENSHOTS"); d != "" {
+		return d
+	}
+	return t.TempDir()
+}
 
 // shoot saves the page at desktop and phone width as docs/screenshots/<name>-{desktop,phone}.png.
 func shoot(t *testing.T, p *rod.Page, name string) {
@@ -58,7 +65,8 @@ func shoot(t *testing.T, p *rod.Page, name string) {
 // again while it says the shot is not good.
 func shootEach(t *testing.T, p *rod.Page, name string, capture func() ([]byte, bool)) {
 	t.Helper()
-	if err := os.MkdirAll(screenshotDir, 0o755); err != nil {
+	dir := screenshotDir(t)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	for _, v := range []struct {
@@ -68,7 +76,7 @@ func shootEach(t *testing.T, p *rod.Page, name string, capture func() ([]byte, b
 		v.set(p)
 		for try := 0; ; try++ {
 			if img, ok := capture(); ok {
-				if err := os.WriteFile(filepath.Join(screenshotDir, name+"-"+v.suffix+".png"), img, 0o644); err != nil {
+				if err := os.WriteFile(filepath.Join(dir, name+"-"+v.suffix+".png"), img, 0o644); err != nil {
 					t.Fatal(err)
 				}
 				break
