@@ -17,7 +17,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -27,11 +26,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/paypage/paypage/pkg/account"
 	"github.com/paypage/paypage/pkg/apperr"
+	"github.com/paypage/paypage/pkg/egress"
 	"github.com/paypage/paypage/pkg/payment"
 	"github.com/paypage/paypage/pkg/store"
 	"github.com/paypage/paypage/pkg/vault"
@@ -128,7 +127,7 @@ type Worker struct {
 	Timeout time.Duration
 	// Poll is how often the outbox is scanned when nothing wakes the worker.
 	Poll time.Duration
-	// AllowPrivate permits loopback and private addresses (development, tests).
+	// AllowPrivate permits private addresses, any port and plain http (development, tests).
 	AllowPrivate bool
 	Now          func() time.Time
 	Client       *http.Client
@@ -162,39 +161,11 @@ func (w *Worker) init() {
 			w.Log = slog.Default()
 		}
 		if w.Client == nil {
-			w.Client = NewClient(w.Timeout, w.AllowPrivate)
+			w.Client = egress.NewClient(w.Timeout, w.AllowPrivate)
 		}
 		w.id = vault.NewID("wrk_")
 		w.wake = make(chan struct{}, 1)
 	})
-}
-
-// NewClient returns an HTTP client for webhooks: it follows no redirects,
-// times out, and refuses loopback, private and link-local addresses (checked
-// on the address actually dialled, so DNS cannot be used to get around it)
-// unless allowPrivate.
-func NewClient(timeout time.Duration, allowPrivate bool) *http.Client {
-	d := &net.Dialer{Timeout: timeout}
-	if !allowPrivate {
-		d.Control = func(network, address string, _ syscall.RawConn) error {
-			host, _, err := net.SplitHostPort(address)
-			if err != nil {
-				return err
-			}
-			ip := net.ParseIP(host)
-			if ip == nil || ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-				ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast() {
-				return fmt.Errorf("webhook to a private address %s refused (set PAYPAGE_WEBHOOK_ALLOW_PRIVATE=true to allow)", host)
-			}
-			return nil
-		}
-	}
-	tr := &http.Transport{DialContext: d.DialContext, TLSHandshakeTimeout: timeout, ResponseHeaderTimeout: timeout, MaxIdleConnsPerHost: 4, Proxy: nil}
-	return &http.Client{
-		Transport:     tr,
-		Timeout:       timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
 }
 
 // Notify wakes the worker (after a commit that wrote events).
@@ -422,8 +393,8 @@ func redactErr(err error) string {
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
 		return "timeout"
-	case strings.Contains(err.Error(), "private address"):
-		return "private address refused"
+	case errors.Is(err, egress.ErrRefused):
+		return "destination refused: only https to public addresses on ports 443 and 80 (PAYPAGE_WEBHOOK_ALLOW_PRIVATE=true allows others)"
 	case strings.Contains(err.Error(), "connection refused"):
 		return "connection refused"
 	}
