@@ -4,9 +4,10 @@ PKGS := ./...
 
 .PHONY: run test deps check bench fuzz build load screenshots
 
-## run: start the service with the embedded store and sandbox connectors (no set-up)
+## run: start the service with the embedded store and sandbox connectors (no set-up);
+## the binary replaces the shell (exec), so Ctrl-C or a kill of make stops it
 run:
-	$(GO) run ./cmd/paypage serve
+	$(GO) build -o bin/paypage ./cmd/paypage && exec bin/paypage serve
 
 ## build: the binary, in ./bin
 build:

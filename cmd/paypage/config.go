@@ -3,7 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
-	"strconv"
+	"io"
 	"strings"
 	"time"
 
@@ -13,64 +13,158 @@ import (
 // Config is every setting, from flags or environment variables.
 type Config = app.Config
 
-// setting describes one flag and its environment variable.
+// setting is one flag and its environment variable. set parses a value into
+// the config; it is called with the default, then the environment's value,
+// then the flag's, so the last one given wins.
 type setting struct {
 	flag, env, def, help string
+	arg                  string // the value's name in help ("ADDR"); "" for a boolean
+	set                  func(c *Config, v string) error
 }
 
-var settings = []setting{
-	{"addr", "PAYPAGE_ADDR", "127.0.0.1:8080", "address to listen on"},
-	{"metrics-addr", "PAYPAGE_METRICS_ADDR", "", "serve /metrics on this address instead of on --addr (keep it off the public network)"},
-	{"data", "PAYPAGE_DATA", "./data", "data directory (embedded store, development key)"},
-	{"store", "PAYPAGE_STORE", "bolt", "bolt, or a Redis URL (redis://, rediss://, redis+cluster://, ?master_name= for Sentinel)"},
-	{"public-url", "PAYPAGE_PUBLIC_URL", "", "base URL shoppers reach (default http:// + addr)"},
-	{"master-key-file", "PAYPAGE_MASTER_KEY_FILE", "", "file holding the key-encrypting key as 64 hex characters (default: a development key in the data directory)"},
-	{"trust-proxy", "PAYPAGE_TRUST_PROXY", "false", "take the client address from X-Forwarded-For (behind a proxy)"},
-	{"log-level", "PAYPAGE_LOG_LEVEL", "info", "debug, info, warn or error"},
-	{"webhook-allow-private", "PAYPAGE_WEBHOOK_ALLOW_PRIVATE", "false", "allow webhook delivery to loopback and private addresses (development, tests)"},
-	{"webhook-schedule", "PAYPAGE_WEBHOOK_SCHEDULE", "5s,30s,2m,10m,30m,1h,2h,4h,8h,12h,24h,24h,24h", "webhook retry delays, comma separated"},
+// isBool reports whether the setting is a real boolean: --flag alone means true.
+func (s *setting) isBool() bool { return s.arg == "" }
+
+// settings are the ones every subcommand accepts. Each subcommand's help
+// shows the ones it reads (commands.go).
+var settings = []*setting{
+	{flag: "addr", env: "PAYPAGE_ADDR", def: "127.0.0.1:8080", arg: "ADDR", help: "address to listen on (127.0.0.1:0 picks a free port)",
+		set: func(c *Config, v string) error { c.Addr = v; return nil }},
+	{flag: "metrics-addr", env: "PAYPAGE_METRICS_ADDR", arg: "ADDR", help: "serve /metrics on this address instead of on --addr (keep it off the public network)",
+		set: func(c *Config, v string) error { c.MetricsAddr = v; return nil }},
+	{flag: "data", env: "PAYPAGE_DATA", def: "./data", arg: "DIR", help: "data directory: the embedded store, the operator socket, the development key",
+		set: func(c *Config, v string) error { c.Data = v; return nil }},
+	{flag: "store", env: "PAYPAGE_STORE", def: "bolt", arg: "URL", help: "bolt, or a Redis URL (redis://, rediss://, redis+cluster://, ?master_name= for Sentinel)",
+		set: func(c *Config, v string) error { c.Store = v; return nil }},
+	{flag: "public-url", env: "PAYPAGE_PUBLIC_URL", arg: "URL", help: "base URL shoppers reach (default http:// + addr)",
+		set: func(c *Config, v string) error { c.PublicURL = v; return nil }},
+	{flag: "master-key-file", env: "PAYPAGE_MASTER_KEY_FILE", arg: "FILE", help: "file holding the key-encrypting key as 64 hex characters (PAYPAGE_MASTER_KEY, the key itself, wins over it)",
+		set: func(c *Config, v string) error { c.MasterKeyFile = v; return nil }},
+	{flag: "trust-proxy", env: "PAYPAGE_TRUST_PROXY", def: "false", help: "take the client address from X-Forwarded-For (behind a proxy)",
+		set: func(c *Config, v string) (err error) { c.TrustProxy, err = parseBool(v); return err }},
+	{flag: "log-level", env: "PAYPAGE_LOG_LEVEL", def: "info", arg: "LEVEL", help: "debug, info, warn or error",
+		set: func(c *Config, v string) error {
+			switch v {
+			case "debug", "info", "warn", "error":
+				c.LogLevel = v
+				return nil
+			}
+			return fmt.Errorf("%q is not a level: use debug, info, warn or error", v)
+		}},
+	{flag: "webhook-allow-private", env: "PAYPAGE_WEBHOOK_ALLOW_PRIVATE", def: "false", help: "allow webhook delivery to loopback and private addresses (development, tests)",
+		set: func(c *Config, v string) (err error) { c.WebhookAllowPrivate, err = parseBool(v); return err }},
+	{flag: "webhook-schedule", env: "PAYPAGE_WEBHOOK_SCHEDULE", def: "5s,30s,2m,10m,30m,1h,2h,4h,8h,12h,24h,24h,24h", arg: "LIST", help: "webhook retry delays, comma separated",
+		set: func(c *Config, v string) error {
+			c.WebhookSchedule = nil
+			for _, p := range strings.Split(v, ",") {
+				d, err := time.ParseDuration(strings.TrimSpace(p))
+				if err != nil || d <= 0 {
+					return fmt.Errorf("%q is not a positive duration", p)
+				}
+				c.WebhookSchedule = append(c.WebhookSchedule, d)
+			}
+			return nil
+		}},
 }
 
-// parseConfig reads flags, falling back to the environment (through getenv,
-// which tests replace), then to the defaults.
-func parseConfig(name string, args []string, getenv func(string) string, extra func(*flag.FlagSet)) (Config, *flag.FlagSet, error) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	vals := map[string]*string{}
+// settingNamed returns the setting of a flag name.
+func settingNamed(name string) *setting {
 	for _, s := range settings {
-		def := s.def
+		if s.flag == name {
+			return s
+		}
+	}
+	panic("no setting " + name)
+}
+
+// parseBool reads a boolean setting: true, false, 1 or 0, nothing else.
+func parseBool(v string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "true", "1":
+		return true, nil
+	case "false", "0":
+		return false, nil
+	}
+	return false, fmt.Errorf("%q is not a boolean: use true, false, 1 or 0", v)
+}
+
+// settingFlag is a setting as a flag.Value.
+type settingFlag struct {
+	s   *setting
+	c   *Config
+	raw string
+}
+
+func (f *settingFlag) String() string { return f.raw }
+
+func (f *settingFlag) Set(v string) error {
+	if err := f.s.set(f.c, v); err != nil {
+		return err
+	}
+	f.raw = v
+	return nil
+}
+
+// IsBoolFlag lets a boolean setting stand alone on the command line.
+func (f *settingFlag) IsBoolFlag() bool { return f.s != nil && f.s.isBool() }
+
+// addSettings fills c with the defaults and the environment (through getenv,
+// which tests replace), and adds every setting to fs, so flags parsed later
+// win. A bad environment value is an error that names the variable.
+func addSettings(fs *flag.FlagSet, c *Config, getenv func(string) string) error {
+	for _, s := range settings {
+		if s.def != "" {
+			if err := s.set(c, s.def); err != nil {
+				panic("default of --" + s.flag + ": " + err.Error())
+			}
+		}
+		raw := s.def
 		if v := getenv(s.env); v != "" {
-			def = v
+			if err := s.set(c, v); err != nil {
+				return fmt.Errorf("%s: %w", s.env, err)
+			}
+			raw = v
 		}
-		vals[s.flag] = fs.String(s.flag, def, s.help+" ["+s.env+"]")
+		fs.Var(&settingFlag{s: s, c: c, raw: raw}, s.flag, s.help+" ["+s.env+"]")
 	}
-	if extra != nil {
-		extra(fs)
-	}
-	if err := fs.Parse(args); err != nil {
-		return Config{}, fs, err
-	}
-	c := Config{
-		Addr: *vals["addr"], MetricsAddr: *vals["metrics-addr"], Data: *vals["data"], Store: *vals["store"], PublicURL: *vals["public-url"],
-		MasterKeyFile: *vals["master-key-file"], LogLevel: *vals["log-level"],
-	}
-	var err error
-	if c.TrustProxy, err = strconv.ParseBool(*vals["trust-proxy"]); err != nil {
-		return c, fs, fmt.Errorf("--trust-proxy: %w", err)
-	}
-	if c.WebhookAllowPrivate, err = strconv.ParseBool(*vals["webhook-allow-private"]); err != nil {
-		return c, fs, fmt.Errorf("--webhook-allow-private: %w", err)
-	}
-	for _, p := range strings.Split(*vals["webhook-schedule"], ",") {
-		d, err := time.ParseDuration(strings.TrimSpace(p))
-		if err != nil || d <= 0 {
-			return c, fs, fmt.Errorf("--webhook-schedule: %q is not a positive duration", p)
-		}
-		c.WebhookSchedule = append(c.WebhookSchedule, d)
-	}
+	return nil
+}
+
+// finishConfig derives what the settings leave implicit, once flags are parsed.
+func finishConfig(c *Config, getenv func(string) string) {
 	c.MasterKey = getenv("PAYPAGE_MASTER_KEY")
 	if c.PublicURL == "" {
 		c.PublicURL = "http://" + c.Addr
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
-	return c, fs, nil
+}
+
+// parseConfig reads the settings alone from args and the environment.
+func parseConfig(args []string, getenv func(string) string) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("paypage", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	if err := addSettings(fs, &c, getenv); err != nil {
+		return c, err
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	finishConfig(&c, getenv)
+	return c, nil
+}
+
+// printSettings writes a table of settings for help.
+func printSettings(w io.Writer, list []*setting) {
+	for _, s := range list {
+		name := "--" + s.flag
+		if !s.isBool() {
+			name += " " + s.arg
+		}
+		def := s.def
+		if def == "" {
+			def = "none"
+		}
+		fmt.Fprintf(w, "  %-28s %-31s default %s\n      %s\n", name, s.env, def, s.help)
+	}
 }

@@ -1,16 +1,9 @@
 // Command paypage is the hosted payment page and card vault: one binary with
-// the service and the operator's subcommands.
+// the service and the operator's subcommands. "paypage help" lists them; the
+// registry is in commands.go, one type per subcommand in the files beside it.
 //
-//	paypage serve
-//	paypage merchant add --name N [--webhook-url U]
-//	paypage merchant set-webhook --id ID --webhook-url U [--roll-secret]
-//	paypage processor add --name N
-//	paypage keys status|rotate|reencrypt
-//	paypage keys rewrap --new-master-key-file F
-//	paypage audit list [--after ID] [--limit N]
-//	paypage events list|resend
-//
-// Every subcommand reads the same settings as flags or PAYPAGE_* variables.
+// Every subcommand reads the same settings as flags or PAYPAGE_* variables
+// (config.go).
 package main
 
 import (
@@ -26,162 +19,151 @@ import (
 	"syscall"
 
 	"github.com/paypage/paypage/internal/app"
-	"github.com/paypage/paypage/pkg/vault"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "paypage:", err)
+		fmt.Fprintln(os.Stderr, "paypage:", err)
+		var u usageError
+		if errors.As(err, &u) {
+			os.Exit(2)
 		}
-		os.Exit(2)
+		os.Exit(1)
 	}
 }
 
-const usage = `paypage: a hosted payment page and card vault
+// usageError is a command line that names no command, or bad flags: exit 2.
+type usageError struct{ msg string }
 
-Usage:
-  paypage serve                                   run the service
-  paypage merchant add --name N [--webhook-url U] add a shop; prints its secrets once
-  paypage merchant set-webhook --id ID --webhook-url U [--roll-secret]
-  paypage processor add --name N                  add a processor credential; prints it once
-  paypage keys status|rotate|reencrypt            data keys: state, new version, move old records
-  paypage keys rewrap --new-master-key-file F     wrap the data keys under a new master key
-  paypage audit list [--after ID] [--limit N]     read the audit trail
-  paypage events list [--merchant ID]|resend --id EVT
+func (u usageError) Error() string { return u.msg }
 
-Settings (flags or environment): --addr PAYPAGE_ADDR, --data PAYPAGE_DATA,
---store PAYPAGE_STORE, --public-url PAYPAGE_PUBLIC_URL,
---master-key-file PAYPAGE_MASTER_KEY_FILE. Run a subcommand with -h for all.
-`
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
-// run dispatches a command line; main and the tests call it.
+// Main is one run of the binary: where it writes, what it reads, and the
+// settings of the command it runs.
+type Main struct {
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+	Config         Config
+	Log            *slog.Logger
+}
+
+// run runs a command line; main and the tests call it. Help is not an error.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	m := &Main{Stdout: stdout, Stderr: stderr, Getenv: getenv}
+	return m.Run(ctx, args)
+}
+
+// Run finds the command args name, parses its flags and settings, and runs it.
+// Help (help, -h, --help, at any level) prints to stdout and touches nothing.
+func (m *Main) Run(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return flag.ErrHelp
+		printUsage(m.Stderr)
+		return usagef("no command given")
 	}
-	cmd, rest := args[0], args[1:]
-	sub := ""
-	if cmd != "serve" && len(rest) > 0 && len(rest[0]) > 0 && rest[0][0] != '-' {
-		sub, rest = rest[0], rest[1:]
-	}
-	name := cmd
-	if sub != "" {
-		name += " " + sub
-	}
-	var flagName, flagWebhook, flagID, flagAfter, flagMerchant, flagNewKey string
-	var flagLimit int
-	var flagRoll bool
-	cfg, _, err := parseConfig("paypage "+name, rest, getenv, func(fs *flag.FlagSet) {
-		fs.SetOutput(stderr)
-		switch cmd + " " + sub {
-		case "merchant add":
-			fs.StringVar(&flagName, "name", "", "the shop's name, as shoppers see it")
-			fs.StringVar(&flagWebhook, "webhook-url", "", "where events are delivered")
-		case "merchant set-webhook":
-			fs.StringVar(&flagID, "id", "", "merchant ID")
-			fs.StringVar(&flagWebhook, "webhook-url", "", "where events are delivered (empty: none)")
-			fs.BoolVar(&flagRoll, "roll-secret", false, "also make a new signing secret, printed once")
-		case "processor add":
-			fs.StringVar(&flagName, "name", "", "the processor's name")
-		case "audit list", "events list":
-			fs.StringVar(&flagAfter, "after", "", "list after this ID")
-			fs.IntVar(&flagLimit, "limit", 100, "how many")
-			fs.StringVar(&flagMerchant, "merchant", "", "only this merchant's events")
-		case "events resend":
-			fs.StringVar(&flagID, "id", "", "event ID")
-		case "keys rewrap":
-			fs.StringVar(&flagNewKey, "new-master-key-file", "", "the new master key (64 hex characters, mode 0600)")
+	if isHelp(args[0]) {
+		if args[0] == "help" && len(args) > 1 {
+			return m.Run(ctx, append(args[1:], "--help"))
 		}
-	})
+		printUsage(m.Stdout)
+		return nil
+	}
+	e, group, rest := lookup(args)
+	if e == nil {
+		if group == "" {
+			printUsage(m.Stderr)
+			return usagef("unknown command %q", args[0])
+		}
+		if len(rest) > 0 && isHelp(rest[0]) {
+			printGroup(m.Stdout, group)
+			return nil
+		}
+		printGroup(m.Stderr, group)
+		if len(rest) == 0 {
+			return usagef("%s needs a command", group)
+		}
+		return usagef("unknown command %q", group+" "+rest[0])
+	}
+	cmd := e.new()
+	fs, own, err := e.flagSets(cmd, &m.Config, m.Getenv)
 	if err != nil {
-		return err
+		return usagef("%v", err)
 	}
-	log := newLogger(stderr, cfg.LogLevel)
-	if cmd == "serve" {
-		return serve(ctx, cfg, log)
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			e.printHelp(m.Stdout, own)
+			return nil
+		}
+		fmt.Fprintf(m.Stderr, "Run \"paypage %s --help\" for its flags.\n", e.name)
+		return usagef("%v", err)
 	}
-	a, err := app.OpenVault(ctx, cfg, log)
+	if fs.NArg() > 0 {
+		return usagef("%s: unexpected argument %q", e.name, fs.Arg(0))
+	}
+	finishConfig(&m.Config, m.Getenv)
+	m.Log = newLogger(m.Stderr, m.Config.LogLevel)
+	switch c := cmd.(type) {
+	case runner:
+		return c.run(ctx, m)
+	case operation:
+		if ch, ok := c.(checker); ok {
+			if err := ch.check(); err != nil {
+				return usagef("%s: %v", e.name, err)
+			}
+		}
+		return m.operate(ctx, *e, c)
+	}
+	panic("command " + e.name + " neither runs nor operates")
+}
+
+// operate runs an operator command and prints its answer as JSON, and its
+// warnings on stderr.
+func (m *Main) operate(ctx context.Context, e entry, op operation) error {
+	a, err := app.OpenVault(ctx, m.Config, m.Log)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	out := json.NewEncoder(stdout)
-	out.SetIndent("", "  ")
-	switch cmd + " " + sub {
-	case "merchant add":
-		m, err := a.Accounts.AddMerchant(ctx, flagName, flagWebhook)
-		if err != nil {
-			return err
-		}
-		return out.Encode(m)
-	case "merchant set-webhook":
-		if err := a.Accounts.SetWebhookURL(ctx, flagID, flagWebhook); err != nil {
-			return err
-		}
-		res := map[string]string{"id": flagID, "webhook_url": flagWebhook}
-		if flagRoll {
-			secret, err := a.Accounts.RollWebhookSecret(ctx, flagID)
-			a.AuditOperator(ctx, "merchant.roll_webhook_secret", flagID, err)
-			if err != nil {
-				return err
-			}
-			res["webhook_secret"] = secret
-		}
-		return out.Encode(res)
-	case "processor add":
-		p, err := a.Accounts.AddProcessor(ctx, flagName)
-		if err != nil {
-			return err
-		}
-		return out.Encode(p)
-	case "keys status":
-		st, err := a.Vault.Status(ctx)
-		if err != nil {
-			return err
-		}
-		return out.Encode(st)
-	case "keys rotate":
-		v, err := a.Vault.Rotate(ctx)
-		a.AuditOperator(ctx, "keys.rotate", fmt.Sprintf("v%d", v), err)
-		if err != nil {
-			return err
-		}
-		return out.Encode(map[string]any{"active_version": v})
-	case "keys reencrypt":
-		res, err := a.Vault.Reencrypt(ctx)
-		a.AuditOperator(ctx, "keys.reencrypt", fmt.Sprintf("moved %d", res.Moved), err)
-		if err != nil {
-			return fmt.Errorf("re-encryption stopped after moving %d records (run it again to resume): %w", res.Moved, err)
-		}
-		return out.Encode(res)
-	case "keys rewrap":
-		next, err := vault.LoadKEKFile(flagNewKey)
-		if err != nil {
-			return err
-		}
-		err = a.Vault.Rewrap(ctx, next)
-		a.AuditOperator(ctx, "keys.rewrap", next.ID(), err)
-		if err != nil {
-			return err
-		}
-		return out.Encode(map[string]string{"kek": next.ID(), "next": "restart every replica with the new master key"})
-	case "audit list":
-		evs, err := a.Audit.List(ctx, flagAfter, flagLimit)
-		if err != nil {
-			return err
-		}
-		return out.Encode(evs)
-	case "events list":
-		return a.ListEvents(ctx, out, flagMerchant, flagAfter, flagLimit)
-	case "events resend":
-		return a.ResendEvent(ctx, out, flagID)
+	res, warnings, err := execute(ctx, a, e, op)
+	for _, w := range warnings {
+		fmt.Fprintln(m.Stderr, "paypage: warning:", w)
 	}
-	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q", name)
+	if err != nil {
+		return err
+	}
+	return printJSON(m.Stdout, res)
+}
+
+func printJSON(w io.Writer, v any) error {
+	out := json.NewEncoder(w)
+	out.SetIndent("", "  ")
+	return out.Encode(v)
+}
+
+// call is what an operation works with: the opened app, and what it leaves
+// for the audit record and the operator.
+type call struct {
+	app      *app.App
+	object   string // what the audit record names
+	warnings []string
+}
+
+// warn tells the operator something worth knowing; the command still runs.
+func (c *call) warn(format string, args ...any) {
+	c.warnings = append(c.warnings, fmt.Sprintf(format, args...))
+}
+
+// execute runs an operation on an opened app and records it in the audit
+// trail when its entry names an audit action.
+func execute(ctx context.Context, a *app.App, e entry, op operation) (any, []string, error) {
+	c := &call{app: a}
+	res, err := op.do(ctx, c)
+	if e.audit != "" {
+		a.AuditOperator(ctx, e.audit, c.object, err)
+	}
+	return res, c.warnings, err
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -123,12 +124,152 @@ func TestMasterKeyFromEnvAndRewrap(t *testing.T) {
 }
 
 func TestConfigFromFlagsAndEnv(t *testing.T) {
+	t.Parallel()
 	env := map[string]string{"PAYPAGE_ADDR": "0.0.0.0:9000", "PAYPAGE_STORE": "redis://r:6379/0", "PAYPAGE_METRICS_ADDR": "127.0.0.1:9090"}
-	c, _, err := parseConfig("t", []string{"--addr", "127.0.0.1:7000"}, func(k string) string { return env[k] }, nil)
+	c, err := parseConfig([]string{"--addr", "127.0.0.1:7000"}, func(k string) string { return env[k] })
 	if err != nil || c.Addr != "127.0.0.1:7000" || c.Store != "redis://r:6379/0" || c.PublicURL != "http://127.0.0.1:7000" || c.Data != "./data" || c.MetricsAddr != "127.0.0.1:9090" {
 		t.Fatalf("%+v %v", c, err)
 	}
-	if _, _, err := parseConfig("t", []string{"--webhook-schedule", "5s,x"}, func(string) string { return "" }, nil); err == nil {
+	if _, err := parseConfig([]string{"--webhook-schedule", "5s,x"}, func(string) string { return "" }); err == nil {
 		t.Fatal("bad schedule accepted")
+	}
+}
+
+// Boolean settings are real booleans: the bare flag means true, and the
+// environment takes true, false, 1 or 0, with an error naming the variable
+// otherwise.
+func TestBooleanSettings(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  string // PAYPAGE_WEBHOOK_ALLOW_PRIVATE
+		want bool
+		err  string
+	}{
+		{name: "Default", want: false},
+		{name: "BareFlag", args: []string{"--webhook-allow-private"}, want: true},
+		{name: "FlagFalse", args: []string{"--webhook-allow-private=false"}, env: "true", want: false},
+		{name: "FlagOne", args: []string{"-webhook-allow-private=1"}, want: true},
+		{name: "EnvTrue", env: "true", want: true},
+		{name: "EnvOne", env: "1", want: true},
+		{name: "EnvZero", env: "0", want: false},
+		{name: "EnvUpper", env: "TRUE", want: true},
+		{name: "ErrEnvYes", env: "yes", err: `PAYPAGE_WEBHOOK_ALLOW_PRIVATE: "yes" is not a boolean: use true, false, 1 or 0`},
+		{name: "ErrFlagYes", args: []string{"--webhook-allow-private=yes"}, err: `"yes" is not a boolean: use true, false, 1 or 0`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := parseConfig(tc.args, func(k string) string {
+				if k == "PAYPAGE_WEBHOOK_ALLOW_PRIVATE" {
+					return tc.env
+				}
+				return ""
+			})
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("got %v, want an error with %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || c.WebhookAllowPrivate != tc.want {
+				t.Fatalf("got %v %v, want %v", c.WebhookAllowPrivate, err, tc.want)
+			}
+		})
+	}
+	// The bare flag does not swallow the next argument.
+	var out, errb bytes.Buffer
+	err := run(context.Background(), []string{"merchant", "add", "--webhook-allow-private", "--help"}, func(string) string { return "" }, &out, &errb)
+	if err != nil || !strings.Contains(out.String(), "Usage: paypage merchant add") {
+		t.Fatalf("%v %s%s", err, out.String(), errb.String())
+	}
+}
+
+// Help prints to stdout, succeeds, and touches no data directory; a command
+// line that names no command is a usage error.
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	data := filepath.Join(t.TempDir(), "data")
+	for _, tc := range []struct {
+		name       string
+		args       []string
+		usage      bool     // a usage error (exit 2)
+		has, hasnt []string // in what it printed
+	}{
+		{name: "Help", args: []string{"help"}, has: []string{"paypage merchant add", "paypage processor add", "paypage serve", "PAYPAGE_STORE"}},
+		{name: "DashH", args: []string{"-h"}, has: []string{"paypage merchant set-webhook", "paypage keys rotate"}},
+		{name: "DashDashHelp", args: []string{"--help"}, has: []string{"paypage audit list"}},
+		{name: "Group", args: []string{"merchant", "--help"}, has: []string{"paypage merchant add", "paypage merchant set-webhook"}, hasnt: []string{"processor add", "PAYPAGE_DATA"}},
+		{name: "GroupDashH", args: []string{"processor", "-h"}, has: []string{"paypage processor add"}, hasnt: []string{"merchant add"}},
+		{name: "Command", args: []string{"merchant", "add", "--help"},
+			has:   []string{"Usage: paypage merchant add", "--name name", "--webhook-url URL", "--data DIR", "PAYPAGE_DATA", "--webhook-allow-private ", "PAYPAGE_MASTER_KEY_FILE"},
+			hasnt: []string{"--metrics-addr", "--roll-secret", "--public-url"}},
+		{name: "HelpCommand", args: []string{"help", "merchant", "set-webhook"}, has: []string{"--roll-secret", "--id ID"}},
+		{name: "HelpGroup", args: []string{"help", "keys"}, has: []string{"paypage keys rewrap"}},
+		{name: "Serve", args: []string{"serve", "-h"}, has: []string{"--metrics-addr ADDR", "--webhook-schedule LIST", "--trust-proxy "}},
+		{name: "ErrNothing", args: nil, usage: true, has: []string{"paypage merchant add"}},
+		{name: "ErrUnknown", args: []string{"nonsense"}, usage: true},
+		{name: "ErrGroupAlone", args: []string{"merchant"}, usage: true, has: []string{"paypage merchant add"}},
+		{name: "ErrUnknownInGroup", args: []string{"keys", "nonsense"}, usage: true, has: []string{"paypage keys status"}},
+		{name: "ErrUnknownFlag", args: []string{"merchant", "add", "--nope"}, usage: true, has: []string{`paypage merchant add --help`}},
+		{name: "ErrMissingID", args: []string{"merchant", "set-webhook", "--webhook-url", "https://x.example"}, usage: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var out, errb bytes.Buffer
+			err := run(context.Background(), tc.args, func(k string) string { return map[string]string{"PAYPAGE_DATA": data}[k] }, &out, &errb)
+			var u usageError
+			if tc.usage != errors.As(err, &u) || (!tc.usage && err != nil) {
+				t.Fatalf("error %v, want a usage error: %v", err, tc.usage)
+			}
+			printed := out.String() + errb.String()
+			if !tc.usage && errb.Len() > 0 {
+				t.Fatalf("help on stderr: %s", errb.String())
+			}
+			for _, s := range tc.has {
+				if !strings.Contains(printed, s) {
+					t.Errorf("no %q in:\n%s", s, printed)
+				}
+			}
+			for _, s := range tc.hasnt {
+				if strings.Contains(printed, s) {
+					t.Errorf("%q in:\n%s", s, printed)
+				}
+			}
+		})
+	}
+	t.Cleanup(func() {
+		if _, err := os.Stat(data); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("help touched the data directory: %v", err)
+		}
+	})
+}
+
+// merchant add and set-webhook warn when deliveries to the address would be
+// refused under the settings they run with, and still do what they were told.
+func TestWebhookWarning(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"PAYPAGE_DATA": filepath.Join(t.TempDir(), "data")}
+	m, out, err := paypage(t, env, "merchant", "add", "--name", "Shop", "--webhook-url", "https://127.0.0.1/hooks")
+	if err != nil || !strings.Contains(out, "paypage: warning: egress refused: 127.0.0.1 is not a public address") || !strings.Contains(out, "--webhook-allow-private") {
+		t.Fatalf("no warning for a loopback receiver: %v %s", err, out)
+	}
+	id := m["id"].(string)
+	for _, tc := range []struct {
+		name, url, allow string
+		warn             bool
+	}{
+		{"Loopback", "https://localhost/hooks", "", true},
+		{"Private", "https://10.1.2.3/hooks", "false", true},
+		{"PlainHTTP", "http://93.184.215.14/hooks", "", true},
+		{"Allowed", "http://127.0.0.1:9000/hooks", "true", false},
+		{"Public", "https://93.184.215.14/hooks", "", false},
+		{"None", "", "", false},
+	} {
+		env["PAYPAGE_WEBHOOK_ALLOW_PRIVATE"] = tc.allow
+		w, out, err := paypage(t, env, "merchant", "set-webhook", "--id", id, "--webhook-url", tc.url)
+		if err != nil || w["webhook_url"] != tc.url || strings.Contains(out, "warning") != tc.warn {
+			t.Errorf("%s: %v warn=%v: %s", tc.name, err, tc.warn, out)
+		}
 	}
 }

@@ -2,17 +2,23 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 
 	"github.com/paypage/paypage/internal/app"
 )
 
-// serve opens everything, listens first (a busy port fails at once, and
+// serveCmd runs the service.
+type serveCmd struct{}
+
+func (*serveCmd) flags(*flag.FlagSet) {}
+
+// run opens everything, listens first (a busy port fails at once, and
 // --addr 127.0.0.1:0 picks a free one), and runs until ctx ends.
-func serve(ctx context.Context, cfg app.Config, log *slog.Logger) error {
-	a, err := app.Open(ctx, cfg, log)
+func (*serveCmd) run(ctx context.Context, m *Main) error {
+	cfg := m.Config
+	a, err := app.Open(ctx, cfg, m.Log)
 	if err != nil {
 		return err
 	}

@@ -18,15 +18,11 @@ func (a *App) newWorker() *webhook.Worker {
 	}
 }
 
-// ListEvents prints events with their delivery state: one merchant's, or all.
-func (a *App) ListEvents(ctx context.Context, out *json.Encoder, merchant, after string, limit int) error {
+// ListEvents returns events with their delivery state: one merchant's, or all.
+func (a *App) ListEvents(ctx context.Context, merchant, after string, limit int) ([]webhook.Record, error) {
 	w := a.Webhooks
 	if merchant != "" {
-		recs, err := w.ListRecords(ctx, merchant, after, limit)
-		if err != nil {
-			return err
-		}
-		return out.Encode(recs)
+		return w.ListRecords(ctx, merchant, after, limit)
 	}
 	recs := []webhook.Record{}
 	err := a.store.Scan(ctx, "event", func(_ string, r store.Record) error {
@@ -37,17 +33,17 @@ func (a *App) ListEvents(ctx context.Context, out *json.Encoder, merchant, after
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sort.Slice(recs, func(i, j int) bool { return recs[i].Created.Before(recs[j].Created) })
 	if len(recs) > limit {
 		recs = recs[len(recs)-limit:]
 	}
-	return out.Encode(recs)
+	return recs, nil
 }
 
 // ResendEvent queues an event for delivery again.
-func (a *App) ResendEvent(ctx context.Context, out *json.Encoder, id string) error {
+func (a *App) ResendEvent(ctx context.Context, id string) error {
 	var merchant string
 	err := a.store.Scan(ctx, "event", func(eid string, r store.Record) error {
 		if eid == id {
@@ -64,8 +60,5 @@ func (a *App) ResendEvent(ctx context.Context, out *json.Encoder, id string) err
 	if merchant == "" {
 		return apperr.E(apperr.NotFound, "no such event %q", id)
 	}
-	if err := a.Webhooks.Resend(ctx, merchant, id); err != nil {
-		return err
-	}
-	return out.Encode(map[string]string{"id": id, "status": "queued"})
+	return a.Webhooks.Resend(ctx, merchant, id)
 }

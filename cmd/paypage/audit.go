@@ -1,0 +1,21 @@
+package main
+
+import (
+	"context"
+	"flag"
+)
+
+// auditListCmd reads the audit trail.
+type auditListCmd struct {
+	After string `json:"after"`
+	Limit int    `json:"limit"`
+}
+
+func (c *auditListCmd) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.After, "after", "", "list the records after this record `ID`")
+	fs.IntVar(&c.Limit, "limit", 100, "at most this `many`")
+}
+
+func (c *auditListCmd) do(ctx context.Context, k *call) (any, error) {
+	return k.app.Audit.List(ctx, c.After, c.Limit)
+}

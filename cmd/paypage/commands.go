@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+)
+
+// The registry: every subcommand, one line each. To add one, write a file
+// with its type (see merchant_add.go for an operator command, serve.go for
+// one that runs alone) and add its line here.
+var commands = []entry{
+	{name: "serve", summary: "run the service", reads: settings, new: func() command { return &serveCmd{} }},
+
+	{name: "merchant add", args: "--name N [--webhook-url U]", summary: `add a shop; prints {"id", "secret_key", "webhook_secret"} once`, audit: "merchant.add",
+		reads: []*setting{settingNamed("webhook-allow-private")}, new: func() command { return &merchantAddCmd{} }},
+	{name: "merchant set-webhook", args: "--id ID --webhook-url U [--roll-secret]", summary: "change (or, empty, turn off) a shop's webhook endpoint; --roll-secret prints a new signing secret once", audit: "merchant.set_webhook",
+		reads: []*setting{settingNamed("webhook-allow-private")}, new: func() command { return &merchantSetWebhookCmd{} }},
+
+	{name: "processor add", args: "--name N", summary: `add a processor credential; prints {"id", "secret_key"} once`, audit: "processor.add",
+		new: func() command { return &processorAddCmd{} }},
+
+	{name: "keys status", summary: "the data key versions, and how many cards each seals", new: func() command { return &keysStatusCmd{} }},
+	{name: "keys rotate", summary: "add a data key version; new records use it", audit: "keys.rotate", new: func() command { return &keysRotateCmd{} }},
+	{name: "keys reencrypt", summary: "move old records to the newest data key (resumable)", audit: "keys.reencrypt", new: func() command { return &keysReencryptCmd{} }},
+	{name: "keys rewrap", args: "--new-master-key-file F", summary: "wrap the data keys under a new master key; then restart every replica with it", audit: "keys.rewrap",
+		new: func() command { return &keysRewrapCmd{} }},
+
+	{name: "audit list", args: "[--after ID] [--limit N]", summary: "the audit trail, oldest first", new: func() command { return &auditListCmd{} }},
+
+	{name: "events list", args: "[--merchant ID] [--after EVT] [--limit N]", summary: "webhook events with their delivery state", new: func() command { return &eventsListCmd{} }},
+	{name: "events resend", args: "--id EVT", summary: "queue an event for delivery again (same ID)", audit: "events.resend", new: func() command { return &eventsResendCmd{} }},
+}
+
+// storeSettings are what every operator command reads: where the store and
+// its keys are, and how much to log.
+var storeSettings = []*setting{
+	settingNamed("data"), settingNamed("store"), settingNamed("master-key-file"), settingNamed("addr"), settingNamed("log-level"),
+}
+
+// entry is one line of the registry.
+type entry struct {
+	name    string     // "group command", or one word
+	args    string     // its flags in short, for the command list
+	summary string     // one line
+	audit   string     // the audit action an operator command records; "" for one that only reads
+	reads   []*setting // settings it reads beside storeSettings (serve: all of them)
+	new     func() command
+}
+
+// command is one subcommand. Its flags fill its fields.
+type command interface {
+	flags(fs *flag.FlagSet)
+}
+
+// runner is a command that runs in this process alone (serve).
+type runner interface {
+	command
+	run(ctx context.Context, m *Main) error
+}
+
+// operation is an operator command: it acts on the store and the keys,
+// and its answer is printed as JSON. It runs in the service that holds the
+// store, reached through the operator socket, or, when none runs, in this
+// process on a store it opens. Its exported fields are its arguments: they
+// travel to the service as JSON.
+type operation interface {
+	command
+	do(ctx context.Context, c *call) (any, error)
+}
+
+// checker is an operation whose arguments are checked before it is sent.
+type checker interface {
+	check() error
+}
+
+// need returns an error naming a required flag left empty.
+func need(value, flag string) error {
+	if value == "" {
+		return fmt.Errorf("--%s is required", flag)
+	}
+	return nil
+}
+
+// settingsRead lists the settings a command's help shows, in the order of
+// the settings table.
+func (e entry) settingsRead() []*setting {
+	want := map[*setting]bool{}
+	for _, s := range append(append([]*setting{}, storeSettings...), e.reads...) {
+		want[s] = true
+	}
+	var out []*setting
+	for _, s := range settings {
+		if want[s] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// group returns the first word of the name.
+func (e entry) group() string { g, _, _ := strings.Cut(e.name, " "); return g }
+
+// lookup finds the entry a command line names and returns the rest of it.
+// With no match it returns the group named, if any.
+func lookup(args []string) (e *entry, group string, rest []string) {
+	if len(args) == 0 {
+		return nil, "", nil
+	}
+	for i := range commands {
+		c := &commands[i]
+		words := strings.Fields(c.name)
+		if len(args) >= len(words) && strings.Join(args[:len(words)], " ") == c.name {
+			return c, c.group(), args[len(words):]
+		}
+	}
+	for _, c := range commands {
+		if c.group() == args[0] {
+			return nil, args[0], args[1:]
+		}
+	}
+	return nil, "", args
+}
+
+func isHelp(a string) bool { return a == "-h" || a == "-help" || a == "--help" || a == "help" }
+
+// printCommands lists the commands (of one group, or all) with their summaries.
+func printCommands(w io.Writer, group string) {
+	for _, c := range commands {
+		if group == "" || c.group() == group {
+			fmt.Fprintf(w, "  paypage %s %s\n      %s\n", c.name, c.args, c.summary)
+		}
+	}
+}
+
+const intro = `paypage: a hosted payment page and card vault
+
+Usage: paypage <command> [flags]
+
+Commands:
+`
+
+const outro = `
+Every command reads its settings as flags or PAYPAGE_* environment variables
+(a flag wins); "paypage <command> --help" shows a command's flags and the
+settings it reads. An operator command goes through the running service's
+socket in the data directory when one answers there, and otherwise opens the
+store itself.
+`
+
+// printUsage writes the whole command list.
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, intro)
+	printCommands(w, "")
+	fmt.Fprint(w, outro)
+	fmt.Fprintln(w, "\nSettings:")
+	printSettings(w, settings)
+}
+
+// printGroup writes one group's commands.
+func printGroup(w io.Writer, group string) {
+	fmt.Fprintf(w, "Usage: paypage %s <command> [flags]\n\nCommands:\n", group)
+	printCommands(w, group)
+	fmt.Fprintf(w, "\nRun \"paypage %s <command> --help\" for its flags.\n", group)
+}
+
+// flagSets builds a command's flag set: its own flags, then every setting.
+// own holds its own flags alone, for help.
+func (e entry) flagSets(cmd command, c *Config, getenv func(string) string) (fs, own *flag.FlagSet, err error) {
+	own = flag.NewFlagSet("paypage "+e.name, flag.ContinueOnError)
+	cmd.flags(own)
+	fs = flag.NewFlagSet("paypage "+e.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	own.VisitAll(func(f *flag.Flag) { fs.Var(f.Value, f.Name, f.Usage) })
+	return fs, own, addSettings(fs, c, getenv)
+}
+
+// printHelp writes one command's help: what it does, its flags and the
+// settings it reads.
+func (e entry) printHelp(w io.Writer, own *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: paypage %s %s\n\n%s.\n", e.name, e.args, upperFirst(e.summary))
+	var names []string
+	own.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	if len(names) > 0 {
+		fmt.Fprintln(w, "\nFlags:")
+		sort.Strings(names)
+		for _, n := range names {
+			f := own.Lookup(n)
+			arg, usage := flag.UnquoteUsage(f)
+			if arg != "" {
+				arg = " " + arg
+			}
+			def := ""
+			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+				def = " (default " + f.DefValue + ")"
+			}
+			fmt.Fprintf(w, "  --%s%s\n      %s%s\n", n, arg, usage, def)
+		}
+	}
+	fmt.Fprintln(w, "\nSettings it reads (flag or environment; a flag wins):")
+	printSettings(w, e.settingsRead())
+	if _, ok := e.new().(operation); ok {
+		fmt.Fprintln(w, "\nIt goes through the running service's socket (--data/paypage.sock) when one\nanswers there, and otherwise opens the store itself. It prints JSON.")
+	}
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
