@@ -431,7 +431,7 @@ func (d *DB) Sweep() error {
 		}
 		var done [][]byte
 		c := idx.Cursor()
-		for tk, _ := c.First(); tk != nil && len(tk) >= 8 && binary.BigEndian.Uint64(tk) <= end; tk, _ = c.Next() {
+		for tk, _ := c.First(); len(tk) >= 8 && binary.BigEndian.Uint64(tk) <= end; tk, _ = c.Next() {
 			done = append(done, append([]byte(nil), tk...))
 		}
 		for _, tk := range done {
