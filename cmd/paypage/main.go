@@ -8,7 +8,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,8 +16,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-
-	"github.com/paypage/paypage/internal/app"
 )
 
 func main() {
@@ -116,54 +113,6 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.operate(ctx, *e, c)
 	}
 	panic("command " + e.name + " neither runs nor operates")
-}
-
-// operate runs an operator command and prints its answer as JSON, and its
-// warnings on stderr.
-func (m *Main) operate(ctx context.Context, e entry, op operation) error {
-	a, err := app.OpenVault(ctx, m.Config, m.Log)
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	res, warnings, err := execute(ctx, a, e, op)
-	for _, w := range warnings {
-		fmt.Fprintln(m.Stderr, "paypage: warning:", w)
-	}
-	if err != nil {
-		return err
-	}
-	return printJSON(m.Stdout, res)
-}
-
-func printJSON(w io.Writer, v any) error {
-	out := json.NewEncoder(w)
-	out.SetIndent("", "  ")
-	return out.Encode(v)
-}
-
-// call is what an operation works with: the opened app, and what it leaves
-// for the audit record and the operator.
-type call struct {
-	app      *app.App
-	object   string // what the audit record names
-	warnings []string
-}
-
-// warn tells the operator something worth knowing; the command still runs.
-func (c *call) warn(format string, args ...any) {
-	c.warnings = append(c.warnings, fmt.Sprintf(format, args...))
-}
-
-// execute runs an operation on an opened app and records it in the audit
-// trail when its entry names an audit action.
-func execute(ctx context.Context, a *app.App, e entry, op operation) (any, []string, error) {
-	c := &call{app: a}
-	res, err := op.do(ctx, c)
-	if e.audit != "" {
-		a.AuditOperator(ctx, e.audit, c.object, err)
-	}
-	return res, c.warnings, err
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
+	"os"
 
 	"github.com/paypage/paypage/internal/app"
+	"github.com/paypage/paypage/internal/opsock"
 )
 
 // serveCmd runs the service.
@@ -15,7 +18,8 @@ type serveCmd struct{}
 func (*serveCmd) flags(*flag.FlagSet) {}
 
 // run opens everything, listens first (a busy port fails at once, and
-// --addr 127.0.0.1:0 picks a free one), and runs until ctx ends.
+// --addr 127.0.0.1:0 picks a free one), serves the operator socket beside
+// HTTP, and runs until ctx ends.
 func (*serveCmd) run(ctx context.Context, m *Main) error {
 	cfg := m.Config
 	a, err := app.Open(ctx, cfg, m.Log)
@@ -34,5 +38,45 @@ func (*serveCmd) run(ctx context.Context, m *Main) error {
 			return fmt.Errorf("listen for metrics: %w", err)
 		}
 	}
-	return a.Run(ctx, ln, metrics)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ops, err := m.listenOperators(ctx, a)
+	if err != nil {
+		ln.Close()
+		if metrics != nil {
+			metrics.Close()
+		}
+		return err
+	}
+	err = a.Run(ctx, ln, metrics)
+	cancel()
+	// The commands in flight end before the store closes.
+	if oerr := <-ops; err == nil {
+		err = oerr
+	}
+	return err
+}
+
+// listenOperators serves the operator socket in the data directory until
+// ctx ends; the channel gives the result once it has stopped. On Redis,
+// replicas that share a data directory share one socket: a replica that
+// finds another answering there leaves it to that one.
+func (m *Main) listenOperators(ctx context.Context, a *app.App) (<-chan error, error) {
+	done := make(chan error, 1)
+	path := opsock.Path(m.Config.Data)
+	if err := os.MkdirAll(m.Config.Data, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	ln, err := opsock.Listen(path)
+	if errors.Is(err, opsock.ErrInUse) && storeID(m.Config) != "bolt" {
+		m.Log.Warn("another replica answers operator commands on the socket; this one does not", "socket", path)
+		done <- nil
+		return done, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	m.Log.Info("operator socket listening", "socket", path)
+	go func() { done <- opsock.Serve(ctx, ln, m.serveOperators(a), m.Log) }()
+	return done, nil
 }

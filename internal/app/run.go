@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/audit"
 	"github.com/paypage/paypage/pkg/kaspi"
 	"github.com/paypage/paypage/pkg/limit"
@@ -132,13 +133,15 @@ func (a *App) sweep(ctx context.Context) {
 	}
 }
 
-// AuditOperator records an operator's action.
-func (a *App) AuditOperator(ctx context.Context, action, object string, err error) {
-	e := audit.Event{Actor: "operator", Action: action, Outcome: audit.Success, Object: object}
+// AuditOperator records an operator's action, and what it concerned.
+func (a *App) AuditOperator(ctx context.Context, who audit.Operator, action, object, merchant string, err error) error {
+	e := audit.Event{Actor: who.Actor(), Operator: &who, Action: action, Outcome: audit.Success, Object: object, Merchant: merchant}
 	if err != nil {
-		e.Outcome, e.Reason = audit.Failure, "error"
+		e.Outcome, e.Reason = audit.Failure, apperr.Code(err)
 	}
-	if aerr := a.Audit.Record(ctx, e); aerr != nil {
+	aerr := a.Audit.Record(ctx, e)
+	if aerr != nil {
 		a.log.Error("audit record failed", "action", action, "err", aerr.Error())
 	}
+	return aerr
 }

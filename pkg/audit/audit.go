@@ -21,13 +21,30 @@ const (
 type Event struct {
 	ID      string    `json:"id,omitempty"`
 	Time    time.Time `json:"time"`
-	Actor   string    `json:"actor"`            // "processor:prc_...", "merchant:mer_...", "operator", "system"
+	Actor   string    `json:"actor"`            // "processor:prc_...", "merchant:mer_...", "operator:alice", "system"
 	Action  string    `json:"action"`           // "detokenize", "keys.rotate", ...
 	Outcome string    `json:"outcome"`          // success or failure
 	Source  string    `json:"source,omitempty"` // client address
 	Object  string    `json:"object,omitempty"` // a token, payment or key version
 	Reason  string    `json:"reason,omitempty"` // why it failed: an error code, never card data
+	// Merchant is the merchant the action concerns, when it concerns one.
+	Merchant string `json:"merchant,omitempty"`
+	// Operator names the person behind an operator's action.
+	Operator *Operator `json:"operator,omitempty"`
 }
+
+// Operator is who ran an operator command: the user the kernel names for
+// the process that sent it through the service's socket ("socket"), or
+// the user of the process that opened the store itself ("direct").
+type Operator struct {
+	UID  int    `json:"uid"`
+	User string `json:"user"`
+	PID  int    `json:"pid,omitempty"`
+	Via  string `json:"via"`
+}
+
+// Actor is the operator's actor name: "operator:alice".
+func (o Operator) Actor() string { return "operator:" + o.User }
 
 // Log writes and reads the trail.
 type Log struct {

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/paypage/paypage/internal/app"
+	"github.com/paypage/paypage/internal/opsock"
+	"github.com/paypage/paypage/pkg/apperr"
+	"github.com/paypage/paypage/pkg/audit"
+)
+
+// operate runs an operator command and prints its answer as JSON, and its
+// warnings on stderr. When a service answers on the data directory's socket
+// the command goes there: the service holds the embedded store, and the
+// kernel names the operator to it. Otherwise this process opens the store.
+// The same rule holds on Redis: one path for both stores, the operator's
+// identity from the kernel whenever a service runs, and the commands that
+// only a running service can do (unseal, seal) reach it the same way.
+func (m *Main) operate(ctx context.Context, e entry, op operation) error {
+	args, err := json.Marshal(op)
+	if err != nil {
+		return err
+	}
+	path := opsock.Path(m.Config.Data)
+	ans, err := opsock.Call(ctx, path, opsock.Request{Command: e.name, Args: args, Store: storeID(m.Config)})
+	switch {
+	case errors.Is(err, opsock.ErrNoService):
+		var res any
+		res, ans.Warnings, err = m.operateHere(ctx, e, op)
+		if err == nil {
+			ans.Result, err = json.Marshal(res)
+		}
+	case err == nil:
+		err = ans.Error.Err()
+	}
+	for _, w := range ans.Warnings {
+		fmt.Fprintln(m.Stderr, "paypage: warning:", w)
+	}
+	if err != nil {
+		return err
+	}
+	return printJSON(m.Stdout, ans.Result)
+}
+
+// operateHere runs an operation in this process, on a store it opens.
+func (m *Main) operateHere(ctx context.Context, e entry, op operation) (any, []string, error) {
+	a, err := app.OpenVault(ctx, m.Config, m.Log)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer a.Close()
+	self := opsock.Self()
+	return execute(ctx, a, audit.Operator{UID: self.UID, User: self.User, PID: self.PID, Via: "direct"}, e, op)
+}
+
+// serveOperators is the service's side of the socket: it runs what an
+// operator sends on the service's own app.
+func (m *Main) serveOperators(a *app.App) opsock.Handler {
+	return func(ctx context.Context, p opsock.Peer, r opsock.Request) opsock.Answer {
+		who := audit.Operator{UID: p.UID, User: p.User, PID: p.PID, Via: "socket"}
+		if r.Store != storeID(m.Config) {
+			return opsock.Reply(nil, nil, apperr.E(apperr.Invalid, "this service runs on another store: give the command the service's --store"))
+		}
+		e, _, rest := lookup(strings.Fields(r.Command))
+		var op operation
+		if e != nil && len(rest) == 0 {
+			op, _ = e.new().(operation)
+		}
+		if op == nil {
+			return opsock.Reply(nil, nil, apperr.E(apperr.Invalid, "%q is not an operator command", r.Command))
+		}
+		dec := json.NewDecoder(bytes.NewReader(r.Args))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(op); err != nil && !errors.Is(err, io.EOF) {
+			return opsock.Reply(nil, nil, apperr.E(apperr.Invalid, "arguments of %s: %v", e.name, err))
+		}
+		if ch, ok := op.(checker); ok {
+			if err := ch.check(); err != nil {
+				return opsock.Reply(nil, nil, apperr.E(apperr.Invalid, "%s: %v", e.name, err))
+			}
+		}
+		m.Log.Info("operator command", "command", e.name, "user", p.User, "uid", p.UID, "pid", p.PID)
+		return opsock.Reply(execute(ctx, a, who, *e, op))
+	}
+}
+
+// storeID names the store a configuration means, without its secrets, so
+// the service can refuse a command meant for another store.
+func storeID(c Config) string {
+	if c.Store == "" || c.Store == "bolt" {
+		return "bolt"
+	}
+	h := sha256.Sum256([]byte(c.Store))
+	return "redis:" + hex.EncodeToString(h[:8])
+}
+
+func printJSON(w io.Writer, v any) error {
+	if raw, ok := v.(json.RawMessage); ok {
+		var buf bytes.Buffer
+		if err := json.Indent(&buf, raw, "", "  "); err != nil {
+			return err
+		}
+		buf.WriteByte('\n')
+		_, err := w.Write(buf.Bytes())
+		return err
+	}
+	out := json.NewEncoder(w)
+	out.SetIndent("", "  ")
+	return out.Encode(v)
+}
+
+// call is what an operation works with: the opened app, and what it leaves
+// for the audit record and the operator.
+type call struct {
+	app      *app.App
+	who      audit.Operator
+	object   string // what the audit record names
+	merchant string // the merchant it concerns, if one
+	warnings []string
+}
+
+// warn tells the operator something worth knowing; the command still runs.
+func (c *call) warn(format string, args ...any) {
+	c.warnings = append(c.warnings, fmt.Sprintf(format, args...))
+}
+
+// execute runs an operation on an opened app and records it in the audit
+// trail, with who ran it, when its entry names an audit action.
+func execute(ctx context.Context, a *app.App, who audit.Operator, e entry, op operation) (any, []string, error) {
+	c := &call{app: a, who: who}
+	res, err := op.do(ctx, c)
+	if e.audit != "" {
+		if aerr := a.AuditOperator(ctx, who, e.audit, c.object, c.merchant, err); aerr != nil && err == nil {
+			c.warn("done, but the audit record could not be written: %v", aerr)
+		}
+	}
+	return res, c.warnings, err
+}
