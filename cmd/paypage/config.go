@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/paypage/paypage/internal/app"
+	"github.com/paypage/paypage/pkg/clientaddr"
 )
 
 // Config is every setting, from flags or environment variables.
@@ -40,8 +41,8 @@ var settings = []*setting{
 		set: func(c *Config, v string) error { c.PublicURL = v; return nil }},
 	{flag: "master-key-file", env: "PAYPAGE_MASTER_KEY_FILE", arg: "FILE", help: "file holding the key-encrypting key as 64 hex characters (PAYPAGE_MASTER_KEY, the key itself, wins over it)",
 		set: func(c *Config, v string) error { c.MasterKeyFile = v; return nil }},
-	{flag: "trust-proxy", env: "PAYPAGE_TRUST_PROXY", def: "false", help: "take the client address from X-Forwarded-For (behind a proxy)",
-		set: func(c *Config, v string) (err error) { c.TrustProxy, err = parseBool(v); return err }},
+	{flag: "trusted-proxies", env: "PAYPAGE_TRUSTED_PROXIES", arg: "CIDRS", help: "the proxies whose X-Forwarded-For is believed: CIDR ranges or addresses, comma separated (default none: the header is ignored)",
+		set: func(c *Config, v string) (err error) { c.TrustedProxies, err = clientaddr.ParsePrefixes(v); return err }},
 	{flag: "log-level", env: "PAYPAGE_LOG_LEVEL", def: "info", arg: "LEVEL", help: "debug, info, warn or error",
 		set: func(c *Config, v string) error {
 			switch v {

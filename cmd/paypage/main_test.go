@@ -206,7 +206,7 @@ func TestHelp(t *testing.T) {
 			hasnt: []string{"--metrics-addr", "--roll-secret", "--public-url"}},
 		{name: "HelpCommand", args: []string{"help", "merchant", "set-webhook"}, has: []string{"--roll-secret", "--id ID"}},
 		{name: "HelpGroup", args: []string{"help", "keys"}, has: []string{"paypage keys rewrap"}},
-		{name: "Serve", args: []string{"serve", "-h"}, has: []string{"--metrics-addr ADDR", "--webhook-schedule LIST", "--trust-proxy "}},
+		{name: "Serve", args: []string{"serve", "-h"}, has: []string{"--metrics-addr ADDR", "--webhook-schedule LIST", "--trusted-proxies CIDRS"}},
 		{name: "ErrNothing", args: nil, usage: true, has: []string{"paypage merchant add"}},
 		{name: "ErrUnknown", args: []string{"nonsense"}, usage: true},
 		{name: "ErrGroupAlone", args: []string{"merchant"}, usage: true, has: []string{"paypage merchant add"}},

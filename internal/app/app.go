@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,14 +31,15 @@ import (
 // Config is every setting of a paypage process.
 type Config struct {
 	Addr          string
-	MetricsAddr   string // where /metrics is served; empty: on Addr
+	MetricsAddr   string // where /metrics is served, alone; empty: nowhere
 	Data          string
 	Store         string // "bolt" or a Redis URL
 	PublicURL     string
 	MasterKeyFile string
 	MasterKey     string // the key itself in hex, from PAYPAGE_MASTER_KEY (never a flag: flags show in ps)
-	TrustProxy    bool
-	LogLevel      string
+	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
+	LogLevel       string
 
 	WebhookAllowPrivate bool
 	WebhookSchedule     []time.Duration
@@ -72,7 +74,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	a.build()
-	a.Web, err = web.New(web.Config{PublicURL: cfg.PublicURL, TrustProxy: cfg.TrustProxy, DetokenizePerMinute: cfg.DetokenizePerMinute, MetricsElsewhere: cfg.MetricsAddr != ""}, web.Deps{
+	a.Web, err = web.New(web.Config{PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, DetokenizePerMinute: cfg.DetokenizePerMinute}, web.Deps{
 		Store: a.store, Payments: a.Payments, Accounts: a.Accounts, Vault: a.Vault, Audit: a.Audit,
 		ACS: a.ACS, KaspiApp: a.Kaspi, Events: a.Webhooks, Logger: log, CSRFKey: a.Vault.DeriveKey("csrf"),
 	})

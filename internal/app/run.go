@@ -44,7 +44,8 @@ func (a *App) SetClock(now func() time.Time) {
 }
 
 // Run serves HTTP on ln, and /metrics alone on metrics when the config
-// names a metrics address (metrics is nil otherwise), runs the webhook worker
+// names a metrics address (metrics is nil otherwise: no metrics are served;
+// they are never on the public listener), runs the webhook worker
 // and the sweep until ctx ends, then shuts down gracefully.
 func (a *App) Run(ctx context.Context, ln, metrics net.Listener) error {
 	if (metrics != nil) != (a.cfg.MetricsAddr != "") {

@@ -14,7 +14,7 @@ import (
 // The metrics carry route templates, never IDs.
 func TestRedisOutage(t *testing.T) {
 	srv := redistest.Start(t)
-	e := newEnv(t, envOpts{store: srv.URL() + "?read_timeout=300ms&write_timeout=300ms&dial_timeout=300ms&max_retries=1"})
+	e := newEnv(t, envOpts{store: srv.URL() + "?read_timeout=300ms&write_timeout=300ms&dial_timeout=300ms&max_retries=1", metrics: true})
 	id := e.session(map[string]any{"locale": "en"})["id"].(string)
 	b := e.browser()
 	form := fillCardForm(b.cardForm(id), "4242 4242 4242 4242", "981")
@@ -44,7 +44,7 @@ func TestRedisOutage(t *testing.T) {
 		t.Fatalf("%d authorizations", n)
 	}
 
-	resp, err := http.Get(e.url + "/metrics")
+	resp, err := http.Get(e.metrics + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -70,38 +71,94 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-// observe logs and counts each request by its route template. It never logs
-// a body, a query string or a raw path.
+// knownMethods are the methods a label or a log field may carry; any other
+// is refused with 405 and recorded as OTHER, so a caller cannot mint series
+// or log values (a method name can be 30 KB long).
+var knownMethods = map[string]bool{
+	http.MethodGet: true, http.MethodHead: true, http.MethodPost: true, http.MethodPut: true,
+	http.MethodPatch: true, http.MethodDelete: true, http.MethodOptions: true,
+}
+
+// methodLabel is the method as labels and logs show it.
+func methodLabel(m string) string {
+	if knownMethods[m] {
+		return m
+	}
+	return "OTHER"
+}
+
+// reqInfo is what the outer middleware learns from inside the router: the
+// matched route's template.
+type reqInfo struct{ route string }
+
+type reqInfoKey struct{}
+
+// markRoute, the router's own middleware, tells observe which route matched.
+func markRoute(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if info, ok := r.Context().Value(reqInfoKey{}).(*reqInfo); ok {
+			info.route = routeName(r)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// observe logs and counts each request by its route template ("unmatched"
+// when none matched) and a known method. It never logs a body, a query
+// string, a raw path or a raw method. Every request passes here, whether a
+// route matched or not.
 func (s *Server) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		info := &reqInfo{route: "unmatched"}
+		r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))
 		defer func() {
 			if p := recover(); p != nil {
 				// The panic value may hold request data: log only where it happened.
-				s.log.Error("panic", "route", routeName(r), "stack", string(debug.Stack()))
+				s.log.Error("panic", "route", info.route, "stack", string(debug.Stack()))
 				if sw.status == 0 {
 					http.Error(sw, "internal error", http.StatusInternalServerError)
 				}
 			}
-			route := routeName(r)
 			if sw.status == 0 {
 				sw.status = http.StatusOK
 			}
-			s.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).Inc()
-			s.metrics.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
-			s.log.Info("http", "method", r.Method, "route", route, "status", sw.status,
+			method := methodLabel(r.Method)
+			s.metrics.requests.WithLabelValues(info.route, method, strconv.Itoa(sw.status)).Inc()
+			s.metrics.duration.WithLabelValues(info.route).Observe(time.Since(start).Seconds())
+			s.log.Info("http", "method", method, "route", info.route, "status", sw.status,
 				"bytes", sw.bytes, "ms", time.Since(start).Milliseconds(), "client", clientIP(r))
 		}()
 		next.ServeHTTP(sw, r)
 	})
 }
 
-// clientIP is the caller's address. Behind a proxy, the operator sets
-// TrustProxy and the last X-Forwarded-For hop is used.
+// refuseUnknownMethods answers 405 to a method outside knownMethods before
+// any route is looked up.
+func (s *Server) refuseUnknownMethods(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !knownMethods[r.Method] {
+			s.methodNotAllowed(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// methodNotAllowed answers 405: in JSON on the API, in plain text elsewhere.
+func (s *Server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/v1/") {
+		writeJSON(w, http.StatusMethodNotAllowed, errorBody{errorDetail{Code: "method_not_allowed", Message: "method not allowed"}})
+		return
+	}
+	http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+}
+
+// clientIP is the caller's address, as realIP found it.
 func clientIP(r *http.Request) string {
-	if ip, ok := r.Context().Value(clientIPKey{}).(string); ok {
-		return ip
+	if a, ok := r.Context().Value(clientIPKey{}).(netip.Addr); ok && a.IsValid() {
+		return a.String()
 	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -112,16 +169,11 @@ func clientIP(r *http.Request) string {
 
 type clientIPKey struct{}
 
+// realIP finds the client's address: the peer, or behind a trusted proxy
+// the nearest untrusted X-Forwarded-For hop (pkg/clientaddr).
 func (s *Server) realIP(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.cfg.TrustProxy {
-			if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
-				last := xff[strings.LastIndexByte(xff, ',')+1:]
-				if ip := net.ParseIP(strings.TrimSpace(last)); ip != nil {
-					r = r.WithContext(context.WithValue(r.Context(), clientIPKey{}, ip.String()))
-				}
-			}
-		}
-		next.ServeHTTP(w, r)
+		a := s.clients.Client(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientIPKey{}, a)))
 	})
 }

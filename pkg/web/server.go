@@ -9,6 +9,8 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/paypage/paypage/pkg/account"
 	"github.com/paypage/paypage/pkg/audit"
+	"github.com/paypage/paypage/pkg/clientaddr"
 	"github.com/paypage/paypage/pkg/payment"
 	"github.com/paypage/paypage/pkg/store"
 	"github.com/paypage/paypage/pkg/threeds"
@@ -27,14 +30,13 @@ import (
 
 // Config is the web layer's settings.
 type Config struct {
-	PublicURL  string // the page's base URL, as shoppers reach it
-	TrustProxy bool   // take the client address from X-Forwarded-For
-	MaxBody    int64  // request body limit in bytes
+	PublicURL string // the page's base URL, as shoppers reach it
+	// TrustedProxies are the peers whose X-Forwarded-For is believed (none:
+	// the header is ignored).
+	TrustedProxies []netip.Prefix
+	MaxBody        int64 // request body limit in bytes
 	// DetokenizePerMinute bounds each processor's detokenize calls.
 	DetokenizePerMinute int64
-	// MetricsElsewhere leaves /metrics off this handler: the process serves
-	// MetricsHandler on an address of its own.
-	MetricsElsewhere bool
 }
 
 // Deps are the services the server calls. ACS and KaspiApp are the sandbox
@@ -58,6 +60,8 @@ type Server struct {
 	Deps
 	cfg     Config
 	router  *mux.Router
+	handler http.Handler // the router inside the middleware every request passes
+	clients *clientaddr.Resolver
 	cat     Catalog
 	assets  *Assets
 	pages   map[string]*template.Template
@@ -89,7 +93,8 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Deps: d, cfg: cfg, cat: cat, assets: assets, log: d.Logger, csrfKey: d.CSRFKey, pages: map[string]*template.Template{}}
+	s := &Server{Deps: d, cfg: cfg, cat: cat, assets: assets, log: d.Logger, csrfKey: d.CSRFKey, pages: map[string]*template.Template{},
+		clients: clientaddr.New(cfg.TrustedProxies)}
 	for _, p := range []string{"pay", "redirect", "acs", "kaspi", "sbkaspi"} {
 		t, err := template.ParseFS(templates.FS, "layout.html", p+".html")
 		if err != nil {
@@ -105,34 +110,26 @@ func New(cfg Config, d Deps) (*Server, error) {
 	return s, nil
 }
 
-// MetricsHandler serves the Prometheus metrics.
+// MetricsHandler serves the Prometheus metrics. The server never routes
+// /metrics itself: the process serves this handler on an address of its own,
+// off the public network.
 func (s *Server) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{})
 }
 
 func (s *Server) routes() {
 	r := mux.NewRouter()
-	r.Use(s.realIP, s.observe, s.securityHeaders, s.limitBody)
+	r.Use(markRoute)
 	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet)
-	if !s.cfg.MetricsElsewhere {
-		r.Handle("/metrics", s.MetricsHandler()).Methods(http.MethodGet)
-	}
 	r.PathPrefix("/static/").HandlerFunc(s.assets.serve).Methods(http.MethodGet)
 
-	api := r.PathPrefix("/v1").Subrouter()
-	api.HandleFunc("/sessions", s.merchantOnly(s.createSession)).Methods(http.MethodPost)
-	api.HandleFunc("/sessions/{id}", s.merchantOnly(s.getSession)).Methods(http.MethodGet)
-	api.HandleFunc("/payments/{id}", s.merchantOnly(s.getPayment)).Methods(http.MethodGet)
-	api.HandleFunc("/payments/{id}/refunds", s.merchantOnly(s.createRefund)).Methods(http.MethodPost)
-	api.HandleFunc("/events", s.merchantOnly(s.listEvents)).Methods(http.MethodGet)
-	api.HandleFunc("/detokenize", s.processorOnly(s.detokenize)).Methods(http.MethodPost)
-	api.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, errNoRoute)
-	})
-	api.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusMethodNotAllowed, errorBody{errorDetail{Code: "method_not_allowed", Message: "method not allowed"}})
-	})
+	r.HandleFunc("/v1/sessions", s.merchantOnly(s.createSession)).Methods(http.MethodPost)
+	r.HandleFunc("/v1/sessions/{id}", s.merchantOnly(s.getSession)).Methods(http.MethodGet)
+	r.HandleFunc("/v1/payments/{id}", s.merchantOnly(s.getPayment)).Methods(http.MethodGet)
+	r.HandleFunc("/v1/payments/{id}/refunds", s.merchantOnly(s.createRefund)).Methods(http.MethodPost)
+	r.HandleFunc("/v1/events", s.merchantOnly(s.listEvents)).Methods(http.MethodGet)
+	r.HandleFunc("/v1/detokenize", s.processorOnly(s.detokenize)).Methods(http.MethodPost)
 
 	r.HandleFunc("/pay/{id}", s.payPage).Methods(http.MethodGet)
 	r.HandleFunc("/pay/{id}", s.paySubmit).Methods(http.MethodPost)
@@ -149,12 +146,25 @@ func (s *Server) routes() {
 		r.HandleFunc("/sandbox/kaspi/{qr}", s.kaspiAppPage).Methods(http.MethodGet)
 		r.HandleFunc("/sandbox/kaspi/{qr}", s.kaspiAppSubmit).Methods(http.MethodPost)
 	}
-	r.NotFoundHandler = r.NewRoute().HandlerFunc(s.notFoundPage).GetHandler()
+	r.NotFoundHandler = http.HandlerFunc(s.notFound)
+	r.MethodNotAllowedHandler = http.HandlerFunc(s.methodNotAllowed)
 	s.router = r
+	// Outside the router, so that what no route matches passes too.
+	s.handler = s.realIP(s.observe(s.securityHeaders(s.limitBody(s.refuseUnknownMethods(r)))))
+}
+
+// notFound answers what no route matches: in JSON on the API, with the
+// shopper's not-found page elsewhere.
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/v1/") {
+		s.writeError(w, r, errNoRoute)
+		return
+	}
+	s.notFoundPage(w, r)
 }
 
 // ServeHTTP serves a request.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 func (s *Server) limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
