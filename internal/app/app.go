@@ -40,6 +40,10 @@ type Config struct {
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
 	LogLevel       string
+	// TLSCert and TLSKey are PEM files the process serves TLS with (read
+	// again on SIGHUP); ACMEDomain instead gets a certificate from Let's
+	// Encrypt for that name. Neither: plain HTTP, behind a TLS proxy.
+	TLSCert, TLSKey, ACMEDomain string
 
 	WebhookAllowPrivate bool
 	WebhookSchedule     []time.Duration
@@ -61,6 +65,8 @@ type App struct {
 	Kaspi    *kaspi.Sandbox
 	Webhooks *webhook.Worker
 	Web      *web.Server
+
+	certs *certFiles // the certificate served, when it comes from files
 }
 
 // Store returns the opened store.
@@ -97,10 +103,19 @@ func OpenVault(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) 
 }
 
 func open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
+	if err := cfg.checkTLS(); err != nil {
+		return nil, err
+	}
 	if cfg.PublicURL == "" {
 		cfg.PublicURL = "http://" + cfg.Addr
+		if cfg.TLSEnabled() {
+			cfg.PublicURL = "https://" + cfg.Addr
+		}
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
+	if cfg.TLSEnabled() && !strings.HasPrefix(cfg.PublicURL, "https://") {
+		return nil, fmt.Errorf("TLS is served here, so the public URL must be https://, not %q", cfg.PublicURL)
+	}
 	a := &App{cfg: cfg, log: log}
 	var err error
 	if cfg.Store == "bolt" || cfg.Store == "" {

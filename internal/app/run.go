@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/paypage/paypage/pkg/apperr"
@@ -52,6 +55,10 @@ func (a *App) Run(ctx context.Context, ln, metrics net.Listener) error {
 		return errors.New("a metrics listener goes with a metrics address, and only with one")
 	}
 	hs := a.httpServer(a.Web)
+	tlsCfg, err := a.tlsConfig()
+	if err != nil {
+		return err
+	}
 	errc := make(chan error, 2)
 	if metrics != nil {
 		mux := http.NewServeMux()
@@ -71,7 +78,15 @@ func (a *App) Run(ctx context.Context, ln, metrics net.Listener) error {
 	swept := make(chan struct{})
 	go func() { defer close(swept); a.sweep(workers) }()
 	a.log.Info("paypage serving", "addr", ln.Addr().String(), "public_url", a.cfg.PublicURL, "store", storeKind(a.cfg.Store))
-	go func() { errc <- hs.Serve(ln) }()
+	if tlsCfg != nil {
+		hs.TLSConfig = tlsCfg
+		go func() { errc <- hs.ServeTLS(ln, "", "") }()
+		if a.certs != nil {
+			go a.reloadOnHangup(workers)
+		}
+	} else {
+		go func() { errc <- hs.Serve(ln) }()
+	}
 	var failed error // a listener that stopped serving by itself
 	select {
 	case failed = <-errc:
@@ -80,7 +95,7 @@ func (a *App) Run(ctx context.Context, ln, metrics net.Listener) error {
 	a.log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := hs.Shutdown(sctx)
+	err = hs.Shutdown(sctx)
 	cancelWorkers()
 	<-done
 	<-swept
@@ -88,6 +103,26 @@ func (a *App) Run(ctx context.Context, ln, metrics net.Listener) error {
 		return failed
 	}
 	return err
+}
+
+// reloadOnHangup reads the TLS certificate files again on each SIGHUP until
+// ctx ends.
+func (a *App) reloadOnHangup(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := a.ReloadTLS(); err != nil {
+				a.log.Error("TLS certificate not reloaded: the one loaded before stays in use", "err", err.Error())
+			} else {
+				a.log.Info("TLS certificate reloaded")
+			}
+		}
+	}
 }
 
 // httpServer is an HTTP server with the timeouts and limits paypage uses.

@@ -75,7 +75,8 @@ type env struct {
 	key        string // merchant secret key
 	hookSecret string
 	procKey    string
-	seen       *syncBuffer // everything the shop could see, for the card-data scan
+	seen       *syncBuffer       // everything the shop could see, for the card-data scan
+	transport  http.RoundTripper // how the API client and browsers connect (nil: the default)
 	cancel     context.CancelFunc
 	done       chan error
 }
@@ -86,8 +87,10 @@ type envOpts struct {
 	webhookURL string
 	schedule   []time.Duration
 	noAccounts bool
-	detokenize int64 // detokenize calls a minute per processor
-	metrics    bool  // serve /metrics on a listener of its own (env.metrics)
+	detokenize int64  // detokenize calls a minute per processor
+	metrics    bool   // serve /metrics on a listener of its own (env.metrics)
+	tlsCert    string // serve TLS with this certificate and key (PEM files) at https://
+	tlsKey     string
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -103,12 +106,16 @@ func newEnv(t testing.TB, o envOpts) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, logs: &syncBuffer{}, seen: &syncBuffer{}, clock: &clock{}, url: "http://" + ln.Addr().String()}
+	if o.tlsCert != "" {
+		e.url = "https://" + ln.Addr().String()
+		e.transport = trustingTransport(t, o.tlsCert)
+	}
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	sched := o.schedule
 	if sched == nil {
 		sched = []time.Duration{200 * time.Millisecond, 400 * time.Millisecond}
 	}
-	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerMinute: o.detokenize}
+	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerMinute: o.detokenize, TLSCert: o.tlsCert, TLSKey: o.tlsKey}
 	var mln net.Listener
 	if o.metrics {
 		if mln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
@@ -189,7 +196,7 @@ func (e *env) api(method, path, key string, body any, headers ...string) (int, m
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Transport: e.transport}).Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -235,7 +242,7 @@ type browser struct {
 
 func (e *env) browser() *browser {
 	jar, _ := cookiejar.New(nil)
-	return &browser{e: e, tokens: map[string]string{}, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	return &browser{e: e, tokens: map[string]string{}, c: &http.Client{Jar: jar, Transport: e.transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 }
 
 // page is an HTTP answer as the browser got it.

@@ -1,0 +1,124 @@
+package e2e
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// writeCert makes a self-signed certificate for 127.0.0.1 and writes it and
+// its key as PEM files in dir; it returns the two paths.
+func writeCert(t *testing.T, dir string, serial int64) (string, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "paypage test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// trustingTransport trusts the certificate in certFile (and nothing else).
+func trustingTransport(t testing.TB, certFile string) *http.Transport {
+	t.Helper()
+	pool := x509.NewCertPool()
+	b, err := os.ReadFile(certFile)
+	if err != nil || !pool.AppendCertsFromPEM(b) {
+		t.Fatalf("certificate %s: %v", certFile, err)
+	}
+	return &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+}
+
+// TestTLS: the binary's own TLS serves the pages and the API (a card is
+// paid over it, with HSTS), refuses TLS 1.1 and CBC suites, and serves a
+// renewed certificate after a reload, without a restart.
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := writeCert(t, dir, 1)
+	e := newEnv(t, envOpts{tlsCert: certFile, tlsKey: keyFile})
+
+	id := e.session(map[string]any{"locale": "en"})["id"].(string)
+	b := e.browser()
+	p := b.pay(id, "4242 4242 4242 4242", "981")
+	if hsts := p.header.Get("Strict-Transport-Security"); !strings.Contains(hsts, "max-age=") {
+		t.Errorf("no HSTS: %q", hsts)
+	}
+	if p = b.follow(p); !strings.Contains(p.body, "Payment successful") {
+		t.Fatalf("card over TLS:\n%s", p.body)
+	}
+	if _, s, _ := e.api("GET", "/v1/sessions/"+id, e.key, nil); s["status"] != "complete" {
+		t.Fatalf("session %v", s)
+	}
+
+	addr := strings.TrimPrefix(e.url, "https://")
+	pool := e.transport.(*http.Transport).TLSClientConfig.RootCAs
+	dial := func(c *tls.Config) (*tls.ConnectionState, error) {
+		c.RootCAs = pool
+		conn, err := tls.Dial("tcp", addr, c)
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close()
+		st := conn.ConnectionState()
+		return &st, nil
+	}
+	refused := []struct {
+		name string
+		cfg  *tls.Config
+	}{
+		{"TLS 1.1", &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}},
+		{"TLS 1.0", &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS10}},
+		{"a CBC suite", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256}}},
+	}
+	for _, tt := range refused {
+		if st, err := dial(tt.cfg); err == nil {
+			t.Errorf("%s accepted: version %x, suite %s", tt.name, st.Version, tls.CipherSuiteName(st.CipherSuite))
+		}
+	}
+	st, err := dial(&tls.Config{MaxVersion: tls.VersionTLS12})
+	if err != nil || !strings.Contains(tls.CipherSuiteName(st.CipherSuite), "GCM") && !strings.Contains(tls.CipherSuiteName(st.CipherSuite), "CHACHA20") {
+		t.Fatalf("TLS 1.2 with an AEAD suite: %v %v", st, err)
+	}
+
+	// A renewed certificate, then the reload SIGHUP triggers.
+	writeCert(t, dir, 2)
+	if err := e.app.ReloadTLS(); err != nil {
+		t.Fatal(err)
+	}
+	pool = trustingTransport(t, certFile).TLSClientConfig.RootCAs
+	if st, err := dial(&tls.Config{}); err != nil || st.PeerCertificates[0].SerialNumber.Int64() != 2 {
+		t.Fatalf("after the reload: %v %v", st, err)
+	}
+}
