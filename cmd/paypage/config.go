@@ -31,18 +31,29 @@ func (s *setting) isBool() bool { return s.arg == "" }
 var settings = []*setting{
 	{flag: "addr", env: "PAYPAGE_ADDR", def: "127.0.0.1:8080", arg: "ADDR", help: "address to listen on (127.0.0.1:0 picks a free port)",
 		set: func(c *Config, v string) error { c.Addr = v; return nil }},
-	{flag: "metrics-addr", env: "PAYPAGE_METRICS_ADDR", arg: "ADDR", help: "serve /metrics on this address instead of on --addr (keep it off the public network)",
-		set: func(c *Config, v string) error { c.MetricsAddr = v; return nil }},
+	{flag: "metrics-addr", env: "PAYPAGE_METRICS_ADDR", def: "127.0.0.1:9090", arg: "ADDR", help: "serve /metrics on this address, alone (never on --addr); off: no metrics",
+		set: func(c *Config, v string) error {
+			if c.MetricsAddr = v; v == "off" {
+				c.MetricsAddr = ""
+			}
+			return nil
+		}},
 	{flag: "data", env: "PAYPAGE_DATA", def: "./data", arg: "DIR", help: "data directory: the embedded store, the operator socket, the development key",
 		set: func(c *Config, v string) error { c.Data = v; return nil }},
 	{flag: "store", env: "PAYPAGE_STORE", def: "bolt", arg: "URL", help: "bolt, or a Redis URL (redis://, rediss://, redis+cluster://, ?master_name= for Sentinel)",
 		set: func(c *Config, v string) error { c.Store = v; return nil }},
-	{flag: "public-url", env: "PAYPAGE_PUBLIC_URL", arg: "URL", help: "base URL shoppers reach (default http:// + addr)",
+	{flag: "public-url", env: "PAYPAGE_PUBLIC_URL", arg: "URL", help: "base URL shoppers reach (default http:// + addr; https:// + addr with --tls-cert, https:// + the name with --acme-domain)",
 		set: func(c *Config, v string) error { c.PublicURL = v; return nil }},
 	{flag: "master-key-file", env: "PAYPAGE_MASTER_KEY_FILE", arg: "FILE", help: "file holding the key-encrypting key as 64 hex characters (PAYPAGE_MASTER_KEY, the key itself, wins over it)",
 		set: func(c *Config, v string) error { c.MasterKeyFile = v; return nil }},
 	{flag: "trusted-proxies", env: "PAYPAGE_TRUSTED_PROXIES", arg: "CIDRS", help: "the proxies whose X-Forwarded-For is believed: CIDR ranges or addresses, comma separated (default none: the header is ignored)",
 		set: func(c *Config, v string) (err error) { c.TrustedProxies, err = clientaddr.ParsePrefixes(v); return err }},
+	{flag: "tls-cert", env: "PAYPAGE_TLS_CERT", arg: "FILE", help: "serve TLS with this certificate (PEM, the chain after the leaf), read again on SIGHUP; with --tls-key",
+		set: func(c *Config, v string) error { c.TLSCert = v; return nil }},
+	{flag: "tls-key", env: "PAYPAGE_TLS_KEY", arg: "FILE", help: "the TLS certificate's private key (PEM), read again on SIGHUP",
+		set: func(c *Config, v string) error { c.TLSKey = v; return nil }},
+	{flag: "acme-domain", env: "PAYPAGE_ACME_DOMAIN", arg: "NAME", help: "serve TLS with a certificate from Let's Encrypt for this name (TLS-ALPN-01 on --addr, which must be reachable on port 443; cached in the data directory)",
+		set: func(c *Config, v string) error { c.ACMEDomain = v; return nil }},
 	{flag: "log-level", env: "PAYPAGE_LOG_LEVEL", def: "info", arg: "LEVEL", help: "debug, info, warn or error",
 		set: func(c *Config, v string) error {
 			switch v {
@@ -136,6 +147,11 @@ func finishConfig(c *Config, getenv func(string) string) {
 	c.MasterKey = getenv("PAYPAGE_MASTER_KEY")
 	if c.PublicURL == "" {
 		c.PublicURL = "http://" + c.Addr
+		if c.TLSCert != "" {
+			c.PublicURL = "https://" + c.Addr
+		} else if c.ACMEDomain != "" {
+			c.PublicURL = "https://" + c.ACMEDomain
+		}
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 }

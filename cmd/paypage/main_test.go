@@ -135,6 +135,34 @@ func TestConfigFromFlagsAndEnv(t *testing.T) {
 	}
 }
 
+// The hardening settings: metrics off the public address by default, proxies
+// trusted only when named, https public URLs when the process serves TLS.
+func TestHardeningSettings(t *testing.T) {
+	t.Parallel()
+	none := func(string) string { return "" }
+	c, err := parseConfig(nil, none)
+	if err != nil || c.MetricsAddr != "127.0.0.1:9090" || len(c.TrustedProxies) != 0 || c.TLSEnabled() || c.PublicURL != "http://127.0.0.1:8080" {
+		t.Fatalf("defaults: %+v %v", c, err)
+	}
+	if c, err := parseConfig([]string{"--metrics-addr", "off"}, none); err != nil || c.MetricsAddr != "" {
+		t.Fatalf("metrics off: %q %v", c.MetricsAddr, err)
+	}
+	env := map[string]string{"PAYPAGE_TRUSTED_PROXIES": "10.0.0.0/8,192.0.2.1"}
+	if c, err := parseConfig(nil, func(k string) string { return env[k] }); err != nil || len(c.TrustedProxies) != 2 || c.TrustedProxies[1].String() != "192.0.2.1/32" {
+		t.Fatalf("trusted proxies: %v %v", c.TrustedProxies, err)
+	}
+	env["PAYPAGE_TRUSTED_PROXIES"] = "10.0.0.0/8,everyone"
+	if _, err := parseConfig(nil, func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), "PAYPAGE_TRUSTED_PROXIES") {
+		t.Fatalf("bad proxies: %v", err)
+	}
+	if c, err := parseConfig([]string{"--tls-cert", "c.pem", "--tls-key", "k.pem", "--addr", "0.0.0.0:443"}, none); err != nil || c.PublicURL != "https://0.0.0.0:443" {
+		t.Fatalf("TLS: %q %v", c.PublicURL, err)
+	}
+	if c, err := parseConfig([]string{"--acme-domain", "pay.example"}, none); err != nil || c.PublicURL != "https://pay.example" {
+		t.Fatalf("ACME: %q %v", c.PublicURL, err)
+	}
+}
+
 // Boolean settings are real booleans: the bare flag means true, and the
 // environment takes true, false, 1 or 0, with an error naming the variable
 // otherwise.

@@ -184,7 +184,7 @@ func (w *world) serve(extra ...string) *service {
 	addr := freeAddr(w.t)
 	s := &service{w: w, url: "http://" + addr, logs: &syncBuffer{}, done: make(chan error, 1)}
 	s.cmd = exec.Command(bin, "serve")
-	s.cmd.Env = w.environ(append([]string{"PAYPAGE_ADDR=" + addr}, extra...)...)
+	s.cmd.Env = w.environ(append([]string{"PAYPAGE_ADDR=" + addr, "PAYPAGE_METRICS_ADDR=off"}, extra...)...)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	if err := s.cmd.Start(); err != nil {
 		w.t.Fatal(err)

@@ -25,6 +25,22 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
+// startProcess starts cmd with its output in the buffer it returns, and
+// stops it (SIGTERM, then waits) when the test ends.
+func startProcess(t *testing.T, cmd *exec.Cmd) *syncBuffer {
+	t.Helper()
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	})
+	return logs
+}
+
 func freeAddr(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -77,16 +93,10 @@ func TestTwoProcessesOnOneRedis(t *testing.T) {
 		cmd.Env = append(base, "PAYPAGE_ADDR="+addr)
 		if i == 0 {
 			cmd.Env = append(cmd.Env, "PAYPAGE_METRICS_ADDR="+metricsAddr)
+		} else {
+			cmd.Env = append(cmd.Env, "PAYPAGE_METRICS_ADDR=off")
 		}
-		logs := &syncBuffer{}
-		cmd.Stdout, cmd.Stderr = logs, logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			_ = cmd.Wait()
-		})
+		logs := startProcess(t, cmd)
 		e := &env{t: t, url: "http://" + addr, key: m.SecretKey, merchant: m.ID, seen: &syncBuffer{}, logs: logs}
 		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 			if resp, err := http.Get(e.url + "/readyz"); err == nil {

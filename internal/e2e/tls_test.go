@@ -12,8 +12,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -120,5 +122,46 @@ func TestTLS(t *testing.T) {
 	pool = trustingTransport(t, certFile).TLSClientConfig.RootCAs
 	if st, err := dial(&tls.Config{}); err != nil || st.PeerCertificates[0].SerialNumber.Int64() != 2 {
 		t.Fatalf("after the reload: %v %v", st, err)
+	}
+}
+
+// TestTLSReloadOnSIGHUP: the real binary serves its certificate files, and a
+// renewed certificate after a SIGHUP, without a restart.
+func TestTLSReloadOnSIGHUP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	certFile, keyFile := writeCert(t, dir, 1)
+	addr := freeAddr(t)
+	cmd := exec.Command(bin, "serve", "--addr", addr, "--metrics-addr", "off", "--tls-cert", certFile, "--tls-key", keyFile,
+		"--data", filepath.Join(dir, "data"))
+	logs := startProcess(t, cmd)
+	serial := func() int64 {
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) // the serial is what is checked
+			if err == nil {
+				defer conn.Close()
+				return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+			}
+		}
+		t.Fatalf("no TLS at %s:\n%s", addr, logs.String())
+		return 0
+	}
+	if s := serial(); s != 1 {
+		t.Fatalf("serial %d", s)
+	}
+	writeCert(t, dir, 2)
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); serial() != 2; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("still the old certificate after SIGHUP:\n%s", logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "TLS certificate reloaded") {
+		t.Errorf("no log of the reload:\n%s", logs.String())
 	}
 }
