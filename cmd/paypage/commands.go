@@ -19,6 +19,8 @@ var commands = []entry{
 		reads: []*setting{settingNamed("webhook-allow-private")}, new: func() command { return &merchantAddCmd{} }},
 	{name: "merchant set-webhook", args: "--id ID --webhook-url U [--roll-secret]", summary: "change (or, empty, turn off) a shop's webhook endpoint; --roll-secret prints a new signing secret once", audit: "merchant.set_webhook",
 		reads: []*setting{settingNamed("webhook-allow-private")}, new: func() command { return &merchantSetWebhookCmd{} }},
+	{name: "merchant set-frame-origins", args: "--id ID --origins O,...", summary: "the https origins that may show the shop's payment pages in a frame (empty: none)", audit: "merchant.set_frame_origins",
+		new: func() command { return &merchantSetFrameOriginsCmd{} }},
 
 	{name: "processor add", args: "--name N", summary: `add a processor credential; prints {"id", "secret_key"} once`, audit: "processor.add",
 		new: func() command { return &processorAddCmd{} }},

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -299,5 +300,46 @@ func TestWebhookWarning(t *testing.T) {
 		if err != nil || w["webhook_url"] != tc.url || strings.Contains(out, "warning") != tc.warn {
 			t.Errorf("%s: %v warn=%v: %s", tc.name, err, tc.warn, out)
 		}
+	}
+}
+
+// merchant set-frame-origins stores checked origins, refuses bad ones before
+// anything is written, clears with an empty list, and is audited.
+func TestSetFrameOrigins(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"PAYPAGE_DATA": filepath.Join(t.TempDir(), "data")}
+	m, out, err := paypage(t, env, "merchant", "add", "--name", "Air Astana")
+	if err != nil {
+		t.Fatalf("merchant add: %v %s", err, out)
+	}
+	id := m["id"].(string)
+	set := func(origins string) (map[string]any, string, error) {
+		return paypage(t, env, "merchant", "set-frame-origins", "--id", id, "--origins", origins)
+	}
+	r, out, err := set("https://Shop.example/, https://*.airastana.example")
+	if err != nil || fmt.Sprint(r["frame_origins"]) != "[https://shop.example https://*.airastana.example]" {
+		t.Fatalf("set: %v %s", err, out)
+	}
+	for _, bad := range []string{"http://shop.example", "https://shop.example/pay", "*", "https://shop.example; script-src *"} {
+		if _, out, err := set(bad); err == nil {
+			t.Errorf("%q accepted: %s", bad, out)
+		}
+	}
+	if r, out, err := set(""); err != nil || r["frame_origins"] != nil {
+		t.Fatalf("clear: %v %s", err, out)
+	}
+	var trail []map[string]any
+	_, out, _ = paypage(t, env, "audit", "list")
+	if err := json.NewDecoder(strings.NewReader(out)).Decode(&trail); err != nil { // the JSON, then any warnings
+		t.Fatalf("audit list: %v %s", err, out)
+	}
+	n := 0
+	for _, e := range trail {
+		if e["action"] == "merchant.set_frame_origins" && e["outcome"] == "success" {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d audit records of set-frame-origins:\n%s", n, out)
 	}
 }

@@ -6,8 +6,10 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"strings"
 	"time"
 
+	"github.com/paypage/paypage/pkg/account"
 	"github.com/paypage/paypage/pkg/egress"
 )
 
@@ -65,6 +67,34 @@ func (c *merchantSetWebhookCmd) do(ctx context.Context, k *call) (any, error) {
 		res["webhook_secret"] = secret
 	}
 	return res, nil
+}
+
+// merchantSetFrameOriginsCmd sets the origins that may frame a shop's pages.
+type merchantSetFrameOriginsCmd struct {
+	ID      string `json:"id"`
+	Origins string `json:"origins"`
+}
+
+func (c *merchantSetFrameOriginsCmd) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.ID, "id", "", "the merchant's `ID` (required)")
+	fs.StringVar(&c.Origins, "origins", "", "a `LIST` of https origins, comma separated: https://shop.example, https://*.shop.example (empty: none may frame the pages)")
+}
+
+func (c *merchantSetFrameOriginsCmd) check() error {
+	if err := need(c.ID, "id"); err != nil {
+		return err
+	}
+	_, err := account.ParseFrameOrigins(strings.Split(c.Origins, ","))
+	return err
+}
+
+func (c *merchantSetFrameOriginsCmd) do(ctx context.Context, k *call) (any, error) {
+	k.object, k.merchant = c.ID, c.ID
+	list, err := k.app.Accounts.SetFrameOrigins(ctx, c.ID, strings.Split(c.Origins, ","))
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"id": c.ID, "frame_origins": list}, nil
 }
 
 // warnWebhook warns when deliveries to a webhook URL would be refused under

@@ -45,6 +45,9 @@ type Merchant struct {
 	WebhookURL    string    `json:"webhook_url,omitempty"`
 	WebhookSecret []byte    `json:"webhook_secret_sealed,omitempty"`
 	Created       time.Time `json:"created"`
+	// FrameOrigins may show the merchant's payment pages in a frame (none:
+	// no one may); see SetFrameOrigins.
+	FrameOrigins []string `json:"frame_origins,omitempty"`
 }
 
 // Processor is an acquirer's backend that may detokenize.

@@ -66,6 +66,7 @@ type Transaction struct {
 	Reason          string     `json:"reason,omitempty"`
 	Brand           card.Brand `json:"brand"`
 	MaskedPAN       string     `json:"masked_pan"`
+	Merchant        string     `json:"merchant"` // the merchant's ID: whose framing policy the bank page follows
 	MerchantName    string     `json:"merchant_name"`
 	Amount          int64      `json:"amount"`
 	Currency        string     `json:"currency"`
@@ -114,7 +115,7 @@ func (s *Sandbox) Authenticate(ctx context.Context, r Request) (Result, error) {
 	}
 	t := Transaction{
 		ID: vault.NewID("3ds_"), ACSTransID: vault.NewID("acs_"), DSTransID: vault.NewID("ds_"),
-		Status: status, Brand: info.Brand, MaskedPAN: c.PAN.Mask(), MerchantName: r.MerchantName,
+		Status: status, Brand: info.Brand, MaskedPAN: c.PAN.Mask(), Merchant: r.Merchant, MerchantName: r.MerchantName,
 		Amount: r.Amount, Currency: r.Currency, Language: r.Browser.Language,
 		NotificationURL: r.NotificationURL, Expires: s.Now().Add(ChallengeTTL),
 	}

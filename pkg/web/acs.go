@@ -32,8 +32,17 @@ func (s *Server) renderACS(w http.ResponseWriter, r *http.Request, t threeds.Tra
 	if l := r.PostFormValue("lang"); isLang(l) {
 		lang = l
 	}
+	// The bank page follows the merchant's framing policy: a page framed by
+	// the shop sends the shopper here inside the same frame.
+	var framers []string
+	if s.Accounts != nil {
+		if m, err := s.Accounts.Merchant(r.Context(), t.Merchant); err == nil {
+			framers = m.FrameOrigins
+		}
+	}
 	if !t.Open() {
 		d := s.newPage(r, lang)
+		d.framers = framers
 		d.BodyClass = "bank-page"
 		d.Heading, d.Body, d.LinkText = t.Programme(), d.T("acs.done.fail"), d.T("threeds.back")
 		if t.Status == threeds.Authenticated {
@@ -45,10 +54,11 @@ func (s *Server) renderACS(w http.ResponseWriter, r *http.Request, t threeds.Tra
 		return
 	}
 	d := s.newPage(r, lang)
+	d.framers = framers
 	d.BodyClass = "bank-page"
 	d.Title = t.Programme()
 	d.Action = "/sandbox/acs/" + t.ID
-	d.CSRF = s.csrfToken(w, r, "acs:"+t.ID)
+	d.CSRF = s.csrfToken(w, r, "acs:"+t.ID, framers != nil)
 	d.Notice = notice
 	d.ACS = &acsView{Programme: t.Programme(), MerchantName: t.MerchantName, Amount: money.Format(t.Amount, t.Currency), MaskedPAN: t.MaskedPAN, Code: threeds.SandboxCode}
 	if t.Tries > 0 {

@@ -84,7 +84,7 @@ func (s *Server) kaspiPage(w http.ResponseWriter, r *http.Request) {
 	d := s.newPage(r, pickLang(r, ss.Locale))
 	d.Order = s.order(r.Context(), ss)
 	d.Action = "/pay/" + id + "/kaspi"
-	d.CSRF = s.csrfToken(w, r, id)
+	d.CSRF = s.csrfToken(w, r, id, d.frameOrigins() != nil)
 	d.CancelURL = "/pay/" + id + "/cancel"
 	if ss.Allows(payment.MethodCard) {
 		d.CardURL = "/pay/" + id
@@ -134,7 +134,7 @@ func (s *Server) renderKaspiApp(w http.ResponseWriter, r *http.Request, q kaspi.
 	d.Title = d.T("sbkaspi.title")
 	d.BodyClass = "bank-page"
 	d.Action = "/sandbox/kaspi/" + q.ID
-	d.CSRF = s.csrfToken(w, r, "kaspi:"+q.ID)
+	d.CSRF = s.csrfToken(w, r, "kaspi:"+q.ID, false)
 	d.Body = d.T("sbkaspi.confirm", money.Format(q.Amount, "KZT"), q.MerchantName)
 	switch q.Status {
 	case payment.KaspiPending:

@@ -26,6 +26,7 @@ type langLink struct {
 // orderView is the order summary at the top of the page.
 type orderView struct {
 	Merchant, Description, Reference, Amount string
+	framers                                  []string // the merchant's frame origins
 }
 
 type hidden struct{ Name, Value string }
@@ -71,6 +72,17 @@ type pageData struct {
 	ACS *acsView
 	QR  *qrView
 	cat Catalog
+
+	formAction string   // the page's CSP form-action ("": 'self')
+	framers    []string // origins that may frame a page with no Order
+}
+
+// frameOrigins are the origins that may frame the page: its merchant's.
+func (d *pageData) frameOrigins() []string {
+	if d.Order != nil {
+		return d.Order.framers
+	}
+	return d.framers
 }
 
 // T translates for the page's language.
@@ -99,19 +111,24 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page
 	if l := r.URL.Query().Get("lang"); isLang(l) {
 		http.SetCookie(w, &http.Cookie{Name: "pp_lang", Value: l, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode, MaxAge: 365 * 24 * 3600})
 	}
+	formAction := "'self'"
+	if d.formAction != "" {
+		formAction = d.formAction
+	}
+	setFramers(w.Header(), formAction, d.frameOrigins())
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }
 
 func (s *Server) order(ctx context.Context, ss payment.Session) *orderView {
-	name := ss.Merchant
+	name, framers := ss.Merchant, []string(nil)
 	if s.Accounts != nil {
 		if m, err := s.Accounts.Merchant(ctx, ss.Merchant); err == nil {
-			name = m.Name
+			name, framers = m.Name, m.FrameOrigins
 		}
 	}
-	return &orderView{Merchant: name, Description: ss.Description, Reference: ss.Reference, Amount: money.Format(ss.Amount, ss.Currency)}
+	return &orderView{Merchant: name, Description: ss.Description, Reference: ss.Reference, Amount: money.Format(ss.Amount, ss.Currency), framers: framers}
 }
 
 func (s *Server) notFoundPage(w http.ResponseWriter, r *http.Request) {
@@ -185,7 +202,7 @@ func (s *Server) showSession(w http.ResponseWriter, r *http.Request, id string, 
 		}
 	}
 	d := s.sessionPage(r, ss, p)
-	d.CSRF = s.csrfToken(w, r, ss.ID)
+	d.CSRF = s.csrfToken(w, r, ss.ID, d.frameOrigins() != nil)
 	s.render(w, r, status, "pay", d)
 }
 
@@ -238,7 +255,7 @@ func (s *Server) paySubmit(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/pay/"+id, http.StatusSeeOther)
 	case errors.As(err, &fe):
 		d := s.sessionPage(r, out.Session, out.Payment)
-		d.CSRF = s.csrfToken(w, r, id)
+		d.CSRF = s.csrfToken(w, r, id, d.frameOrigins() != nil)
 		d.Decline = ""
 		d.Values.Name, d.Values.ExpMonth, d.Values.ExpYear = in.Name, in.ExpMonth, in.ExpYear
 		for _, e := range fe {
@@ -274,7 +291,7 @@ func (s *Server) noticePage(w http.ResponseWriter, r *http.Request, id string, s
 		return
 	}
 	d := s.sessionPage(r, ss, p)
-	d.CSRF = s.csrfToken(w, r, id)
+	d.CSRF = s.csrfToken(w, r, id, d.frameOrigins() != nil)
 	d.Notice = d.T(notice)
 	s.render(w, r, status, "pay", d)
 }
@@ -316,7 +333,7 @@ func (s *Server) renderChallenge(w http.ResponseWriter, r *http.Request, status 
 	d.Action = c.ACSURL
 	d.Hidden = []hidden{{"creq", c.CReq}, {"lang", d.Lang}}
 	if u, err := url.Parse(c.ACSURL); err == nil && u.Host != "" {
-		w.Header().Set("Content-Security-Policy", csp("'self' "+u.Scheme+"://"+u.Host))
+		d.formAction = "'self' " + u.Scheme + "://" + u.Host
 	}
 	s.render(w, r, status, "redirect", d)
 }
