@@ -83,6 +83,9 @@ func frameShop(t *testing.T) (*httptest.Server, string) {
 // another site) loads and takes a card through a 3-D Secure challenge inside
 // the frame; framed by another shop, the browser refuses to show it.
 func TestBrowserFramedPage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs chromium")
+	}
 	certFile, keyFile := writeCert(t, t.TempDir(), 1)
 	e := newEnv(t, envOpts{tlsCert: certFile, tlsKey: keyFile})
 	_, invitedOrigin := frameShop(t)
