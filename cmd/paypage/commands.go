@@ -7,6 +7,8 @@ import (
 	"io"
 	"sort"
 	"strings"
+
+	"github.com/paypage/paypage/pkg/account"
 )
 
 // The registry: every subcommand, one line each. To add one, write a file
@@ -22,8 +24,31 @@ var commands = []entry{
 	{name: "merchant set-frame-origins", args: "--id ID --origins O,...", summary: "the https origins that may show the shop's payment pages in a frame (empty: none)", audit: "merchant.set_frame_origins",
 		new: func() command { return &merchantSetFrameOriginsCmd{} }},
 
-	{name: "processor add", args: "--name N", summary: `add a processor credential; prints {"id", "secret_key"} once`, audit: "processor.add",
-		new: func() command { return &processorAddCmd{} }},
+	{name: "merchant roll-key", args: "--id ID [--old-expires-in 24h]", summary: "a new secret key, printed once; the old ones stay valid until then (0s: they stop at once)", audit: "merchant.roll_key",
+		new: func() command { return &rollKeyCmd{kind: account.KindMerchant} }},
+	{name: "merchant disable", args: "--id ID", summary: "refuse every key of a shop at once (401)", audit: "merchant.disable",
+		new: func() command { return &disableCmd{kind: account.KindMerchant, disable: true} }},
+	{name: "merchant enable", args: "--id ID", summary: "accept a disabled shop's keys again", audit: "merchant.enable",
+		new: func() command { return &disableCmd{kind: account.KindMerchant} }},
+	{name: "merchant list", summary: "the shops, their keys' hints and when each was last used (never the keys)",
+		new: func() command { return &listCmd{kind: account.KindMerchant} }},
+
+	{name: "processor add", args: "--name N [--merchants M,...] [--rate N]", summary: `add a processor credential serving those merchants; prints {"id", "secret_key"} once`, audit: "processor.add",
+		reads: []*setting{settingNamed("detokenize-per-second")}, new: func() command { return &processorAddCmd{} }},
+	{name: "processor grant", args: "--id ID --merchant M", summary: "let a processor detokenize a merchant's cards", audit: "processor.grant",
+		new: func() command { return &processorGrantCmd{} }},
+	{name: "processor revoke", args: "--id ID --merchant M", summary: "stop a processor detokenizing a merchant's cards (404 from then on)", audit: "processor.revoke",
+		new: func() command { return &processorGrantCmd{revoke: true} }},
+	{name: "processor set-rate", args: "--id ID --rate N|default", summary: "a processor's own detokenize calls a second (0: no limit; default: --detokenize-per-second)", audit: "processor.set_rate",
+		reads: []*setting{settingNamed("detokenize-per-second")}, new: func() command { return &processorSetRateCmd{} }},
+	{name: "processor roll-key", args: "--id ID [--old-expires-in 24h]", summary: "a new secret key, printed once; the old ones stay valid until then (0s: they stop at once)", audit: "processor.roll_key",
+		new: func() command { return &rollKeyCmd{kind: account.KindProcessor} }},
+	{name: "processor disable", args: "--id ID", summary: "refuse every key of a processor at once (401)", audit: "processor.disable",
+		new: func() command { return &disableCmd{kind: account.KindProcessor, disable: true} }},
+	{name: "processor enable", args: "--id ID", summary: "accept a disabled processor's keys again", audit: "processor.enable",
+		new: func() command { return &disableCmd{kind: account.KindProcessor} }},
+	{name: "processor list", summary: "the processors, the merchants each serves, their keys' hints and last use (never the keys)",
+		new: func() command { return &listCmd{kind: account.KindProcessor} }},
 
 	{name: "keys status", summary: "the data key versions, and how many cards each seals", new: func() command { return &keysStatusCmd{} }},
 	{name: "keys rotate", summary: "add a data key version; new records use it", audit: "keys.rotate", new: func() command { return &keysRotateCmd{} }},

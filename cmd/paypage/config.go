@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,6 +64,12 @@ var settings = []*setting{
 			}
 			return fmt.Errorf("%q is not a level: use debug, info, warn or error", v)
 		}},
+	{flag: "limit-card-per-day", env: "PAYPAGE_LIMIT_CARD_PER_DAY", def: "10", arg: "N", help: "card submissions a day per card, across shops; the sandbox cards are not counted (0: no limit)",
+		set: func(c *Config, v string) (err error) { c.LimitCardPerDay, err = parseLimit(v); return err }},
+	{flag: "limit-client-per-hour", env: "PAYPAGE_LIMIT_CLIENT_PER_HOUR", def: "20", arg: "N", help: "card submissions an hour per client address (0: no limit)",
+		set: func(c *Config, v string) (err error) { c.LimitClientPerHour, err = parseLimit(v); return err }},
+	{flag: "detokenize-per-second", env: "PAYPAGE_DETOKENIZE_PER_SECOND", def: "200", arg: "N", help: "detokenize calls a second per processor, shared by every replica; a processor's own --rate wins (0: no limit)",
+		set: func(c *Config, v string) (err error) { c.DetokenizePerSecond, err = parseLimit(v); return err }},
 	{flag: "webhook-allow-private", env: "PAYPAGE_WEBHOOK_ALLOW_PRIVATE", def: "false", help: "allow webhook delivery to loopback and private addresses (development, tests)",
 		set: func(c *Config, v string) (err error) { c.WebhookAllowPrivate, err = parseBool(v); return err }},
 	{flag: "webhook-schedule", env: "PAYPAGE_WEBHOOK_SCHEDULE", def: "5s,30s,2m,10m,30m,1h,2h,4h,8h,12h,24h,24h,24h", arg: "LIST", help: "webhook retry delays, comma separated",
@@ -98,6 +105,19 @@ func parseBool(v string) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("%q is not a boolean: use true, false, 1 or 0", v)
+}
+
+// parseLimit reads a limit: a whole number, 0 for none. The app takes a
+// negative number for none (its zero value is the default).
+func parseLimit(v string) (int64, error) {
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a limit: use a whole number, 0 for none", v)
+	}
+	if n == 0 {
+		return -1, nil
+	}
+	return n, nil
 }
 
 // settingFlag is a setting as a flag.Value.

@@ -30,6 +30,7 @@ func (c *merchantAddCmd) do(ctx context.Context, k *call) (any, error) {
 		return nil, err
 	}
 	k.object = m.ID
+	k.concerns(m.ID)
 	warnWebhook(ctx, k, c.WebhookURL)
 	return m, nil
 }
@@ -54,12 +55,14 @@ func (c *merchantSetWebhookCmd) check() error {
 
 func (c *merchantSetWebhookCmd) do(ctx context.Context, k *call) (any, error) {
 	k.object = c.ID
+	k.concerns(c.ID)
 	if err := k.app.Accounts.SetWebhookURL(ctx, c.ID, c.WebhookURL); err != nil {
 		return nil, err
 	}
 	warnWebhook(ctx, k, c.WebhookURL)
 	res := map[string]string{"id": c.ID, "webhook_url": c.WebhookURL}
 	if c.RollSecret {
+		k.also = append(k.also, "merchant.roll_webhook_secret")
 		secret, err := k.app.Accounts.RollWebhookSecret(ctx, c.ID)
 		if err != nil {
 			return nil, err
@@ -89,7 +92,8 @@ func (c *merchantSetFrameOriginsCmd) check() error {
 }
 
 func (c *merchantSetFrameOriginsCmd) do(ctx context.Context, k *call) (any, error) {
-	k.object, k.merchant = c.ID, c.ID
+	k.object = c.ID
+	k.concerns(c.ID)
 	list, err := k.app.Accounts.SetFrameOrigins(ctx, c.ID, strings.Split(c.Origins, ","))
 	if err != nil {
 		return nil, err

@@ -120,12 +120,16 @@ func printJSON(w io.Writer, v any) error {
 // call is what an operation works with: the opened app, and what it leaves
 // for the audit record and the operator.
 type call struct {
-	app      *app.App
-	who      audit.Operator
-	object   string // what the audit record names
-	merchant string // the merchant it concerns, if one
-	warnings []string
+	app       *app.App
+	who       audit.Operator
+	object    string   // what the audit record names
+	merchants []string // the merchants it concerns: one audit record each
+	also      []string // audit actions it did beside its entry's
+	warnings  []string
 }
+
+// concerns names the merchants an operation concerns, for the audit trail.
+func (c *call) concerns(merchants ...string) { c.merchants = append(c.merchants, merchants...) }
 
 // warn tells the operator something worth knowing; the command still runs.
 func (c *call) warn(format string, args ...any) {
@@ -137,9 +141,19 @@ func (c *call) warn(format string, args ...any) {
 func execute(ctx context.Context, a *app.App, who audit.Operator, e entry, op operation) (any, []string, error) {
 	c := &call{app: a, who: who}
 	res, err := op.do(ctx, c)
-	if e.audit != "" {
-		if aerr := a.AuditOperator(ctx, who, e.audit, c.object, c.merchant, err); aerr != nil && err == nil {
-			c.warn("done, but the audit record could not be written: %v", aerr)
+	if e.audit == "" {
+		return res, c.warnings, err
+	}
+	merchants := c.merchants
+	if len(merchants) == 0 {
+		merchants = []string{""}
+	}
+	for _, action := range append([]string{e.audit}, c.also...) {
+		for _, m := range merchants {
+			if aerr := a.AuditOperator(ctx, who, action, c.object, m, err); aerr != nil && err == nil {
+				c.warn("done, but the audit record could not be written: %v", aerr)
+				return res, c.warnings, err
+			}
 		}
 	}
 	return res, c.warnings, err

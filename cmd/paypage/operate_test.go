@@ -27,8 +27,7 @@ func TestOperatorBesideService(t *testing.T) {
 		if code, s := svc.session(m["secret_key"]); code != 201 {
 			t.Fatalf("session with the new key: %d %v", code, s)
 		}
-		var p map[string]string
-		w.ok(&p, "processor", "add", "--name", "Acquirer")
+		w.ok(nil, "processor", "add", "--name", "Acquirer")
 		var ks map[string]any
 		w.ok(&ks, "keys", "status")
 		w.ok(nil, "keys", "rotate")

@@ -47,8 +47,12 @@ type Config struct {
 
 	WebhookAllowPrivate bool
 	WebhookSchedule     []time.Duration
-	// DetokenizePerMinute bounds each processor's detokenize calls (0: 600).
-	DetokenizePerMinute int64
+	// Limits. Zero means the default (10 a card a day, 20 a client address
+	// an hour, 200 detokenize calls a second per processor); a negative
+	// number turns one off (the settings' 0).
+	LimitCardPerDay     int64
+	LimitClientPerHour  int64
+	DetokenizePerSecond int64
 }
 
 // App is the opened store, keys and services.
@@ -80,7 +84,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	a.build()
-	a.Web, err = web.New(web.Config{PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, DetokenizePerMinute: cfg.DetokenizePerMinute}, web.Deps{
+	a.Web, err = web.New(web.Config{PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, DetokenizePerSecond: cfg.DetokenizePerSecond}, web.Deps{
 		Store: a.store, Payments: a.Payments, Accounts: a.Accounts, Vault: a.Vault, Audit: a.Audit,
 		ACS: a.ACS, KaspiApp: a.Kaspi, Events: a.Webhooks, Logger: log, CSRFKey: a.Vault.DeriveKey("csrf"),
 	})

@@ -14,6 +14,7 @@ import (
 
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/audit"
+	"github.com/paypage/paypage/pkg/card"
 	"github.com/paypage/paypage/pkg/kaspi"
 	"github.com/paypage/paypage/pkg/limit"
 	"github.com/paypage/paypage/pkg/payment"
@@ -33,12 +34,40 @@ func (a *App) build() {
 	}
 	a.Payments = &payment.Service{
 		Store: a.store, Vault: a.Vault, Processor: processor.NewSandbox(a.store, a.Vault, a.Audit),
-		ThreeDS: a.ACS, Kaspi: a.Kaspi, Merchants: a.Accounts, Counter: counter, Limits: payment.DefaultLimits,
+		ThreeDS: a.ACS, Kaspi: a.Kaspi, Merchants: a.Accounts, Counter: counter, Limits: a.limits(),
 		PublicURL: a.cfg.PublicURL, Now: time.Now,
 	}
 	a.Webhooks = a.newWorker()
 	a.Payments.Outbox = webhook.OutboxOp
 	a.Payments.OnEvent = a.Webhooks.Notify
+}
+
+// limits are the payment limits under the settings: a card's submissions a
+// day (the sandbox cards not counted) and a client address's an hour.
+func (a *App) limits() payment.Limits {
+	l := payment.DefaultLimits
+	l.Card.Max = setting(a.cfg.LimitCardPerDay, l.Card.Max)
+	l.Client.Max = setting(a.cfg.LimitClientPerHour, l.Client.Max)
+	sandbox := map[string]bool{}
+	for _, n := range processor.SandboxNumbers {
+		if pan, err := card.ParsePAN(n); err == nil {
+			sandbox[a.Vault.CardKey(pan)] = true
+		}
+	}
+	l.Card.Exempt = func(cardKey string) bool { return sandbox[cardKey] }
+	return l
+}
+
+// setting reads a limit from the config: 0 is the default, a negative
+// number none.
+func setting(v, def int64) int64 {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
 }
 
 // SetClock replaces the clock of every service (tests).

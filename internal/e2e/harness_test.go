@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/paypage/paypage/internal/app"
+	"github.com/paypage/paypage/pkg/account"
 	"github.com/paypage/paypage/pkg/store/redis/redistest"
 )
 
@@ -87,7 +88,7 @@ type envOpts struct {
 	webhookURL string
 	schedule   []time.Duration
 	noAccounts bool
-	detokenize int64  // detokenize calls a minute per processor
+	detokenize int64  // detokenize calls a second per processor
 	metrics    bool   // serve /metrics on a listener of its own (env.metrics)
 	tlsCert    string // serve TLS with this certificate and key (PEM files) at https://
 	tlsKey     string
@@ -115,7 +116,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if sched == nil {
 		sched = []time.Duration{200 * time.Millisecond, 400 * time.Millisecond}
 	}
-	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerMinute: o.detokenize, TLSCert: o.tlsCert, TLSKey: o.tlsKey}
+	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerSecond: o.detokenize, TLSCert: o.tlsCert, TLSKey: o.tlsKey}
 	var mln net.Listener
 	if o.metrics {
 		if mln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
@@ -138,7 +139,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 			t.Fatal(err)
 		}
 		e.merchant, e.key, e.hookSecret = m.ID, m.SecretKey, m.WebhookSecret
-		p, err := a.Accounts.AddProcessor(context.Background(), "Acquirer")
+		p, err := a.Accounts.AddProcessor(context.Background(), account.ProcessorSpec{Name: "Acquirer", Merchants: []string{m.ID}})
 		if err != nil {
 			t.Fatal(err)
 		}

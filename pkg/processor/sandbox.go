@@ -31,6 +31,17 @@ var SandboxOutcomes = map[string]string{
 	"4000000000000119": Unavailable,
 }
 
+// SandboxNumbers are the card numbers of the sandbox table (the README's
+// "Sandbox cards"): the processor's and the issuer's tables and the
+// approved cards they leave out. Shops' test suites run them all day, so
+// the per-card limit does not count them.
+var SandboxNumbers = []string{
+	"4242424242424242", "4000000000003220", "5555555555554444", "2223003122003222",
+	"378282246310005", "3530111333300000", "2200000000000004", "4000000000000002",
+	"4000000000009995", "4000000000000069", "4000000000000127", "4000000000000044",
+	"4000000000000119", "4000000000000051",
+}
+
 // Sandbox is a processor that runs inside paypage and decides by card number.
 // It keeps its authorizations in the store, so a repeated request ID gets the
 // first answer and a refund can never exceed what was captured.

@@ -16,6 +16,8 @@ package store
 
 import (
 	"context"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -110,6 +112,13 @@ type Store interface {
 	// Incr adds one to a counter and returns the new count; the counter
 	// expires window after its first increment.
 	Incr(ctx context.Context, k Key, window time.Duration) (int64, error)
+	// Allow spends one token of the token bucket at k, which holds at most
+	// b.Burst tokens and gains b.PerSecond a second, at time now. It returns
+	// 0 when a token was there, and otherwise how long until one is, spending
+	// nothing. Every replica shares the bucket; now is the caller's clock (so
+	// tests can set it), and a clock behind the bucket's last spend adds no
+	// tokens. A bucket left alone until full is removed.
+	Allow(ctx context.Context, k Key, b Bucket, now time.Time) (time.Duration, error)
 	// Due returns up to limit keys filed in the due index at or before now,
 	// earliest first. A key stays filed until a commit moves or removes it.
 	Due(ctx context.Context, now time.Time, limit int) ([]DueKey, error)
@@ -125,6 +134,46 @@ type Store interface {
 	Ping(ctx context.Context) error
 	// Close releases the store.
 	Close() error
+}
+
+// Bucket is the shape of a token bucket.
+type Bucket struct {
+	PerSecond float64 // tokens gained a second; more than 0
+	Burst     int64   // tokens held at most; at least 1
+}
+
+// Check refuses a bucket that can never give a token.
+func (b Bucket) Check() error {
+	if !(b.PerSecond > 0) || b.Burst < 1 {
+		return apperr.E(apperr.Invalid, "a bucket needs a rate above 0 and a burst of at least 1")
+	}
+	return nil
+}
+
+// Take is Allow's arithmetic for the engines that run it in Go (Redis runs
+// the same in Lua). state is what the engine stored ("tokens:unix
+// microseconds"; nil: a full bucket). When a token is there it returns the
+// state to store, which may be dropped after ttl (the bucket is full again
+// by then), and a zero wait; otherwise the wait, and nothing to store.
+func (b Bucket) Take(state []byte, now time.Time) (next []byte, ttl, wait time.Duration) {
+	tokens, at := float64(b.Burst), now.UnixMicro()
+	if t, a, ok := strings.Cut(string(state), ":"); ok {
+		tf, err1 := strconv.ParseFloat(t, 64)
+		ai, err2 := strconv.ParseInt(a, 10, 64)
+		if err1 == nil && err2 == nil {
+			tokens, at = tf, ai
+		}
+	}
+	if n := now.UnixMicro(); n > at {
+		tokens = min(float64(b.Burst), tokens+float64(n-at)*b.PerSecond/1e6)
+		at = n
+	}
+	if tokens < 1 {
+		return nil, 0, time.Duration(math.Ceil((1-tokens)/b.PerSecond*1e6)) * time.Microsecond
+	}
+	tokens--
+	ttl = time.Duration(math.Ceil((float64(b.Burst)-tokens)/b.PerSecond*1e3)+1) * time.Millisecond
+	return []byte(strconv.FormatFloat(tokens, 'g', -1, 64) + ":" + strconv.FormatInt(at, 10)), ttl, 0
 }
 
 // SameGroup checks that a commit's ops are valid and share one group.

@@ -263,6 +263,25 @@ func (v *Vault) Lookup(ctx context.Context, token string) (Card, Info, error) {
 	return v.unseal(ctx, rec)
 }
 
+// ErrNotAllowed is wrapped in the "no such token" answer of LookupFor to a
+// token of a merchant the caller may not read.
+var ErrNotAllowed = errors.New("the token's merchant is not allowed to this caller")
+
+// LookupFor is Lookup for a caller allowed the cards of some merchants only
+// (a processor): a token of another merchant is not found, as an unknown
+// one, and is never decrypted; the Info then names only the token and its
+// merchant, for the audit trail.
+func (v *Vault) LookupFor(ctx context.Context, token string, allowed func(merchant string) bool) (Card, Info, error) {
+	rec, _, err := v.load(ctx, token)
+	if err != nil {
+		return Card{}, Info{}, err
+	}
+	if !allowed(rec.Merchant) {
+		return Card{}, Info{Token: rec.Token, Merchant: rec.Merchant}, apperr.Wrap(apperr.NotFound, ErrNotAllowed, "%s", ErrNotFound.Message)
+	}
+	return v.unseal(ctx, rec)
+}
+
 func (v *Vault) unseal(ctx context.Context, rec record) (Card, Info, error) {
 	plain, err := v.open(ctx, rec.Sealed, cardAD(rec.Merchant, rec.Token))
 	if err != nil {

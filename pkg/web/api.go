@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,7 +38,7 @@ func (s *Server) authenticate(kind string, next http.HandlerFunc) http.HandlerFu
 		secret, ok := strings.CutPrefix(h, "Bearer ")
 		if !ok {
 			if kind == account.KindProcessor {
-				s.auditDetokenize(r, "unknown", "", account.ErrUnauthorized)
+				s.auditDetokenize(r, "unknown", "", "", account.ErrUnauthorized)
 			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="paypage"`)
 			s.writeError(w, r, account.ErrUnauthorized)
@@ -48,14 +50,14 @@ func (s *Server) authenticate(kind string, next http.HandlerFunc) http.HandlerFu
 				w.Header().Set("WWW-Authenticate", `Bearer realm="paypage"`)
 			}
 			if kind == account.KindProcessor {
-				s.auditDetokenize(r, "unknown", "", err)
+				s.auditDetokenize(r, "unknown", "", "", err)
 			}
 			s.writeError(w, r, err)
 			return
 		}
 		if p.Kind != kind {
 			if kind == account.KindProcessor {
-				s.auditDetokenize(r, p.String(), "", apperr.E(apperr.Forbidden, ""))
+				s.auditDetokenize(r, p.String(), "", "", apperr.E(apperr.Forbidden, ""))
 			}
 			s.writeError(w, r, apperr.E(apperr.Forbidden, "this endpoint needs a %s key", kind))
 			return
@@ -157,7 +159,23 @@ func (s *Server) createRefund(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ref, replay, err := s.Payments.Refund(r.Context(), principalOf(r).ID, mux.Vars(r)["id"], r.Header.Get("Idempotency-Key"), req)
+	m := principalOf(r)
+	paymentID := mux.Vars(r)["id"]
+	ref, replay, err := s.Payments.Refund(r.Context(), m.ID, paymentID, r.Header.Get("Idempotency-Key"), req)
+	// Every refund asked for is audited, by the merchant that asked; a
+	// replayed answer is the same refund, already recorded.
+	if !replay {
+		e := audit.Event{Actor: m.String(), Action: "refund", Outcome: audit.Success, Source: clientIP(r), Object: paymentID, Merchant: m.ID}
+		if ref.ID != "" {
+			e.Object = paymentID + "/" + ref.ID
+		}
+		if err != nil {
+			e.Outcome, e.Reason = audit.Failure, apperr.Code(err)
+		} else if ref.Status == payment.RefundFailed {
+			e.Outcome, e.Reason = audit.Failure, ref.Reason
+		}
+		s.record(r, e)
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -178,43 +196,46 @@ type detokenizeResponse struct {
 	ExpYear        int    `json:"exp_year"`
 	CardholderName string `json:"cardholder_name"`
 	Brand          string `json:"brand"`
+	Merchant       string `json:"merchant"`
 }
 
-// detokenize gives an authorized processor the card behind a token. It is
-// rate-limited per processor, and every call leaves an audit record.
+// detokenize gives an authorized processor the card behind a token of a
+// merchant it serves. It is rate-limited per processor (a token bucket that
+// every replica shares), and every call leaves an audit record.
 func (s *Server) detokenize(w http.ResponseWriter, r *http.Request) {
 	p := principalOf(r)
-	// A window of one minute from the first call in it.
-	n, err := s.Store.Incr(r.Context(), store.K("limit_detok", p.ID), time.Minute)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if n > s.cfg.DetokenizePerMinute {
-		err := apperr.E(apperr.RateLimited, "detokenize limit of %d a minute reached", s.cfg.DetokenizePerMinute)
-		s.auditDetokenize(r, p.String(), "", err)
-		w.Header().Set("Retry-After", "60")
-		s.writeError(w, r, err)
-		return
+	if rate := s.detokenizeRate(p); rate > 0 {
+		wait, err := s.Store.Allow(r.Context(), store.K("bucket_detok", p.ID), store.Bucket{PerSecond: float64(rate), Burst: rate}, time.Now())
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if wait > 0 {
+			err := apperr.E(apperr.RateLimited, "detokenize limit of %d a second reached", rate)
+			s.auditDetokenize(r, p.String(), "", "", err)
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+			s.writeError(w, r, err)
+			return
+		}
 	}
 	var req detokenizeRequest
 	if err := decodeJSON(r, &req); err != nil {
-		s.auditDetokenize(r, p.String(), "", err)
+		s.auditDetokenize(r, p.String(), "", "", err)
 		s.writeError(w, r, err)
 		return
 	}
 	if req.Token == "" {
 		err := apperr.Field("token", "is required")
-		s.auditDetokenize(r, p.String(), "", err)
+		s.auditDetokenize(r, p.String(), "", "", err)
 		s.writeError(w, r, err)
 		return
 	}
-	c, info, err := s.Vault.Lookup(r.Context(), req.Token)
+	c, info, err := s.Vault.LookupFor(r.Context(), req.Token, p.Serves)
 	object := req.Token
 	if !vault.ValidToken(object) {
 		object = "(malformed)" // never record what was sent: it could be a card number
 	}
-	if err := s.auditDetokenize(r, p.String(), object, err); err != nil {
+	if err := s.auditDetokenize(r, p.String(), object, info.Merchant, err); err != nil {
 		// No audit record, no card: PCI DSS 10.2 wants every access logged.
 		s.writeError(w, r, apperr.Wrap(apperr.Unavailable, err, "audit trail unavailable"))
 		return
@@ -223,17 +244,36 @@ func (s *Server) detokenize(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, detokenizeResponse{PAN: c.PAN.Digits(), ExpMonth: c.Expiry.Month, ExpYear: c.Expiry.Year, CardholderName: c.Name, Brand: string(info.Brand)})
+	writeJSON(w, http.StatusOK, detokenizeResponse{PAN: c.PAN.Digits(), ExpMonth: c.Expiry.Month, ExpYear: c.Expiry.Year, CardholderName: c.Name, Brand: string(info.Brand), Merchant: info.Merchant})
 }
 
-func (s *Server) auditDetokenize(r *http.Request, actor, token string, failure error) error {
-	e := audit.Event{Actor: actor, Action: "detokenize", Outcome: audit.Success, Source: clientIP(r), Object: token}
+// detokenizeRate is a processor's calls a second: its own rate, else the
+// setting; 0 or less: no limit.
+func (s *Server) detokenizeRate(p account.Principal) int64 {
+	if p.Rate != nil {
+		return *p.Rate
+	}
+	return s.cfg.DetokenizePerSecond
+}
+
+// auditDetokenize records a detokenize call. A token of a merchant the
+// processor does not serve is recorded as refused, under that merchant.
+func (s *Server) auditDetokenize(r *http.Request, actor, token, merchant string, failure error) error {
+	e := audit.Event{Actor: actor, Action: "detokenize", Outcome: audit.Success, Source: clientIP(r), Object: token, Merchant: merchant}
 	if failure != nil {
 		e.Outcome, e.Reason = audit.Failure, apperr.Code(failure)
+		if errors.Is(failure, vault.ErrNotAllowed) {
+			e.Reason = "refused: merchant not served"
+		}
 	}
+	return s.record(r, e)
+}
+
+// record appends an audit record, and logs when it cannot.
+func (s *Server) record(r *http.Request, e audit.Event) error {
 	err := s.Audit.Record(r.Context(), e)
 	if err != nil {
-		s.log.Error("audit record failed", "action", "detokenize", "err", err.Error())
+		s.log.Error("audit record failed", "action", e.Action, "err", err.Error())
 	}
 	return err
 }

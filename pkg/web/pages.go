@@ -6,12 +6,14 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/gorilla/mux"
 
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/card"
+	"github.com/paypage/paypage/pkg/limit"
 	"github.com/paypage/paypage/pkg/money"
 	"github.com/paypage/paypage/pkg/payment"
 	"github.com/paypage/paypage/pkg/threeds"
@@ -36,8 +38,11 @@ type fieldError struct{ Field, Message string }
 // pageData is everything a page template reads. It never holds a card number
 // or a security code: after a submit, those fields come back empty.
 type pageData struct {
-	Lang      string
-	Langs     []langLink
+	Lang  string
+	Langs []langLink
+	// TestMode shows the "Test mode" banner: until a real connector
+	// exists, every merchant is a test merchant.
+	TestMode  bool
 	Title     string
 	BodyClass string
 	Assets    *Assets
@@ -89,7 +94,7 @@ func (d *pageData) frameOrigins() []string {
 func (d *pageData) T(key string, args ...any) string { return d.cat.T(d.Lang, key, args...) }
 
 func (s *Server) newPage(r *http.Request, lang string) *pageData {
-	d := &pageData{Lang: lang, Assets: s.assets, Script: true, cat: s.cat, Errors: map[string]string{}}
+	d := &pageData{Lang: lang, Assets: s.assets, Script: true, cat: s.cat, Errors: map[string]string{}, TestMode: true}
 	d.Title = d.T("page.title")
 	for _, l := range Languages {
 		q := r.URL.Query()
@@ -276,7 +281,18 @@ func (s *Server) paySubmit(w http.ResponseWriter, r *http.Request) {
 			s.log.Error("card submit failed", "code", apperr.Code(err), "err", err.Error())
 		}
 		notice := "state.unavailable"
-		if apperr.Is(err, apperr.RateLimited) {
+		var ex *limit.Exceeded
+		switch {
+		case errors.As(err, &ex):
+			// The shopper reads which limit and when to try again; the log
+			// says which limit (never the card or the address).
+			notice = "state.rate_limited"
+			if s.cat.Has("limit." + ex.Rule) {
+				notice = "limit." + ex.Rule
+			}
+			s.log.Warn("limit reached", "limit", ex.Rule, "session", id, "retry_after", ex.RetryAfter.String())
+			w.Header().Set("Retry-After", strconv.Itoa(int(ex.RetryAfter.Seconds())))
+		case apperr.Is(err, apperr.RateLimited):
 			notice = "state.rate_limited"
 		}
 		s.noticePage(w, r, id, Status(err), notice)

@@ -35,9 +35,14 @@ type Config struct {
 	// the header is ignored).
 	TrustedProxies []netip.Prefix
 	MaxBody        int64 // request body limit in bytes
-	// DetokenizePerMinute bounds each processor's detokenize calls.
-	DetokenizePerMinute int64
+	// DetokenizePerSecond bounds each processor's detokenize calls, as a
+	// token bucket shared by every replica (a processor's own rate wins);
+	// 0: 200, negative: no limit.
+	DetokenizePerSecond int64
 }
+
+// DefaultDetokenizePerSecond is each processor's detokenize rate unless set.
+const DefaultDetokenizePerSecond = 200
 
 // Deps are the services the server calls. ACS and KaspiApp are the sandbox
 // parts; nil leaves their pages out.
@@ -75,8 +80,8 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if cfg.MaxBody == 0 {
 		cfg.MaxBody = 64 << 10
 	}
-	if cfg.DetokenizePerMinute == 0 {
-		cfg.DetokenizePerMinute = 600
+	if cfg.DetokenizePerSecond == 0 {
+		cfg.DetokenizePerSecond = DefaultDetokenizePerSecond
 	}
 	if d.Logger == nil {
 		d.Logger = slog.Default()

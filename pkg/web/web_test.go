@@ -10,6 +10,7 @@ import (
 
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/card"
+	"github.com/paypage/paypage/pkg/payment"
 	"github.com/paypage/paypage/pkg/processor"
 	"github.com/paypage/paypage/templates"
 )
@@ -76,6 +77,12 @@ func TestTemplateKeysExist(t *testing.T) {
 		processor.NotEnabledInternet, processor.Unavailable, processor.AuthenticationFailed, processor.InvalidCard, processor.TryAgain, "qr_expired"} {
 		if !c.Has("decline." + code) {
 			missing = append(missing, "decline."+code)
+		}
+	}
+	// The limits a shopper can hit, each told apart.
+	for _, r := range []string{payment.DefaultLimits.Card.Name, payment.DefaultLimits.Client.Name} {
+		if !c.Has("limit." + r) {
+			missing = append(missing, "limit."+r)
 		}
 	}
 	sort.Strings(missing)

@@ -317,6 +317,38 @@ func (d *DB) Due(ctx context.Context, now time.Time, limit int) ([]store.DueKey,
 	return out, mapErr(err)
 }
 
+// Allow spends a token of a bucket in one transaction.
+func (d *DB) Allow(ctx context.Context, k store.Key, b store.Bucket, now time.Time) (time.Duration, error) {
+	if err := b.Check(); err != nil {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, mapErr(err)
+	}
+	var wait time.Duration
+	err := d.db.Update(func(tx *bbolt.Tx) error {
+		bk, err := tx.CreateBucketIfNotExists(bucketName(k.Kind))
+		if err != nil {
+			return err
+		}
+		r, live := d.decode(bk.Get([]byte(k.ID)))
+		next, ttl, w := b.Take(r.Value, now)
+		if wait = w; next == nil {
+			return nil
+		}
+		exp := d.Now().Add(ttl)
+		// Filed for the sweeper once, when the bucket is made: a bucket
+		// kept in use outlives that entry, and stays one record per key.
+		if !live {
+			if err := noteExpiry(tx, encodeKey(k), exp); err != nil {
+				return err
+			}
+		}
+		return bk.Put([]byte(k.ID), encode(1, exp, next))
+	})
+	return wait, mapErr(err)
+}
+
 // Scan calls fn for every live record of a kind. It reads them all first,
 // so fn may write to the store.
 func (d *DB) Scan(ctx context.Context, kind string, fn func(id string, r store.Record) error) error {

@@ -146,6 +146,24 @@ func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64
 	return n, nil
 }
 
+// Allow spends a token of a bucket.
+func (d *DB) Allow(ctx context.Context, k store.Key, b store.Bucket, now time.Time) (time.Duration, error) {
+	if err := b.Check(); err != nil {
+		return 0, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.check(ctx); err != nil {
+		return 0, err
+	}
+	r, _ := d.live(k)
+	next, ttl, wait := b.Take(r.Value, now)
+	if next != nil {
+		d.records[k] = store.Record{Value: next, Version: 1, ExpiresAt: d.Now().Add(ttl)}
+	}
+	return wait, nil
+}
+
 // Due lists filed keys due at or before now, earliest first.
 func (d *DB) Due(ctx context.Context, now time.Time, limit int) ([]store.DueKey, error) {
 	d.mu.Lock()

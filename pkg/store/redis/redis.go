@@ -320,6 +320,37 @@ func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64
 	return n, mapErr(err)
 }
 
+// allowScript is store.Bucket.Take in Lua, over "tokens:unix microseconds";
+// it answers 0 when a token was spent, and the wait in microseconds.
+var allowScript = goredis.NewScript(`
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local tokens, at = burst, now
+local s = redis.call('GET', KEYS[1])
+if s then
+  local t, a = string.match(s, '^([^:]+):([^:]+)$')
+  if t and tonumber(t) and tonumber(a) then tokens, at = tonumber(t), tonumber(a) end
+end
+if now > at then
+  tokens = math.min(burst, tokens + (now - at) * rate / 1e6)
+  at = now
+end
+if tokens < 1 then return math.ceil((1 - tokens) / rate * 1e6) end
+tokens = tokens - 1
+redis.call('SET', KEYS[1], string.format('%.17g:%d', tokens, at), 'PX', math.ceil((burst - tokens) / rate * 1e3) + 1)
+return 0
+`)
+
+// Allow spends a token of a bucket in one script.
+func (d *DB) Allow(ctx context.Context, k store.Key, b store.Bucket, now time.Time) (time.Duration, error) {
+	if err := b.Check(); err != nil {
+		return 0, err
+	}
+	us, err := allowScript.Run(ctx, d.c, []string{d.key(k)}, b.PerSecond, b.Burst, now.UnixMicro()).Int64()
+	return time.Duration(us) * time.Microsecond, mapErr(err)
+}
+
 // Scan walks the keys of a kind with SCAN, on every master of a Cluster.
 func (d *DB) Scan(ctx context.Context, kind string, fn func(id string, r store.Record) error) error {
 	pattern := "pp:{*}:" + kind + ":*"

@@ -185,6 +185,81 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		eventually(t, func() bool { n, err := s.Incr(ctx, key, time.Hour); return err == nil && n == 1 })
 	})
 
+	t.Run("Allow", func(t *testing.T) {
+		s := open(t)
+		key := store.K("bucket", "prc_a")
+		b := store.Bucket{PerSecond: 10, Burst: 3}
+		t0 := time.Now()
+		allow := func(k store.Key, at time.Duration) time.Duration {
+			t.Helper()
+			w, err := s.Allow(ctx, k, b, t0.Add(at))
+			must(t, err)
+			return w
+		}
+		for i := 0; i < 3; i++ {
+			if w := allow(key, 0); w != 0 {
+				t.Fatalf("token %d refused, wait %v", i+1, w)
+			}
+		}
+		if w := allow(key, 0); w != 100*time.Millisecond {
+			t.Fatalf("over the burst: wait %v, want 100ms", w)
+		}
+		if w := allow(key, 40*time.Millisecond); w != 60*time.Millisecond {
+			t.Fatalf("40ms later: wait %v, want 60ms", w)
+		}
+		// A refusal spends nothing: a token is there 100ms after the burst.
+		if w := allow(key, 100*time.Millisecond); w != 0 {
+			t.Fatalf("a token after 100ms: wait %v", w)
+		}
+		if w := allow(key, 100*time.Millisecond); w == 0 {
+			t.Fatal("two tokens after 100ms")
+		}
+		// A clock behind the bucket's adds nothing.
+		if w := allow(key, -time.Second); w == 0 {
+			t.Fatal("a token from a clock that went back")
+		}
+		// Others' buckets are their own; an idle bucket fills to its burst and no more.
+		if w := allow(store.K("bucket", "prc_b"), 100*time.Millisecond); w != 0 {
+			t.Fatalf("another bucket: %v", w)
+		}
+		for i := 0; i < 3; i++ {
+			if w := allow(key, time.Hour); w != 0 {
+				t.Fatalf("after an hour, token %d: %v", i+1, w)
+			}
+		}
+		if w := allow(key, time.Hour); w == 0 {
+			t.Fatal("an idle bucket held more than its burst")
+		}
+		if _, err := s.Allow(ctx, key, store.Bucket{PerSecond: 0, Burst: 1}, t0); !apperr.Is(err, apperr.Invalid) {
+			t.Fatalf("a rate of 0: %v", err)
+		}
+	})
+
+	t.Run("AllowConcurrent", func(t *testing.T) {
+		s := open(t)
+		key := store.K("bucket", "prc_c")
+		now := time.Now()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		granted := 0
+		for i := 0; i < 40; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				w, err := s.Allow(ctx, key, store.Bucket{PerSecond: 1, Burst: 25}, now)
+				if err == nil && w == 0 {
+					mu.Lock()
+					granted++
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if granted != 25 {
+			t.Fatalf("%d tokens granted from a bucket of 25", granted)
+		}
+	})
+
 	t.Run("Scan", func(t *testing.T) {
 		s := open(t)
 		for i := 0; i < 25; i++ {
