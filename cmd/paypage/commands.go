@@ -56,7 +56,7 @@ var commands = []entry{
 	{name: "keys rewrap", args: "--new-master-key-file F", summary: "wrap the data keys under a new master key; then restart every replica with it", audit: "keys.rewrap",
 		new: func() command { return &keysRewrapCmd{} }},
 
-	{name: "audit list", args: "[--after ID] [--limit N]", summary: "the audit trail, oldest first", new: func() command { return &auditListCmd{} }},
+	{name: "audit list", args: "[--merchant ID] [--after ID] [--limit N]", summary: "the audit trail, oldest first", new: func() command { return &auditListCmd{} }},
 
 	{name: "events list", args: "[--merchant ID] [--after EVT] [--limit N]", summary: "webhook events with their delivery state", new: func() command { return &eventsListCmd{} }},
 	{name: "events resend", args: "--id EVT", summary: "queue an event for delivery again (same ID)", audit: "events.resend", new: func() command { return &eventsResendCmd{} }},

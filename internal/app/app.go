@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -149,6 +150,31 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	return a, nil
 }
 
+// ErrNoMasterKey is why a process with neither a master key nor the right
+// to a development one refuses to start, and how to make one.
+var ErrNoMasterKey = errors.New("no master key: make one with \"openssl rand -hex 32 > master.key; chmod 600 master.key\" " +
+	"and set --master-key-file (PAYPAGE_MASTER_KEY_FILE) to it, or PAYPAGE_MASTER_KEY to its 64 hex characters; " +
+	"a development key is made only for the embedded store on a loopback address")
+
+// devKeyAllowed reports whether a development master key may be made (or
+// used) beside the data: only for the embedded store, listening on a
+// loopback address, so nothing that others reach or that several replicas
+// share runs on a key that sits beside the data.
+func (a *App) devKeyAllowed() bool {
+	if storeKind(a.cfg.Store) != "bolt" {
+		return false
+	}
+	host, _, err := net.SplitHostPort(a.cfg.Addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
 // loadKEK reads the master key file, or in development makes one in the
 // data directory and says so loudly.
 func (a *App) loadKEK() (*vault.LocalKEK, error) {
@@ -161,6 +187,9 @@ func (a *App) loadKEK() (*vault.LocalKEK, error) {
 	}
 	if a.cfg.MasterKeyFile != "" {
 		return vault.LoadKEKFile(a.cfg.MasterKeyFile)
+	}
+	if !a.devKeyAllowed() {
+		return nil, ErrNoMasterKey
 	}
 	path := filepath.Join(a.cfg.Data, "master.key")
 	k, err := vault.LoadKEKFile(path)

@@ -117,6 +117,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 		sched = []time.Duration{200 * time.Millisecond, 400 * time.Millisecond}
 	}
 	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerSecond: o.detokenize, TLSCert: o.tlsCert, TLSKey: o.tlsKey}
+	if o.store != "bolt" {
+		cfg.MasterKey = strings.Repeat("3b", 32) // no development key off the embedded store
+	}
 	var mln net.Listener
 	if o.metrics {
 		if mln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {

@@ -14,17 +14,6 @@ import (
 	"time"
 )
 
-// buildBinary builds cmd/paypage once per test run.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "paypage")
-	out, err := exec.Command("go", "build", "-o", bin, "../../cmd/paypage").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // startProcess starts cmd with its output in the buffer it returns, and
 // stops it (SIGTERM, then waits) when the test ends.
 func startProcess(t *testing.T, cmd *exec.Cmd) *syncBuffer {

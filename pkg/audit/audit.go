@@ -68,16 +68,33 @@ func (l *Log) Record(ctx context.Context, e Event) error {
 
 // List returns up to limit events after the event ID after, oldest first.
 func (l *Log) List(ctx context.Context, after string, limit int) ([]Event, error) {
-	entries, err := l.store.Read(ctx, logName, after, limit)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Event, 0, len(entries))
-	for _, en := range entries {
-		var e Event
-		if json.Unmarshal(en.Data, &e) == nil {
-			e.ID = en.ID
-			out = append(out, e)
+	return l.Filter(ctx, "", after, limit)
+}
+
+// Filter is List of the events that concern one merchant ("" for all).
+// It reads the trail from after on, a page at a time, until it has limit
+// events or the trail ends: an operator's query, not a hot path.
+func (l *Log) Filter(ctx context.Context, merchant, after string, limit int) ([]Event, error) {
+	out := []Event{}
+	for len(out) < limit {
+		page := limit - len(out)
+		if merchant != "" {
+			page = 500
+		}
+		entries, err := l.store.Read(ctx, logName, after, page)
+		if err != nil {
+			return nil, err
+		}
+		for _, en := range entries {
+			var e Event
+			if json.Unmarshal(en.Data, &e) == nil && (merchant == "" || e.Merchant == merchant) && len(out) < limit {
+				e.ID = en.ID
+				out = append(out, e)
+			}
+			after = en.ID
+		}
+		if len(entries) < page {
+			break
 		}
 	}
 	return out, nil

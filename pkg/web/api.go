@@ -205,7 +205,9 @@ type detokenizeResponse struct {
 func (s *Server) detokenize(w http.ResponseWriter, r *http.Request) {
 	p := principalOf(r)
 	if rate := s.detokenizeRate(p); rate > 0 {
-		wait, err := s.Store.Allow(r.Context(), store.K("bucket_detok", p.ID), store.Bucket{PerSecond: float64(rate), Burst: rate}, time.Now())
+		// A bucket per processor and rate: a new rate starts a full bucket.
+		k := store.K("bucket_detok", p.ID+"-"+strconv.FormatInt(rate, 10))
+		wait, err := s.Store.Allow(r.Context(), k, store.Bucket{PerSecond: float64(rate), Burst: rate}, time.Now())
 		if err != nil {
 			s.writeError(w, r, err)
 			return
