@@ -14,12 +14,17 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/paypage/paypage/pkg/account"
 	"github.com/paypage/paypage/pkg/audit"
+	"github.com/paypage/paypage/pkg/due"
+	"github.com/paypage/paypage/pkg/idempotency"
 	"github.com/paypage/paypage/pkg/kaspi"
+	"github.com/paypage/paypage/pkg/limit"
 	"github.com/paypage/paypage/pkg/payment"
+	"github.com/paypage/paypage/pkg/processor"
 	"github.com/paypage/paypage/pkg/store"
 	"github.com/paypage/paypage/pkg/store/bolt"
 	"github.com/paypage/paypage/pkg/store/redis"
@@ -27,6 +32,7 @@ import (
 	"github.com/paypage/paypage/pkg/vault"
 	"github.com/paypage/paypage/pkg/web"
 	"github.com/paypage/paypage/pkg/webhook"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config is every setting of a paypage process.
@@ -54,6 +60,12 @@ type Config struct {
 	LimitCardPerDay     int64
 	LimitClientPerHour  int64
 	DetokenizePerSecond int64
+	WebhookTimeout      time.Duration // one delivery try; zero: 10 seconds
+	// Timing of attempts in flight; zero: payment.DefaultTiming (tests shorten it).
+	Timing payment.Timing
+	// WrapProcessor, when set, puts a line between the payments and the
+	// sandbox processor (tests use it to lose answers on the way).
+	WrapProcessor func(processor.Processor) processor.Processor
 }
 
 // App is the opened store, keys and services.
@@ -66,12 +78,18 @@ type App struct {
 	Accounts *account.Service
 	Audit    *audit.Log
 	Payments *payment.Service
+	Limiter  *limit.Submissions
 	ACS      *threeds.Sandbox
 	Kaspi    *kaspi.Sandbox
+	Sandbox  *processor.Sandbox
 	Webhooks *webhook.Worker
+	Runner   *due.Runner
+	Idem     *idempotency.Keys
+	Registry *prometheus.Registry
 	Web      *web.Server
 
 	certs *certFiles // the certificate served, when it comes from files
+	clock atomic.Pointer[func() time.Time]
 }
 
 // Store returns the opened store.
@@ -84,10 +102,13 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.build()
+	if err := a.build(); err != nil {
+		a.Close()
+		return nil, err
+	}
 	a.Web, err = web.New(web.Config{PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, DetokenizePerSecond: cfg.DetokenizePerSecond}, web.Deps{
 		Store: a.store, Payments: a.Payments, Accounts: a.Accounts, Vault: a.Vault, Audit: a.Audit,
-		ACS: a.ACS, KaspiApp: a.Kaspi, Events: a.Webhooks, Logger: log, CSRFKey: a.Vault.DeriveKey("csrf"),
+		ACS: a.ACS, KaspiApp: a.Kaspi, Events: a.Webhooks, Idem: a.Idem, Registry: a.Registry, Logger: log, CSRFKey: a.Vault.DeriveKey("csrf"),
 	})
 	if err != nil {
 		a.Close()
@@ -103,7 +124,10 @@ func OpenVault(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) 
 	if err != nil {
 		return nil, err
 	}
-	a.Webhooks = a.newWorker()
+	if a.Webhooks, err = a.newWorker(); err != nil {
+		a.Close()
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -122,6 +146,8 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		return nil, fmt.Errorf("TLS is served here, so the public URL must be https://, not %q", cfg.PublicURL)
 	}
 	a := &App{cfg: cfg, log: log}
+	now := time.Now
+	a.clock.Store(&now)
 	var err error
 	if cfg.Store == "bolt" || cfg.Store == "" {
 		if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
@@ -145,8 +171,11 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		a.store.Close()
 		return nil, err
 	}
+	a.Vault.Now = a.now
 	a.Accounts = account.New(a.store, a.Vault)
+	a.Accounts.Now = a.now
 	a.Audit = audit.New(a.store)
+	a.Audit.Now = a.now
 	return a, nil
 }
 

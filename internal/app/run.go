@@ -12,40 +12,83 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/paypage/paypage/pkg/api"
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/audit"
 	"github.com/paypage/paypage/pkg/card"
+	"github.com/paypage/paypage/pkg/due"
+	"github.com/paypage/paypage/pkg/event"
+	"github.com/paypage/paypage/pkg/idempotency"
 	"github.com/paypage/paypage/pkg/kaspi"
 	"github.com/paypage/paypage/pkg/limit"
 	"github.com/paypage/paypage/pkg/payment"
+	"github.com/paypage/paypage/pkg/paystore"
 	"github.com/paypage/paypage/pkg/processor"
+	"github.com/paypage/paypage/pkg/store"
 	"github.com/paypage/paypage/pkg/threeds"
-	"github.com/paypage/paypage/pkg/webhook"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // build wires the domain services with the sandbox connectors (processor,
-// 3-D Secure issuer, Kaspi). A real connector replaces a sandbox here.
-func (a *App) build() {
-	a.ACS = threeds.NewSandbox(a.store, a.Vault, func(id string) string { return a.cfg.PublicURL + "/sandbox/acs/" + id })
-	a.Kaspi = kaspi.NewSandbox(a.store, func(id string) string { return a.cfg.PublicURL + "/sandbox/kaspi/" + id })
+// 3-D Secure issuer, Kaspi) and the reconciler that drives what is due. A
+// real connector replaces a sandbox here.
+func (a *App) build() error {
+	var err error
+	pub := a.cfg.PublicURL
+	a.Registry = prometheus.NewRegistry()
+	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if a.Runner, err = due.New(a.store, a.log, a.now); err != nil {
+		return err
+	}
+	a.ACS = threeds.NewSandbox(a.store, a.Vault, func(id string) string { return pub + "/sandbox/acs/" + id })
+	a.ACS.Now = a.now
+	a.Kaspi = kaspi.NewSandbox(a.store, func(id string) string { return pub + "/sandbox/kaspi/" + id })
+	a.Kaspi.NotifyURL, a.Kaspi.Now = pub+"/kaspi/notify", a.now
+	a.Sandbox = processor.NewSandbox(a.store, a.Vault, a.Audit)
+	a.Sandbox.Now = a.now
+	repo, err := paystore.New(a.store, func(id string) string { return api.PageURL(pub, id) }, a.now, a.Runner.Wake)
+	if err != nil {
+		return err
+	}
 	counter, err := limit.NewCounter(a.store)
 	if err != nil {
-		panic(err) // the store is open here
+		return err
 	}
-	a.Payments = &payment.Service{
-		Store: a.store, Vault: a.Vault, Processor: processor.NewSandbox(a.store, a.Vault, a.Audit),
-		ThreeDS: a.ACS, Kaspi: a.Kaspi, Merchants: a.Accounts, Counter: counter, Limits: a.limits(),
-		PublicURL: a.cfg.PublicURL, Now: time.Now,
+	a.Limiter = a.submissions(counter)
+	timing := a.cfg.Timing
+	if timing.Lease == 0 {
+		timing = payment.DefaultTiming
 	}
-	a.Webhooks = a.newWorker()
-	a.Payments.Outbox = webhook.OutboxOp
-	a.Payments.OnEvent = a.Webhooks.Notify
+	var proc processor.Processor = a.Sandbox
+	if a.cfg.WrapProcessor != nil {
+		proc = a.cfg.WrapProcessor(proc)
+	}
+	a.Payments, err = payment.New(payment.Deps{
+		Repo: repo, Vault: a.Vault, Processor: proc, ThreeDS: a.ACS, Kaspi: a.Kaspi, Merchants: a.Accounts,
+		Limiter: a.Limiter, Metrics: newAttemptMetrics(a.Registry), Now: a.now,
+	}, payment.DefaultLimits, timing, func(id string) string { return pub + "/pay/" + id + "/3ds" })
+	if err != nil {
+		return err
+	}
+	if a.Webhooks, err = a.newWorker(); err != nil {
+		return err
+	}
+	if a.Idem, err = idempotency.New(a.store, 24*time.Hour); err != nil {
+		return err
+	}
+	a.Idem.Now = a.now
+	a.Runner.Handle(paystore.KindSession, 32, func(ctx context.Context, k store.Key) error { return a.Payments.Drive(ctx, k.ID) })
+	a.Runner.Handle(paystore.KindPayment, 8, func(ctx context.Context, k store.Key) error { return a.Payments.Settle(ctx, k.ID) })
+	a.Runner.Handle(event.Kind, 16, a.Webhooks.Handle)
+	return nil
 }
 
-// limits are the payment limits under the settings: a card's submissions a
-// day (the sandbox cards not counted) and a client address's an hour.
-func (a *App) limits() payment.Limits {
-	l := payment.DefaultLimits
+// submissions are the card-testing limits under the settings: a card's
+// submissions a day (the sandbox cards not counted) and a client address's
+// an hour.
+func (a *App) submissions(c *limit.Counter) *limit.Submissions {
+	l := limit.DefaultSubmissions(c)
 	l.Card.Max = setting(a.cfg.LimitCardPerDay, l.Card.Max)
 	l.Client.Max = setting(a.cfg.LimitClientPerHour, l.Client.Max)
 	sandbox := map[string]bool{}
@@ -70,9 +113,25 @@ func setting(v, def int64) int64 {
 	return v
 }
 
+// now is the app's clock: every service reads it.
+func (a *App) now() time.Time { return (*a.clock.Load())() }
+
 // SetClock replaces the clock of every service (tests).
-func (a *App) SetClock(now func() time.Time) {
-	a.Payments.Now, a.ACS.Now, a.Kaspi.Now, a.Webhooks.Now, a.Vault.Now = now, now, now, now, now
+func (a *App) SetClock(now func() time.Time) { a.clock.Store(&now) }
+
+// attemptMetrics counts the attempts that end, by method and outcome.
+type attemptMetrics struct{ c *prometheus.CounterVec }
+
+func newAttemptMetrics(reg prometheus.Registerer) attemptMetrics {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "paypage_payment_attempts_total", Help: "Payment attempts by method and outcome code.",
+	}, []string{"method", "outcome"})
+	reg.MustRegister(c)
+	return attemptMetrics{c}
+}
+
+func (m attemptMetrics) AttemptEnded(method, outcome string) {
+	m.c.WithLabelValues(method, outcome).Inc()
 }
 
 // Run serves HTTP on ln, and /metrics alone on metrics when the config
@@ -103,9 +162,8 @@ func (a *App) Run(ctx context.Context, ln, metrics net.Listener) error {
 	}
 	workers, cancelWorkers := context.WithCancel(context.Background())
 	defer cancelWorkers()
-	done := a.Webhooks.Start(workers)
-	swept := make(chan struct{})
-	go func() { defer close(swept); a.sweep(workers) }()
+	reconciled := make(chan struct{})
+	go func() { defer close(reconciled); a.Runner.Run(workers) }()
 	a.log.Info("paypage serving", "addr", ln.Addr().String(), "public_url", a.cfg.PublicURL, "store", storeKind(a.cfg.Store))
 	if tlsCfg != nil {
 		hs.TLSConfig = tlsCfg
@@ -126,8 +184,7 @@ func (a *App) Run(ctx context.Context, ln, metrics net.Listener) error {
 	defer cancel()
 	err = hs.Shutdown(sctx)
 	cancelWorkers()
-	<-done
-	<-swept
+	<-reconciled
 	if failed != nil {
 		return failed
 	}
@@ -168,34 +225,6 @@ func storeKind(s string) string {
 		return "bolt"
 	}
 	return "redis"
-}
-
-// refundRetryAfter is how long a refund stays pending before the sweep asks
-// the processor again: long enough that the request that made it is over.
-const refundRetryAfter = time.Minute
-
-// sweep, every 30 seconds, expires sessions past their time (writing their
-// session.expired events) and asks again for refunds whose answer was lost.
-func (a *App) sweep(ctx context.Context) {
-	t := time.NewTicker(30 * time.Second)
-	defer t.Stop()
-	for {
-		if n, err := a.Payments.ExpireSessions(ctx); err != nil && ctx.Err() == nil {
-			a.log.Warn("expiring sessions", "err", err.Error())
-		} else if n > 0 {
-			a.log.Info("sessions expired", "count", n)
-		}
-		if n, err := a.Payments.SettlePendingRefunds(ctx, refundRetryAfter); err != nil && ctx.Err() == nil {
-			a.log.Warn("settling pending refunds", "settled", n, "err", err.Error())
-		} else if n > 0 {
-			a.log.Info("pending refunds settled", "count", n)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 // AuditOperator records an operator's action, and what it concerned.

@@ -2,32 +2,29 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"sort"
 
 	"github.com/paypage/paypage/pkg/apperr"
-	"github.com/paypage/paypage/pkg/payment"
+	"github.com/paypage/paypage/pkg/event"
 	"github.com/paypage/paypage/pkg/store"
 	"github.com/paypage/paypage/pkg/webhook"
 )
 
-func (a *App) newWorker() *webhook.Worker {
-	return &webhook.Worker{
-		Store: a.store, Accounts: a.Accounts, Log: a.log, Schedule: a.cfg.WebhookSchedule,
-		AllowPrivate: a.cfg.WebhookAllowPrivate,
-	}
+func (a *App) newWorker() (*webhook.Worker, error) {
+	return webhook.New(a.store, a.Accounts, a.log, webhook.Options{
+		Schedule: a.cfg.WebhookSchedule, Timeout: a.cfg.WebhookTimeout, AllowPrivate: a.cfg.WebhookAllowPrivate, Now: a.now,
+	})
 }
 
 // ListEvents returns events with their delivery state: one merchant's, or all.
-func (a *App) ListEvents(ctx context.Context, merchant, after string, limit int) ([]webhook.Record, error) {
+func (a *App) ListEvents(ctx context.Context, merchant, after string, limit int) ([]event.Record, error) {
 	w := a.Webhooks
 	if merchant != "" {
-		return w.ListRecords(ctx, merchant, after, limit)
+		return w.List(ctx, merchant, after, limit)
 	}
-	recs := []webhook.Record{}
-	err := a.store.Scan(ctx, "event", func(_ string, r store.Record) error {
-		var rec webhook.Record
-		if json.Unmarshal(r.Value, &rec) == nil {
+	recs := []event.Record{}
+	err := a.store.Scan(ctx, event.Kind, func(_ string, r store.Record) error {
+		if rec, err := event.Decode(r.Value); err == nil {
 			recs = append(recs, rec)
 		}
 		return nil
@@ -45,11 +42,10 @@ func (a *App) ListEvents(ctx context.Context, merchant, after string, limit int)
 // ResendEvent queues an event for delivery again.
 func (a *App) ResendEvent(ctx context.Context, id string) error {
 	var merchant string
-	err := a.store.Scan(ctx, "event", func(eid string, r store.Record) error {
+	err := a.store.Scan(ctx, event.Kind, func(eid string, r store.Record) error {
 		if eid == id {
-			var e payment.Event
-			if json.Unmarshal(r.Value, &e) == nil {
-				merchant = e.Merchant
+			if rec, err := event.Decode(r.Value); err == nil {
+				merchant = rec.Merchant
 			}
 		}
 		return nil

@@ -17,7 +17,7 @@ func BenchmarkCardPayment(b *testing.B) {
 				o.store = redisURL(b)
 			}
 			e := newEnv(b, o)
-			e.app.Payments.Limits.Card.Max, e.app.Payments.Limits.Client.Max = 0, 0
+			e.app.Limiter.Card.Max, e.app.Limiter.Client.Max = 0, 0
 			br := e.browser()
 			b.ReportAllocs()
 			for b.Loop() {

@@ -321,7 +321,7 @@ func TestBrowser(t *testing.T) {
 	t.Run("KaspiQR", func(t *testing.T) {
 		id, u := newSession(map[string]any{"methods": []string{"card", "kaspi_qr"}})
 		p := page(t).MustNavigate(u).MustWaitLoad()
-		p.MustElement(`a.method`).MustClick()
+		p.MustElement(`#use-kaspi`).MustClick()
 		find(t, p, "#qr")
 		shoot(t, p, "kaspi-qr")
 		app := *p.MustElement("#open-app").MustAttribute("href")

@@ -25,6 +25,7 @@ import (
 
 	"github.com/paypage/paypage/internal/app"
 	"github.com/paypage/paypage/pkg/account"
+	"github.com/paypage/paypage/pkg/processor"
 	"github.com/paypage/paypage/pkg/store/redis/redistest"
 )
 
@@ -92,6 +93,8 @@ type envOpts struct {
 	metrics    bool   // serve /metrics on a listener of its own (env.metrics)
 	tlsCert    string // serve TLS with this certificate and key (PEM files) at https://
 	tlsKey     string
+	// wrap puts a line between the payments and the sandbox processor.
+	wrap func(processor.Processor) processor.Processor
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -116,7 +119,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if sched == nil {
 		sched = []time.Duration{200 * time.Millisecond, 400 * time.Millisecond}
 	}
-	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerSecond: o.detokenize, TLSCert: o.tlsCert, TLSKey: o.tlsKey}
+	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerSecond: o.detokenize, TLSCert: o.tlsCert, TLSKey: o.tlsKey, WebhookTimeout: time.Second, WrapProcessor: o.wrap}
 	if o.store != "bolt" {
 		cfg.MasterKey = strings.Repeat("3b", 32) // no development key off the embedded store
 	}
@@ -134,8 +137,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	e.app = a
 	a.SetClock(e.clock.Now)
-	a.Webhooks.Poll = 100 * time.Millisecond
-	a.Webhooks.Timeout = time.Second
+	a.Runner.Poll = 100 * time.Millisecond
 	if !o.noAccounts {
 		m, err := a.Accounts.AddMerchant(context.Background(), "Air Astana", o.webhookURL)
 		if err != nil {
@@ -153,6 +155,16 @@ func newEnv(t testing.TB, o envOpts) *env {
 	go func() { e.done <- a.Run(ctx, ln, mln) }()
 	t.Cleanup(e.stop)
 	return e
+}
+
+// reconcile has the reconciler look at what is due now (on the test's
+// clock) and waits for what it started: what a replica does each second.
+func (e *env) reconcile() {
+	e.t.Helper()
+	if _, err := e.app.Runner.Look(context.Background()); err != nil {
+		e.t.Fatal(err)
+	}
+	e.app.Runner.Wait()
 }
 
 // stop shuts the server down (idempotent).

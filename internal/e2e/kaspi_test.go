@@ -5,6 +5,7 @@ import (
 	"html"
 	"image"
 	"image/color"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -62,10 +63,28 @@ func decodeQR(t *testing.T, body string) string {
 	return res.GetText()
 }
 
-// kaspiQR opens the Kaspi page and returns it and the app address the QR encodes.
+// kaspiQR opens the Kaspi page (starting a QR payment from the card page's
+// button when none is in flight) and returns it and the app address the QR
+// encodes.
 func kaspiQR(t *testing.T, e *env, b *browser, id string) (page, string) {
 	t.Helper()
 	p := b.get("/pay/" + id + "/kaspi")
+	if p.status == 303 {
+		card := b.get("/pay/" + id)
+		action, v := "", url.Values(nil)
+		for i := 0; ; i++ {
+			a, fv := card.form(i)
+			if a == "" {
+				t.Fatalf("the card page offers no Kaspi QR:\n%s", card.body)
+			}
+			if a == "/pay/"+id+"/kaspi" {
+				action, v = a, fv
+				break
+			}
+		}
+		v.Set("action", "start")
+		p = b.follow(b.do("POST", action, v))
+	}
 	if p.status != 200 {
 		t.Fatalf("kaspi page: %d\n%s", p.status, p.body)
 	}
@@ -74,6 +93,21 @@ func kaspiQR(t *testing.T, e *env, b *browser, id string) (page, string) {
 		t.Fatalf("QR encodes %q, not the sandbox app", app)
 	}
 	return p, app
+}
+
+// waitDone polls the page's status until the attempt in flight has ended (the
+// sandbox app's notification, or the reconciler's poll).
+func waitDone(t *testing.T, e *env, b *browser, id string) map[string]any {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		_, status, _ := e.apiAs(b, "/pay/"+id+"/status")
+		if status["done"] == true {
+			return status
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still in flight: %v", status)
+		}
+	}
 }
 
 // scan plays the shopper's phone: open the app page the QR encodes and press a button.
@@ -99,7 +133,7 @@ func TestKaspiQR(t *testing.T) {
 		t.Run("Pay", func(t *testing.T) {
 			id := kaspiSession()
 			b := e.browser()
-			if card := b.get("/pay/" + id); !strings.Contains(card.body, `href="/pay/`+id+`/kaspi"`) {
+			if card := b.get("/pay/" + id); !strings.Contains(card.body, `action="/pay/`+id+`/kaspi"`) {
 				t.Fatal("the card page offers no Kaspi QR")
 			}
 			p, app := kaspiQR(t, e, b, id)
@@ -115,9 +149,9 @@ func TestKaspiQR(t *testing.T) {
 			if st := scan(t, e, app, "pay"); !strings.Contains(st.body, "Done.") {
 				t.Fatalf("app after paying:\n%s", st.body)
 			}
-			// Polling (script) learns the outcome; a reload (no script) too.
-			_, status, _ := e.apiAs(b, "/pay/"+id+"/status")
-			if status["done"] != true || status["status"] != "complete" {
+			// The app's notification ends it; polling (script) learns the
+			// outcome, a reload (no script) too.
+			if status := waitDone(t, e, b, id); status["status"] != "complete" {
 				t.Fatalf("status %v", status)
 			}
 			final := b.follow(b.get("/pay/" + id + "/kaspi"))
@@ -155,6 +189,7 @@ func TestKaspiQR(t *testing.T) {
 			b := e.browser()
 			_, app := kaspiQR(t, e, b, id)
 			scan(t, e, app, "nofunds")
+			waitDone(t, e, b, id)
 			p := b.follow(b.get("/pay/" + id + "/kaspi"))
 			if !strings.Contains(p.body, "not enough funds") || !strings.Contains(p.body, `name="number"`) {
 				t.Fatalf("after no funds:\n%s", p.body)
@@ -164,7 +199,7 @@ func TestKaspiQR(t *testing.T) {
 				t.Fatal("a declined QR was offered again")
 			}
 			scan(t, e, app2, "decline")
-			b.get("/pay/" + id + "/status")
+			waitDone(t, e, b, id)
 			_, s, _ := e.api("GET", "/v1/sessions/"+id, e.key, nil)
 			pay := s["payment"].(map[string]any)
 			if s["attempts"].(float64) != 2 || pay["decline"].(map[string]any)["code"] != "do_not_honor" || pay["method"] != "kaspi_qr" {
@@ -185,6 +220,7 @@ func TestKaspiQR(t *testing.T) {
 			if p := scan2(e, app); !strings.Contains(p.body, "no longer open") {
 				t.Fatalf("expired QR payable:\n%s", p.body)
 			}
+			e.reconcile() // no page view: the server ends the expired QR
 			p := b.follow(b.get("/pay/" + id))
 			if !strings.Contains(p.body, "QR code expired") || !strings.Contains(p.body, `name="number"`) {
 				t.Fatalf("after expiry:\n%s", p.body)
@@ -217,7 +253,7 @@ func TestKaspiQR(t *testing.T) {
 			_, appA := kaspiQR(t, e, b, a)
 			kaspiQR(t, e, b, bID)
 			scan(t, e, appA, "pay")
-			b.get("/pay/" + bID + "/status")
+			waitDone(t, e, b, a)
 			_, s, _ := e.api("GET", "/v1/sessions/"+bID, e.key, nil)
 			if s["status"] != "open" {
 				t.Fatalf("paying A's QR completed B: %v", s)

@@ -97,9 +97,11 @@ func TestExpiredSession(t *testing.T) {
 	if s["status"] != "expired" || s["payment"] != nil {
 		t.Fatalf("session %v", s)
 	}
-	n, err := e.app.Payments.ExpireSessions(context.Background())
-	if err != nil || n != 1 {
-		t.Fatalf("sweep expired %d: %v", n, err)
+	// The reconciler writes the expiry down, with its event, once.
+	e.reconcile()
+	e.reconcile()
+	if ev := eventTypes(t, e); ev["session.expired"] != 1 {
+		t.Fatalf("events %v", ev)
 	}
 }
 
@@ -260,7 +262,7 @@ func TestDetokenize(t *testing.T) {
 
 func TestCardTestingLimits(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	e.app.Payments.Limits.Card.Max = 2
+	e.app.Limiter.Card.Max = 2
 	b := e.browser()
 	// The same card across sessions: the third try is refused before it
 	// reaches anyone. (Not a sandbox card: those are never counted.)
@@ -281,7 +283,7 @@ func TestCardTestingLimits(t *testing.T) {
 		}
 	}
 	// Per client address.
-	e.app.Payments.Limits.Card.Max, e.app.Payments.Limits.Client.Max = 100, 3
+	e.app.Limiter.Card.Max, e.app.Limiter.Client.Max = 100, 3
 	id := e.session(map[string]any{"locale": "en"})["id"].(string)
 	if p := b.pay(id, "4242 4242 4242 4242", "981"); p.status != 429 {
 		t.Fatalf("client over its limit: %d", p.status)

@@ -107,8 +107,14 @@ func TestThreeDSChallenge(t *testing.T) {
 			fv.Set("code", "123456")
 			late := b.do("POST", action, fv)
 			b.back(late)
-			if st, pay := sessionState(t, e, id); st != "open" || pay["decline"].(map[string]any)["code"] != "authentication_failed" || pay["three_d_secure"].(map[string]any)["reason"] != "challenge timed out" {
+			// The shopper never answered in time: the challenge is abandoned,
+			// not an attempt; the session stays open for another try.
+			if st, pay := sessionState(t, e, id); st != "open" || pay["decline"].(map[string]any)["code"] != "try_again" ||
+				pay["three_d_secure"].(map[string]any)["reason"] != "challenge timed out" || len(pay["attempts"].([]any)) != 0 {
 				t.Fatalf("after the time ran out: %s %v", st, pay)
+			}
+			if _, s, _ := e.api("GET", "/v1/sessions/"+id, e.key, nil); s["attempts"].(float64) != 0 {
+				t.Fatalf("an abandoned challenge counted: %v", s)
 			}
 		})
 

@@ -6,14 +6,19 @@
 // A real connector plugs in behind the same interface: CreateQR registers an
 // operation with Kaspi Pay for the merchant's Kaspi account (its merchant ID,
 // device token and the QR's payload link come from Kaspi), Status reads the
-// operation's state (or takes Kaspi's callback), Cancel ends it, and Refund
-// returns money through Kaspi's refund call for the operation.
+// operation's state, Cancel ends it, and Refund returns money through Kaspi's
+// refund call for the operation. Kaspi's callback on payment reaches
+// POST /kaspi/notify, as the sandbox's does: it only says which QR changed,
+// and the status is then read with Status.
 package kaspi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"strings"
 	"time"
 
@@ -35,6 +40,7 @@ const (
 type QR struct {
 	ID           string    `json:"id"`
 	Attempt      string    `json:"attempt"`
+	ExternalID   string    `json:"external_id"`
 	Merchant     string    `json:"merchant"`
 	MerchantName string    `json:"merchant_name"`
 	Amount       int64     `json:"amount"`
@@ -50,14 +56,26 @@ type Sandbox struct {
 	store store.Store
 	// AppURL is the sandbox app's page for a QR: what the QR code encodes.
 	AppURL func(qrID string) string
-	Now    func() time.Time
+	// NotifyURL, when set, is where the sandbox posts a notification when a
+	// QR is paid or declined, as Kaspi Pay's callback would.
+	NotifyURL string
+	Client    *http.Client
+	Now       func() time.Time
+}
+
+// Notification is what Kaspi's callback (and the sandbox's) posts: which QR
+// changed. It is a hint: the receiver reads the status with Status.
+type Notification struct {
+	QRID       string `json:"qr_id"`
+	ExternalID string `json:"external_id"`
+	Status     string `json:"status"`
 }
 
 var _ payment.Kaspi = (*Sandbox)(nil)
 
 // NewSandbox returns the sandbox.
 func NewSandbox(s store.Store, appURL func(string) string) *Sandbox {
-	return &Sandbox{store: s, AppURL: appURL, Now: time.Now}
+	return &Sandbox{store: s, AppURL: appURL, Now: time.Now, Client: &http.Client{Timeout: 5 * time.Second}}
 }
 
 func qrKey(id string) store.Key { return store.K("kaspi_qr", id) }
@@ -71,7 +89,7 @@ func (k *Sandbox) CreateQR(ctx context.Context, r payment.KaspiRequest) (payment
 		return payment.KaspiQR{}, apperr.Field("amount", "must be positive")
 	}
 	q := QR{
-		ID: "kqr_" + strings.TrimPrefix(r.ID, "att_"), Attempt: r.ID, Merchant: r.Merchant, MerchantName: r.MerchantName,
+		ID: "kqr_" + strings.TrimPrefix(r.ID, "att_"), Attempt: r.ID, ExternalID: r.ExternalID, Merchant: r.Merchant, MerchantName: r.MerchantName,
 		Amount: r.Amount, Reference: r.Reference, Status: payment.KaspiPending, ExpiresAt: r.ExpiresAt.UTC(),
 	}
 	b, _ := json.Marshal(q)
@@ -151,12 +169,15 @@ func (k *Sandbox) Cancel(ctx context.Context, id string) (payment.KaspiStatus, e
 }
 
 // Act is the sandbox app's button: pay, decline, or pay without enough funds.
-// Only a pending, unexpired QR can be acted on.
+// Only a pending, unexpired QR can be acted on. Kaspi is then told to notify
+// the merchant's side (NotifyURL), in the background.
 func (k *Sandbox) Act(ctx context.Context, id, action string) (QR, error) {
-	return k.update(ctx, id, func(q *QR) bool {
+	acted := false
+	q, err := k.update(ctx, id, func(q *QR) bool {
 		if q.Status != payment.KaspiPending {
 			return false
 		}
+		acted = true
 		switch action {
 		case ActionPay:
 			q.Status = payment.KaspiPaid
@@ -167,6 +188,20 @@ func (k *Sandbox) Act(ctx context.Context, id, action string) (QR, error) {
 		}
 		return true
 	})
+	if err == nil && acted && k.NotifyURL != "" {
+		go k.notify(Notification{QRID: q.ID, ExternalID: q.ExternalID, Status: q.Status})
+	}
+	return q, err
+}
+
+// notify posts a notification; a lost one is made up for by polling.
+func (k *Sandbox) notify(n Notification) {
+	b, _ := json.Marshal(n)
+	resp, err := k.Client.Post(k.NotifyURL, "application/json", bytes.NewReader(b))
+	if err == nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+	}
 }
 
 // Refund returns money for a paid QR to the Kaspi account that paid, never

@@ -70,3 +70,38 @@ func (c *Counter) Hit(ctx context.Context, r Rule, subject string) error {
 	}
 	return nil
 }
+
+// Submission is one card (or Kaspi QR) submission on a payment page.
+type Submission struct {
+	Merchant string
+	ClientIP string
+	CardKey  string // a keyed hash of the card number; "" for a Kaspi QR
+}
+
+// Submissions are the card-testing limits: per client address and per
+// card, across merchants.
+type Submissions struct {
+	Counter *Counter
+	Client  Rule
+	Card    Rule
+}
+
+// Submission counts s against each limit and refuses it when one is over.
+func (l *Submissions) Submission(ctx context.Context, s Submission) error {
+	if err := l.Counter.Hit(ctx, l.Client, s.ClientIP); err != nil {
+		return err
+	}
+	if s.CardKey == "" {
+		return nil
+	}
+	return l.Counter.Hit(ctx, l.Card, s.CardKey)
+}
+
+// DefaultSubmissions are the production limits.
+func DefaultSubmissions(c *Counter) *Submissions {
+	return &Submissions{
+		Counter: c,
+		Client:  Rule{Name: "client", Max: 20, Window: time.Hour},
+		Card:    Rule{Name: "card", Max: 10, Window: 24 * time.Hour},
+	}
+}

@@ -4,25 +4,28 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/card"
+	"github.com/paypage/paypage/pkg/limit"
 	"github.com/paypage/paypage/pkg/processor"
-	"github.com/paypage/paypage/pkg/store"
 	"github.com/paypage/paypage/pkg/threeds"
 	"github.com/paypage/paypage/pkg/vault"
 )
 
-// Why a session refuses a payment. The page shows each in the shopper's language.
+// Why a session refuses a step. The page shows each in the shopper's language.
 var (
 	ErrSessionExpired   = apperr.E(apperr.Conflict, "the session has expired")
 	ErrSessionComplete  = apperr.E(apperr.Conflict, "the session is paid already")
 	ErrSessionFailed    = apperr.E(apperr.Conflict, "the session has no attempts left")
 	ErrInProgress       = apperr.E(apperr.Conflict, "a payment attempt is in progress")
 	ErrMethodNotOffered = apperr.E(apperr.Invalid, "the session does not offer this payment method")
-	ErrTooManyAttempts  = apperr.E(apperr.RateLimited, "too many attempts: try again later")
 	ErrStaleResult      = apperr.E(apperr.Conflict, "this result is not for the attempt in progress")
 	ErrChallengeOpen    = apperr.E(apperr.Conflict, "the bank has not finished the check")
+	// ErrPending: the processor's answer did not arrive in time. The attempt
+	// stays in flight and the server asks again by itself.
+	ErrPending = apperr.E(apperr.Unavailable, "the payment could not be confirmed yet: it is being checked, refresh in a moment")
 )
 
 // CardInput is the card form as the shopper typed it.
@@ -45,19 +48,6 @@ func (f FieldErrors) Error() string {
 	return "card fields: " + strings.Join(parts, ", ")
 }
 
-// Challenge tells the page to send the shopper to the issuer: post CReq to ACSURL.
-type Challenge struct {
-	ACSURL string
-	CReq   string
-}
-
-// Outcome is where an attempt stands after a step.
-type Outcome struct {
-	Session   Session
-	Payment   *Payment
-	Challenge *Challenge // set while the shopper must pass the bank's check
-}
-
 // parseCard checks every field and returns all refusals at once.
 func (svc *Service) parseCard(in CardInput) (vault.Card, card.CVV, error) {
 	var errs FieldErrors
@@ -71,7 +61,7 @@ func (svc *Service) parseCard(in CardInput) (vault.Card, card.CVV, error) {
 	add(err)
 	name, err := card.ParseName(in.Name)
 	add(err)
-	exp, err := card.ParseExpiry(in.ExpMonth, in.ExpYear, svc.Now())
+	exp, err := card.ParseExpiry(in.ExpMonth, in.ExpYear, svc.now())
 	add(err)
 	var cvv card.CVV
 	if pan.IsZero() {
@@ -100,273 +90,238 @@ func (svc *Service) checkOpen(s *Session, method string) error {
 		return ErrSessionComplete
 	case s.Status == SessionFailed:
 		return ErrSessionFailed
-	case s.Pending != nil:
+	case s.Live != nil:
 		return ErrInProgress
-	case s.StatusAt(svc.Now()) == SessionExpired:
+	case s.StatusAt(svc.now()) == SessionExpired:
 		return ErrSessionExpired
 	case !s.Allows(method):
+		return ErrMethodNotOffered
+	case method == MethodKaspi && svc.kaspi == nil:
 		return ErrMethodNotOffered
 	}
 	return nil
 }
 
-// limit counts a submission against the client's and the card's limits.
-func (svc *Service) limit(ctx context.Context, clientIP, cardKey string) error {
-	if err := svc.Counter.Hit(ctx, svc.Limits.Client, clientIP); err != nil {
-		return err
+// begin claims the session for a new attempt, before anything is sealed or
+// counted: of two submissions at once, one goes on and the other is refused
+// with ErrInProgress, having sealed and counted nothing.
+func (svc *Service) begin(ctx context.Context, st *State, method, stage string) (*Attempt, error) {
+	now := svc.now().UTC()
+	a := &Attempt{ID: vault.NewID("att_"), Method: method, Stage: stage, Started: now, Lease: svc.lease()}
+	st.Session.Live = a
+	if err := svc.repo.Save(ctx, st, Change{}); err != nil {
+		if errors.Is(err, ErrConflict) {
+			return nil, ErrInProgress
+		}
+		return nil, err
 	}
-	if cardKey == "" {
-		return nil
-	}
-	return svc.Counter.Hit(ctx, svc.Limits.Card, cardKey)
+	return a, nil
 }
 
-func (svc *Service) merchantName(ctx context.Context, id string) string {
-	if svc.Merchants == nil {
-		return ""
-	}
-	n, err := svc.Merchants.MerchantName(ctx, id)
-	if err != nil {
-		return ""
-	}
-	return n
-}
-
-// startPayment makes or reopens the session's payment for a new attempt.
-func (svc *Service) startPayment(l *loaded, method string) {
-	now := svc.Now().UTC()
-	if l.p == nil {
-		l.s.PaymentID = PaymentIDFor(l.s.ID)
-		l.p = &Payment{
-			ID: l.s.PaymentID, SessionID: l.s.ID, Merchant: l.s.Merchant, Amount: l.s.Amount,
-			Currency: l.s.Currency, Created: now, Refunds: []Refund{}, Attempts: []Attempt{},
+// startPayment makes or reopens the session's payment for the live attempt.
+func (svc *Service) startPayment(st *State) {
+	now := svc.now().UTC()
+	s, a := &st.Session, st.Session.Live
+	if st.Payment == nil {
+		st.Payment = &Payment{
+			ID: PaymentIDFor(s.ID), SessionID: s.ID, Merchant: s.Merchant, Amount: s.Amount,
+			Currency: s.Currency, Created: now,
 		}
 	}
-	l.p.Status, l.p.Method, l.p.Decline, l.p.ThreeDS, l.p.Card, l.p.Kaspi = StatusProcessing, method, nil, nil, nil, nil
+	p := st.Payment
+	p.Status, p.Method, p.Decline, p.ThreeDS, p.Card, p.KaspiQR = StatusProcessing, a.Method, nil, nil, a.Card, ""
 }
 
 // SubmitCard takes the card form: checks it field by field (refusals are not
-// attempts), applies the card-testing limits, puts the card in the vault, holds
-// the CVV sealed, and runs 3-D Secure and authorization.
+// attempts), claims the session, applies the card-testing limits, seals the
+// card in the vault and holds the security code sealed, then runs 3-D Secure
+// and authorization.
 func (svc *Service) SubmitCard(ctx context.Context, sessionID string, in CardInput, b threeds.Browser) (Outcome, error) {
-	l, err := svc.load(ctx, sessionID)
+	st, err := svc.load(ctx, sessionID)
 	if err != nil {
 		return Outcome{}, err
 	}
-	if err := svc.resumeStuck(ctx, l); err != nil {
-		return Outcome{}, err
-	}
-	if err := svc.checkOpen(&l.s, MethodCard); err != nil {
-		return svc.outcome(l), err
+	if err := svc.checkOpen(&st.Session, MethodCard); err != nil {
+		return outcome(st), err
 	}
 	c, cvv, err := svc.parseCard(in)
 	if err != nil {
-		return svc.outcome(l), err
+		return outcome(st), err
 	}
-	if err := svc.limit(ctx, b.IP, svc.Vault.CardKey(c.PAN)); err != nil {
-		return svc.outcome(l), err
-	}
-	info, err := svc.Vault.Tokenize(ctx, l.s.Merchant, c)
+	a, err := svc.begin(ctx, st, MethodCard, StageClaimed)
 	if err != nil {
-		return svc.outcome(l), err
+		return outcome(st), err
 	}
-	attempt := vault.NewID("att_")
-	now := svc.Now().UTC()
-	l.s.Pending = &Pending{AttemptID: attempt, Method: MethodCard, Stage: StageAuthenticating, Token: info.Token, Since: now}
-	svc.startPayment(l, MethodCard)
-	l.p.Card = &CardDetails{Token: info.Token, Brand: info.Brand, Last4: info.Last4, ExpMonth: info.ExpMonth, ExpYear: info.ExpYear, Fingerprint: info.Fingerprint}
-	cvvKey := vault.CVVKey(attempt, Group(l.s.ID))
-	hold := svc.Vault.SealCVV(l.s.Merchant, cvvKey, cvv, svc.Limits.CVVHold)
-	if err := svc.commit(ctx, l, []store.Op{hold}); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return Outcome{}, ErrInProgress // a double click: the first submission goes on
-		}
+	s := &st.Session
+	if err := svc.limiter.Submission(ctx, limit.Submission{Merchant: s.Merchant, ClientIP: b.IP, CardKey: svc.vault.CardKey(c.PAN)}); err != nil {
+		return svc.abandon(ctx, st, err)
+	}
+	info, err := svc.vault.Tokenize(ctx, s.Merchant, c)
+	if err != nil {
+		return svc.abandon(ctx, st, err)
+	}
+	a.Card = &Card{Token: info.Token, Brand: info.Brand, Last4: info.Last4, ExpMonth: info.ExpMonth, ExpYear: info.ExpYear, Fingerprint: info.Fingerprint}
+	a.Stage = StageAuthenticating
+	a.Lease = svc.lease()
+	svc.startPayment(st)
+	hold := Held{Kind: HeldCVV, Ref: a.ID, Sealed: svc.vault.SealHeld(HeldCVV, s.Merchant, a.ID, []byte(cvv.Digits())), TTL: svc.timing.CVVHold}
+	if err := svc.repo.Save(ctx, st, Change{Hold: []Held{hold}}); err != nil {
 		return Outcome{}, err
 	}
-
-	res, err := svc.ThreeDS.Authenticate(ctx, threeds.Request{
-		Merchant: l.s.Merchant, MerchantName: svc.merchantName(ctx, l.s.Merchant), Amount: l.s.Amount,
-		Currency: l.s.Currency, Token: info.Token, Brand: info.Brand, MaskedPAN: c.PAN.Mask(), Browser: b,
-		NotificationURL: strings.TrimRight(svc.PublicURL, "/") + "/pay/" + l.s.ID + "/3ds",
+	req := threeds.Request{
+		Merchant: s.Merchant, MerchantName: svc.merchantName(ctx, s.Merchant), Amount: s.Amount,
+		Currency: s.Currency, Token: info.Token, Brand: info.Brand, MaskedPAN: c.PAN.Mask(), Browser: b,
+		NotificationURL: svc.notifyURL(s.ID),
+	}
+	var res threeds.Result
+	err = svc.call(ctx, st, func(ctx context.Context) (err error) {
+		res, err = svc.threeDS.Authenticate(ctx, req)
+		return err
 	})
 	if err != nil {
 		// The issuer was not reached: not an attempt; the shopper may try again.
-		return svc.finish(ctx, l, attempt, processor.Result{Code: processor.Unavailable}, false)
+		return svc.finish(ctx, st, a.ID, processor.Result{Code: processor.Unavailable, NetworkCode: processor.NetworkCodes[processor.Unavailable]}, false)
 	}
-	return svc.afterAuthentication(ctx, l, attempt, res, false)
+	return svc.afterAuthentication(ctx, st, res, false)
 }
 
-// afterAuthentication goes on from a 3-D Secure result.
-func (svc *Service) afterAuthentication(ctx context.Context, l *loaded, attempt string, res threeds.Result, challenged bool) (Outcome, error) {
-	l.p.ThreeDS = &ThreeDSDetails{Version: res.Version, TransStatus: res.TransStatus, ECI: res.ECI, Challenged: challenged || res.TransStatus == threeds.Challenge, DSTransID: res.DSTransID, Reason: res.Reason}
+// afterAuthentication goes on from a 3-D Secure result; the caller holds the lease.
+func (svc *Service) afterAuthentication(ctx context.Context, st *State, res threeds.Result, challenged bool) (Outcome, error) {
+	a := st.Session.Live
+	a.ThreeDS = &ThreeDS{Version: res.Version, TransStatus: res.TransStatus, ECI: res.ECI, Challenged: challenged || res.TransStatus == threeds.Challenge, DSTransID: res.DSTransID, Reason: res.Reason}
+	st.Payment.ThreeDS = a.ThreeDS
 	switch {
 	case res.TransStatus == threeds.Challenge:
-		l.s.Pending.Stage, l.s.Pending.TransID, l.s.Pending.ACSURL, l.s.Pending.CReq = StageChallenge, res.TransID, res.ACSURL, res.CReq
-		l.p.Status = StatusRequiresAction
-		if err := svc.commit(ctx, l, nil); err != nil {
+		a.Stage = StageChallenge
+		a.Challenge = &Challenge{TransID: res.TransID, ACSURL: res.ACSURL, CReq: res.CReq}
+		a.Lease, a.Next = Lease{}, svc.now().UTC().Add(svc.timing.Challenge).Truncate(time.Millisecond)
+		st.Payment.Status = StatusRequiresAction
+		if err := svc.repo.Save(ctx, st, Change{}); err != nil {
 			return Outcome{}, err
 		}
-		return svc.outcome(l), nil
+		return outcome(st), nil
 	case res.Success():
-		l.s.Pending.Stage = StageAuthorizing
-		l.s.Pending.Auth = &processor.Authentication{Version: res.Version, TransStatus: res.TransStatus, ECI: res.ECI, AuthValue: res.AuthValue, DSTransID: res.DSTransID}
-		l.s.Pending.Since = svc.Now().UTC()
-		if err := svc.commit(ctx, l, nil); err != nil {
-			if errors.Is(err, store.ErrConflict) {
-				return Outcome{}, ErrStaleResult
+		a.Stage, a.Challenge, a.Lease = StageAuthorizing, nil, svc.lease()
+		st.Payment.Status = StatusProcessing
+		var hold []Held
+		if res.AuthValue != "" {
+			hold = append(hold, Held{Kind: HeldAuth, Ref: a.ID, Sealed: svc.vault.SealHeld(HeldAuth, st.Session.Merchant, a.ID, []byte(res.AuthValue)), TTL: svc.timing.CVVHold})
+		}
+		if err := svc.repo.Save(ctx, st, Change{Hold: hold}); err != nil {
+			if errors.Is(err, ErrConflict) {
+				return outcome(st), ErrStaleResult
 			}
 			return Outcome{}, err
 		}
-		return svc.authorize(ctx, l, true)
+		return svc.authorize(ctx, st)
+	case res.Abandoned:
+		// The shopper never answered the bank: not an attempt.
+		return svc.finish(ctx, st, a.ID, processor.Result{Code: processor.TryAgain}, false)
 	}
-	return svc.finish(ctx, l, attempt, processor.Result{Code: processor.AuthenticationFailed}, true)
+	return svc.finish(ctx, st, a.ID, processor.Result{Code: processor.AuthenticationFailed}, true)
 }
 
 // ChallengeReturn takes the shopper back from the issuer's page. The CRes
-// only names the transaction: the result is read from the 3-D Secure server.
-// A result for another attempt, or posted twice, changes nothing.
+// only names the transaction: the result is read from the 3-D Secure
+// server. A result for another attempt, or posted twice, changes nothing.
 func (svc *Service) ChallengeReturn(ctx context.Context, sessionID, rawCRes string) (Outcome, error) {
 	cres, err := threeds.DecodeCRes(rawCRes)
 	if err != nil {
 		return Outcome{}, apperr.Wrap(apperr.Invalid, err, "malformed challenge response")
 	}
-	l, err := svc.load(ctx, sessionID)
+	st, err := svc.load(ctx, sessionID)
 	if err != nil {
 		return Outcome{}, err
 	}
-	p := l.s.Pending
-	if p == nil || p.Stage != StageChallenge || p.TransID != cres.ThreeDSServerTransID {
-		return svc.outcome(l), ErrStaleResult
+	a := st.Session.Live
+	if a == nil || a.Stage != StageChallenge || a.Challenge == nil || a.Challenge.TransID != cres.ThreeDSServerTransID {
+		return outcome(st), ErrStaleResult
 	}
-	res, err := svc.ThreeDS.Outcome(ctx, p.TransID)
-	if err != nil {
-		return svc.outcome(l), err
+	if a.Lease.HeldAt(svc.now()) {
+		return outcome(st), ErrInProgress // the reconciler is on it right now
 	}
-	if res.TransStatus == threeds.Challenge {
-		return svc.outcome(l), ErrChallengeOpen
+	if err := svc.claim(ctx, st); err != nil {
+		if errors.Is(err, ErrConflict) {
+			return outcome(st), ErrStaleResult
+		}
+		return Outcome{}, err
 	}
-	return svc.afterAuthentication(ctx, l, p.AttemptID, res, true)
+	return svc.challengeResult(ctx, st, false)
 }
 
-// authorize takes the held CVV (gone afterwards whatever happens) and asks
-// the processor. The session must be at stage authorizing, committed.
-func (svc *Service) authorize(ctx context.Context, l *loaded, withCVV bool) (Outcome, error) {
-	p := l.s.Pending
+// challengeResult asks the 3-D Secure server how the live challenge ended
+// and goes on from there; the caller holds the lease. While the challenge is
+// open it lets the lease go, and past the security code's hold it ends the
+// attempt as abandoned (not counted).
+func (svc *Service) challengeResult(ctx context.Context, st *State, patient bool) (Outcome, error) {
+	a := st.Session.Live
+	var res threeds.Result
+	err := svc.call(ctx, st, func(ctx context.Context) (err error) {
+		res, err = svc.threeDS.Outcome(ctx, a.Challenge.TransID)
+		return err
+	})
+	if err == nil && res.TransStatus != threeds.Challenge {
+		return svc.afterAuthentication(ctx, st, res, true)
+	}
+	now := svc.now().UTC()
+	if now.Sub(a.Started) >= svc.timing.CVVHold {
+		return svc.finish(ctx, st, a.ID, processor.Result{Code: processor.TryAgain}, false)
+	}
+	if rerr := svc.release(ctx, st, now.Add(svc.timing.Challenge)); rerr != nil {
+		return Outcome{}, rerr
+	}
+	if err != nil {
+		return outcome(st), apperr.Wrap(apperr.Unavailable, err, "the bank's answer could not be read")
+	}
+	if patient {
+		return outcome(st), nil
+	}
+	return outcome(st), ErrChallengeOpen
+}
+
+// authorize takes the held security code and authentication value (gone
+// afterwards whatever happens) and asks the processor; the caller holds the
+// lease and the attempt is at stage authorizing.
+func (svc *Service) authorize(ctx context.Context, st *State) (Outcome, error) {
+	s, a := &st.Session, st.Session.Live
+	sealed, err := svc.repo.Take(ctx, s.ID, HeldCVV, a.ID)
+	if errors.Is(err, ErrHeldGone) {
+		return svc.finish(ctx, st, a.ID, processor.Result{Code: processor.TryAgain}, false)
+	}
+	if err != nil {
+		return Outcome{}, err
+	}
+	plain, err := svc.vault.OpenHeld(ctx, HeldCVV, s.Merchant, a.ID, sealed)
+	if err != nil {
+		return Outcome{}, err
+	}
+	cvv := card.NewCVV(string(plain))
+	clear(plain)
+	auth := &processor.Authentication{}
+	if t := a.ThreeDS; t != nil {
+		auth = &processor.Authentication{Version: t.Version, TransStatus: t.TransStatus, ECI: t.ECI, DSTransID: t.DSTransID}
+	}
+	if sealed, err := svc.repo.Take(ctx, s.ID, HeldAuth, a.ID); err == nil {
+		if v, err := svc.vault.OpenHeld(ctx, HeldAuth, s.Merchant, a.ID, sealed); err == nil {
+			auth.AuthValue = string(v)
+		}
+	}
 	req := processor.AuthorizeRequest{
-		ID: p.AttemptID, Merchant: l.s.Merchant, Token: p.Token, Amount: l.s.Amount,
-		Currency: l.s.Currency, Reference: l.s.Reference, ThreeDS: p.Auth,
+		ID: a.ID, Merchant: s.Merchant, Token: a.Card.Token, CVV: cvv, Amount: s.Amount,
+		Currency: s.Currency, Reference: s.Reference, ThreeDS: auth,
 	}
-	if withCVV {
-		cvv, err := svc.Vault.TakeCVV(ctx, l.s.Merchant, vault.CVVKey(p.AttemptID, Group(l.s.ID)))
-		if errors.Is(err, vault.ErrCVVGone) {
-			return svc.finish(ctx, l, p.AttemptID, processor.Result{Code: processor.TryAgain}, false)
-		}
-		if err != nil {
-			return Outcome{}, err
-		}
-		req.CVV = cvv
-	}
-	res, err := svc.Processor.Authorize(ctx, req)
+	var res processor.Result
+	err = svc.call(ctx, st, func(ctx context.Context) (err error) {
+		res, err = svc.processor.Authorize(ctx, req)
+		return err
+	})
 	if err != nil {
-		// The answer is unknown: the attempt stays authorizing, and is resumed
-		// with the same ID (the processor's idempotency key) on the next look.
-		return svc.outcome(l), apperr.Wrap(apperr.Unavailable, err, "the payment could not be confirmed yet: refresh in a moment")
+		// The answer is unknown: the attempt stays authorizing, and the
+		// reconciler asks again under the same ID.
+		if rerr := svc.release(ctx, st, svc.now().Add(svc.timing.AskAgain[0])); rerr != nil {
+			return Outcome{}, rerr
+		}
+		return outcome(st), apperr.Wrap(apperr.Unavailable, err, "%s", ErrPending.Message)
 	}
-	return svc.finish(ctx, l, p.AttemptID, res, res.Code != processor.TryAgain)
-}
-
-// finish writes an attempt's end: the payment succeeds, or the decline is
-// recorded (and counted when it reached the issuer or processor); a CVV
-// still held for the attempt is deleted in the same commit.
-func (svc *Service) finish(ctx context.Context, l *loaded, attempt string, res processor.Result, counted bool) (Outcome, error) {
-	for {
-		if l.s.Pending == nil || l.s.Pending.AttemptID != attempt {
-			return svc.outcome(l), nil // finished elsewhere
-		}
-		method := l.s.Pending.Method
-		now := svc.Now().UTC()
-		a := Attempt{ID: attempt, Method: method, Time: now, Outcome: "succeeded"}
-		if l.p.Card != nil {
-			a.Last4, a.Brand = l.p.Card.Last4, string(l.p.Card.Brand)
-		}
-		var events []Event
-		l.s.Pending = nil
-		if res.Approved {
-			l.s.Status, l.s.LastDecline = SessionComplete, nil
-			l.p.Status, l.p.AuthCode, l.p.ProcessorRef, l.p.Decline = StatusSucceeded, res.AuthCode, res.Reference, nil
-		} else {
-			a.Outcome = res.Code
-			d := &Decline{Code: res.Code, NetworkCode: res.NetworkCode, Message: DeclineMessage(res.Code)}
-			l.s.LastDecline = d
-			l.p.Status, l.p.Decline = StatusFailed, d
-			if counted {
-				l.s.Attempts++
-				if l.s.Attempts >= l.s.MaxAttempts {
-					l.s.Status = SessionFailed
-				}
-			}
-		}
-		if counted || res.Approved {
-			l.p.Attempts = append(l.p.Attempts, a)
-			typ := EventPaymentSucceeded
-			if !res.Approved {
-				typ = EventPaymentFailed
-			}
-			events = append(events, svc.event(typ, l.s.Merchant, l.p))
-		}
-		// The attempt's CVV goes in the same step, whatever the outcome (it
-		// is gone already when authorization took it).
-		extra := []store.Op{store.Delete(vault.CVVKey(attempt, Group(l.s.ID)))}
-		if l.s.Status != SessionOpen {
-			extra = append(extra, store.Delete(openKey(l.s.ID)))
-		}
-		err := svc.commit(ctx, l, extra, events...)
-		if err == nil {
-			if svc.OnAttempt != nil {
-				svc.OnAttempt(method, a.Outcome)
-			}
-			return svc.outcome(l), nil
-		}
-		if !errors.Is(err, store.ErrConflict) {
-			return Outcome{}, err
-		}
-		fresh, lerr := svc.load(ctx, l.s.ID)
-		if lerr != nil {
-			return Outcome{}, lerr
-		}
-		*l = *fresh
-	}
-}
-
-func (svc *Service) outcome(l *loaded) Outcome {
-	o := Outcome{Session: l.s, Payment: l.p}
-	if p := l.s.Pending; p != nil && p.Stage == StageChallenge {
-		o.Challenge = &Challenge{ACSURL: p.ACSURL, CReq: p.CReq}
-	}
-	return o
-}
-
-// resumeStuck finishes an attempt that a crash or an outage left in flight:
-// authorization is asked again under the same ID (the processor answers as
-// it did, or says it never saw it); an authentication or challenge that
-// outlived the CVV hold ends without counting.
-func (svc *Service) resumeStuck(ctx context.Context, l *loaded) error {
-	p := l.s.Pending
-	if p == nil || svc.Now().Sub(p.Since) < svc.Limits.StuckAfter {
-		return nil
-	}
-	var err error
-	switch p.Stage {
-	case StageAuthorizing:
-		_, err = svc.authorize(ctx, l, false)
-	case StageAuthenticating:
-		_, err = svc.finish(ctx, l, p.AttemptID, processor.Result{Code: processor.TryAgain}, false)
-	case StageChallenge:
-		if svc.Now().Sub(p.Since) > svc.Limits.CVVHold {
-			_, err = svc.finish(ctx, l, p.AttemptID, processor.Result{Code: processor.TryAgain}, false)
-		}
-	case StageKaspi:
-		err = svc.pollKaspi(ctx, l)
-	}
-	return err
+	return svc.finish(ctx, st, a.ID, res, res.Code != processor.TryAgain)
 }

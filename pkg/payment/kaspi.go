@@ -2,15 +2,17 @@ package payment
 
 import (
 	"context"
+	"errors"
 	"time"
 
+	"github.com/paypage/paypage/pkg/limit"
 	"github.com/paypage/paypage/pkg/processor"
-	"github.com/paypage/paypage/pkg/vault"
 )
 
 // KaspiRequest asks Kaspi for a QR payment.
 type KaspiRequest struct {
 	ID           string // our attempt ID: the idempotency key
+	ExternalID   string // our session ID, which Kaspi's notifications carry back
 	Merchant     string
 	MerchantName string
 	Amount       int64 // minor units of KZT
@@ -51,118 +53,130 @@ type Kaspi interface {
 	Refund(ctx context.Context, r processor.RefundRequest) (processor.RefundResult, error)
 }
 
-// QR codes live this long; the page counts down to it.
-const kaspiQRTTL = 5 * time.Minute
-
-// StartKaspi shows a Kaspi QR for the session: the pending one while Kaspi
-// waits for it, else a new one. When the pending one has just ended, it
-// returns without a QR, so that the page shows how it ended.
+// StartKaspi shows a Kaspi QR for the session: the one in flight while Kaspi
+// waits for it, else a new one. The page starts it with a POST.
 func (svc *Service) StartKaspi(ctx context.Context, sessionID, clientIP string) (Outcome, error) {
-	l, err := svc.load(ctx, sessionID)
+	st, err := svc.load(ctx, sessionID)
 	if err != nil {
 		return Outcome{}, err
 	}
-	waiting := l.s.Pending != nil && l.s.Pending.Stage == StageKaspi
-	if err := svc.pollKaspi(ctx, l); err != nil {
-		return Outcome{}, err
+	if a := st.Session.Live; a != nil && a.Method == MethodKaspi {
+		return outcome(st), nil
 	}
-	if waiting {
-		// Still waiting: the same QR. Just finished: the shopper sees the outcome first.
-		return svc.outcome(l), nil
+	if err := svc.checkOpen(&st.Session, MethodKaspi); err != nil {
+		return outcome(st), err
 	}
-	if svc.Kaspi == nil {
-		return svc.outcome(l), ErrMethodNotOffered
+	if _, err := svc.begin(ctx, st, MethodKaspi, StageKaspiStarting); err != nil {
+		return outcome(st), err
 	}
-	if err := svc.checkOpen(&l.s, MethodKaspi); err != nil {
-		return svc.outcome(l), err
+	if err := svc.limiter.Submission(ctx, limit.Submission{Merchant: st.Session.Merchant, ClientIP: clientIP}); err != nil {
+		return svc.abandon(ctx, st, err)
 	}
-	if err := svc.limit(ctx, clientIP, ""); err != nil {
-		return svc.outcome(l), err
+	return svc.createQR(ctx, st)
+}
+
+// createQR asks Kaspi for the live attempt's QR (the attempt ID makes asking
+// twice make one QR) and waits for the shopper's app; the caller holds the lease.
+func (svc *Service) createQR(ctx context.Context, st *State) (Outcome, error) {
+	s, a := &st.Session, st.Session.Live
+	now := svc.now().UTC()
+	expires := now.Add(svc.timing.KaspiQR)
+	if expires.After(s.ExpiresAt) {
+		expires = s.ExpiresAt
 	}
-	attempt := vault.NewID("att_")
-	now := svc.Now().UTC()
-	expires := now.Add(kaspiQRTTL)
-	if expires.After(l.s.ExpiresAt) {
-		expires = l.s.ExpiresAt
-	}
-	qr, err := svc.Kaspi.CreateQR(ctx, KaspiRequest{
-		ID: attempt, Merchant: l.s.Merchant, MerchantName: svc.merchantName(ctx, l.s.Merchant),
-		Amount: l.s.Amount, Reference: l.s.Reference, ExpiresAt: expires,
+	var qr KaspiQR
+	err := svc.call(ctx, st, func(ctx context.Context) (err error) {
+		qr, err = svc.kaspi.CreateQR(ctx, KaspiRequest{
+			ID: a.ID, ExternalID: s.ID, Merchant: s.Merchant, MerchantName: svc.merchantName(ctx, s.Merchant),
+			Amount: s.Amount, Reference: s.Reference, ExpiresAt: expires,
+		})
+		return err
 	})
 	if err != nil {
-		return svc.outcome(l), err
+		// Kaspi may have made it: the reconciler asks again under the same ID.
+		if rerr := svc.release(ctx, st, now.Add(svc.timing.KaspiPoll)); rerr != nil {
+			return Outcome{}, rerr
+		}
+		return outcome(st), ErrPending
 	}
-	l.s.Pending = &Pending{AttemptID: attempt, Method: MethodKaspi, Stage: StageKaspi, Since: now, QRID: qr.ID, QRPayload: qr.Payload, QRExpires: qr.ExpiresAt}
-	svc.startPayment(l, MethodKaspi)
-	l.p.Status = StatusRequiresAction
-	l.p.Kaspi = &KaspiDetails{QRID: qr.ID}
-	if err := svc.commit(ctx, l, nil); err != nil {
-		_, _ = svc.Kaspi.Cancel(ctx, qr.ID)
-		return Outcome{}, ErrInProgress
-	}
-	return svc.outcome(l), nil
-}
-
-// PollKaspi checks the pending QR payment and finishes the attempt when Kaspi
-// has an answer. The page calls it as it polls.
-func (svc *Service) PollKaspi(ctx context.Context, sessionID string) (Outcome, error) {
-	l, err := svc.load(ctx, sessionID)
-	if err != nil {
+	a.Stage, a.QR = StageKaspi, &QR{ID: qr.ID, Payload: qr.Payload, ExpiresAt: qr.ExpiresAt.UTC()}
+	a.Lease, a.Next = Lease{}, now.Add(svc.timing.KaspiPoll).Truncate(time.Millisecond)
+	svc.startPayment(st)
+	st.Payment.Status, st.Payment.KaspiQR = StatusRequiresAction, qr.ID
+	if err := svc.repo.Save(ctx, st, Change{}); err != nil {
 		return Outcome{}, err
 	}
-	if err := svc.pollKaspi(ctx, l); err != nil {
-		return Outcome{}, err
-	}
-	return svc.outcome(l), nil
+	return outcome(st), nil
 }
 
-// CancelKaspi gives up the pending QR (the shopper chose to pay by card).
+// CancelKaspi gives up the QR in flight (the shopper chose to pay by card, or
+// asked for a new QR). A QR paid first stays paid.
 func (svc *Service) CancelKaspi(ctx context.Context, sessionID string) (Outcome, error) {
-	l, err := svc.load(ctx, sessionID)
+	return svc.kaspiStep(ctx, sessionID, "", true)
+}
+
+// KaspiNotified takes Kaspi's notification that a QR was paid or declined.
+// The notification only names the QR: its status is read from Kaspi.
+func (svc *Service) KaspiNotified(ctx context.Context, sessionID, qrID string) (Outcome, error) {
+	return svc.kaspiStep(ctx, sessionID, qrID, false)
+}
+
+func (svc *Service) kaspiStep(ctx context.Context, sessionID, qrID string, cancel bool) (Outcome, error) {
+	st, err := svc.load(ctx, sessionID)
 	if err != nil {
 		return Outcome{}, err
 	}
-	p := l.s.Pending
-	if p == nil || p.Stage != StageKaspi {
-		return svc.outcome(l), nil
+	a := st.Session.Live
+	if a == nil || a.Stage != StageKaspi || (qrID != "" && a.QR.ID != qrID) {
+		return outcome(st), ErrStaleResult
 	}
-	st, err := svc.Kaspi.Cancel(ctx, p.QRID)
-	if err != nil {
-		return svc.outcome(l), err
+	if a.Lease.HeldAt(svc.now()) {
+		return outcome(st), ErrInProgress
 	}
-	return svc.kaspiResult(ctx, l, st)
+	if err := svc.claim(ctx, st); err != nil {
+		if errors.Is(err, ErrConflict) {
+			return outcome(st), ErrInProgress
+		}
+		return Outcome{}, err
+	}
+	return svc.kaspiResult(ctx, st, cancel)
 }
 
-func (svc *Service) pollKaspi(ctx context.Context, l *loaded) error {
-	p := l.s.Pending
-	if p == nil || p.Stage != StageKaspi || svc.Kaspi == nil {
-		return nil
-	}
-	st, err := svc.Kaspi.Status(ctx, p.QRID)
-	if err != nil {
-		return err
-	}
-	if st.Status == KaspiPending && !svc.Now().Before(p.QRExpires) {
-		if st, err = svc.Kaspi.Cancel(ctx, p.QRID); err != nil {
+// kaspiResult reads the live QR's status (cancelling it first when asked to,
+// or when its time is up) and ends the attempt when Kaspi has an answer; the
+// caller holds the lease.
+func (svc *Service) kaspiResult(ctx context.Context, st *State, cancel bool) (Outcome, error) {
+	a := st.Session.Live
+	now := svc.now().UTC()
+	var ks KaspiStatus
+	err := svc.call(ctx, st, func(ctx context.Context) (err error) {
+		if cancel || !now.Before(a.QR.ExpiresAt) {
+			ks, err = svc.kaspi.Cancel(ctx, a.QR.ID)
 			return err
 		}
+		ks, err = svc.kaspi.Status(ctx, a.QR.ID)
+		if err == nil && ks.Status == KaspiPending && !now.Before(a.QR.ExpiresAt) {
+			ks, err = svc.kaspi.Cancel(ctx, a.QR.ID)
+		}
+		return err
+	})
+	if err != nil {
+		if rerr := svc.release(ctx, st, now.Add(svc.timing.KaspiPoll)); rerr != nil {
+			return Outcome{}, rerr
+		}
+		return outcome(st), ErrPending
 	}
-	_, err = svc.kaspiResult(ctx, l, st)
-	return err
-}
-
-// kaspiResult finishes a Kaspi attempt from its status.
-func (svc *Service) kaspiResult(ctx context.Context, l *loaded, st KaspiStatus) (Outcome, error) {
-	p := l.s.Pending
-	switch st.Status {
+	switch ks.Status {
 	case KaspiPaid:
-		l.p.Kaspi.Reference = st.Reference
-		return svc.finish(ctx, l, p.AttemptID, processor.Result{Approved: true, Reference: st.Reference}, true)
+		return svc.finish(ctx, st, a.ID, processor.Result{Approved: true, Reference: ks.Reference}, true)
 	case KaspiDeclined:
-		return svc.finish(ctx, l, p.AttemptID, processor.Result{Code: st.Code, NetworkCode: processor.NetworkCodes[st.Code]}, true)
+		return svc.finish(ctx, st, a.ID, processor.Result{Code: ks.Code, NetworkCode: processor.NetworkCodes[ks.Code]}, true)
 	case KaspiExpired, KaspiCancelled:
 		// Nobody paid: not an attempt. The shopper may show a new QR or use a card.
-		return svc.finish(ctx, l, p.AttemptID, processor.Result{Code: "qr_expired"}, false)
+		return svc.finish(ctx, st, a.ID, processor.Result{Code: processor.QRExpired}, false)
 	}
-	return svc.outcome(l), nil
+	if err := svc.release(ctx, st, now.Add(svc.timing.KaspiPoll)); err != nil {
+		return Outcome{}, err
+	}
+	return outcome(st), nil
 }

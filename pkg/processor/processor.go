@@ -6,6 +6,7 @@ package processor
 import (
 	"context"
 
+	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/card"
 )
 
@@ -56,11 +57,38 @@ type RefundResult struct {
 	Reference string `json:"reference,omitempty"`
 }
 
-// Processor authorizes and refunds. Both calls are idempotent by request ID.
+// VoidRequest cancels an authorization (a reversal), by the authorization's
+// request ID: an approval that came too late, or one whose answer never came.
+type VoidRequest struct {
+	ID        string // the authorization's request ID (our attempt ID)
+	Reference string // the authorization's Reference, when known
+	Amount    int64
+	Currency  string
+}
+
+// VoidResult is the processor's answer to a void.
+type VoidResult struct {
+	// Voided reports that an approval was reversed; false means the
+	// processor holds no approval under the ID (and, having recorded the
+	// void, will approve none later).
+	Voided bool `json:"voided"`
+}
+
+// Processor authorizes, voids and refunds. Every call is idempotent by its
+// request ID.
 type Processor interface {
 	Authorize(ctx context.Context, r AuthorizeRequest) (Result, error)
+	// Inquire asks again for the answer to an authorization by its request
+	// ID, as the processor gave it (or gives it now). ErrUnknown when the
+	// processor has no final answer under the ID: it never saw it, or is
+	// still deciding. That is an unknown, never a decline.
+	Inquire(ctx context.Context, id string) (Result, error)
+	Void(ctx context.Context, r VoidRequest) (VoidResult, error)
 	Refund(ctx context.Context, r RefundRequest) (RefundResult, error)
 }
+
+// ErrUnknown is Inquire's answer when the processor has no final answer.
+var ErrUnknown = apperr.E(apperr.Unavailable, "the processor has no answer for this authorization yet")
 
 // Decline codes: our stable names, beside the ISO 8583 codes.
 const (
@@ -74,6 +102,7 @@ const (
 	InvalidCard          = "invalid_card"
 	TryAgain             = "try_again" // the attempt could not finish (its security code expired); nothing charged
 	LimitExceeded        = "attempts_exceeded"
+	QRExpired            = "qr_expired" // a Kaspi QR that nobody paid in time; nothing charged
 )
 
 // NetworkCodes maps our codes to ISO 8583 response codes.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"time"
 
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/audit"
@@ -39,48 +40,97 @@ var SandboxNumbers = []string{
 	"4242424242424242", "4000000000003220", "5555555555554444", "2223003122003222",
 	"378282246310005", "3530111333300000", "2200000000000004", "4000000000000002",
 	"4000000000009995", "4000000000000069", "4000000000000127", "4000000000000044",
-	"4000000000000119", "4000000000000051",
+	"4000000000000119", "4000000000000051", "4000000000000259", "4000000000000267",
 }
+
+// Sandbox cards with faults of the way to the processor.
+const (
+	// SandboxLostAnswer approves, but the first answer is lost on the way:
+	// the processor has the approval, the caller does not.
+	SandboxLostAnswer = "4000000000000259"
+	// SandboxSlow approves after SlowDelay, past any caller's deadline.
+	SandboxSlow = "4000000000000267"
+)
+
+// SlowDelay is how long the sandbox takes to decide for SandboxSlow.
+const SlowDelay = 40 * time.Second
+
+// VoidedCode is the code an authorization carries once voided.
+const VoidedCode = "voided"
+
+// errAnswerLost is what the caller gets when the sandbox loses its answer.
+var errAnswerLost = errors.New("sandbox processor: connection reset before the answer arrived")
 
 // Sandbox is a processor that runs inside paypage and decides by card number.
 // It keeps its authorizations in the store, so a repeated request ID gets the
-// first answer and a refund can never exceed what was captured.
+// first answer, a void is remembered even before the authorization it names,
+// and a refund can never exceed what was captured.
 type Sandbox struct {
 	store store.Store
 	cards Cards
 	audit *audit.Log
+	// Now is the sandbox's clock (a slow decision waits for it).
+	Now func() time.Time
 }
 
 var _ Processor = (*Sandbox)(nil)
 
 // NewSandbox returns the sandbox processor.
 func NewSandbox(s store.Store, c Cards, a *audit.Log) *Sandbox {
-	return &Sandbox{store: s, cards: c, audit: a}
+	return &Sandbox{store: s, cards: c, audit: a, Now: time.Now}
 }
 
 type sandboxAuth struct {
-	Result   Result `json:"result"`
-	Amount   int64  `json:"amount"`
-	Refunded int64  `json:"refunded"`
-	Token    string `json:"token"`
+	Result   Result    `json:"result"`
+	Amount   int64     `json:"amount"`
+	Refunded int64     `json:"refunded"`
+	Token    string    `json:"token"`
+	DecideAt time.Time `json:"decide_at,omitzero"` // a slow decision is final only then
+	Voided   bool      `json:"voided,omitempty"`
+	// VoidedApproval: the void reversed an approval.
+	VoidedApproval bool `json:"voided_approval,omitempty"`
 }
 
 func authKey(ref string) store.Key { return store.K("sbx_auth", ref) }
 
+func refOf(id string) string { return "sbx_" + strings.TrimPrefix(id, "att_") }
+
+func (s *Sandbox) load(ctx context.Context, ref string) (sandboxAuth, int64, error) {
+	rec, err := s.store.Get(ctx, authKey(ref))
+	if err != nil {
+		return sandboxAuth{}, 0, err
+	}
+	var a sandboxAuth
+	if err := json.Unmarshal(rec.Value, &a); err != nil {
+		return sandboxAuth{}, 0, err
+	}
+	return a, rec.Version, nil
+}
+
+// wait blocks until the sandbox's clock reaches t, or ctx ends.
+func (s *Sandbox) wait(ctx context.Context, t time.Time) error {
+	for s.Now().Before(t) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(100*time.Millisecond, t.Sub(s.Now()))):
+		}
+	}
+	return nil
+}
+
 // Authorize decides by the card's number; the request ID makes it idempotent.
 func (s *Sandbox) Authorize(ctx context.Context, r AuthorizeRequest) (Result, error) {
-	ref := "sbx_" + strings.TrimPrefix(r.ID, "att_")
-	if prev, err := s.store.Get(ctx, authKey(ref)); err == nil {
-		var a sandboxAuth
-		if json.Unmarshal(prev.Value, &a) == nil {
-			return a.Result, nil
+	ref := refOf(r.ID)
+	a, _, err := s.load(ctx, ref)
+	switch {
+	case err == nil:
+		if err := s.wait(ctx, a.DecideAt); err != nil {
+			return Result{}, err
 		}
-	} else if !errors.Is(err, store.ErrNotFound) {
+		return s.Inquire(ctx, r.ID)
+	case !errors.Is(err, store.ErrNotFound):
 		return Result{}, err
-	}
-	if r.CVV.IsZero() {
-		// A resumed attempt this processor never saw: nothing was charged.
-		return Result{Code: Unavailable, NetworkCode: NetworkCodes[Unavailable]}, nil
 	}
 	c, info, err := s.cards.Lookup(ctx, r.Token)
 	outcome := audit.Success
@@ -109,13 +159,74 @@ func (s *Sandbox) Authorize(ctx context.Context, r AuthorizeRequest) (Result, er
 		res.Reference = "" // a processor that is down keeps nothing
 		return res, nil
 	}
-	b, _ := json.Marshal(sandboxAuth{Result: res, Amount: r.Amount, Token: r.Token})
+	rec := sandboxAuth{Result: res, Amount: r.Amount, Token: r.Token}
+	if c.PAN.Digits() == SandboxSlow {
+		rec.DecideAt = s.Now().Add(SlowDelay).UTC()
+	}
+	b, _ := json.Marshal(rec)
 	if err := s.store.Commit(ctx, store.Create(authKey(ref), b, 0)); errors.Is(err, store.ErrConflict) {
-		return s.Authorize(ctx, r) // a concurrent twin won: answer as it did
+		return s.Authorize(ctx, r) // a concurrent twin (or a void) came first: answer as it did
 	} else if err != nil {
 		return Result{}, err
 	}
-	return res, nil
+	if c.PAN.Digits() == SandboxLostAnswer {
+		return Result{}, errAnswerLost
+	}
+	if err := s.wait(ctx, rec.DecideAt); err != nil {
+		return Result{}, err
+	}
+	return s.Inquire(ctx, r.ID)
+}
+
+// Inquire answers as Authorize did (or does now); ErrUnknown when it never
+// saw the ID, or is still deciding.
+func (s *Sandbox) Inquire(ctx context.Context, id string) (Result, error) {
+	a, _, err := s.load(ctx, refOf(id))
+	if errors.Is(err, store.ErrNotFound) {
+		return Result{}, ErrUnknown
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	if s.Now().Before(a.DecideAt) {
+		return Result{}, ErrUnknown
+	}
+	return a.Result, nil
+}
+
+// Void reverses an authorization. A void for an ID the sandbox never saw, or
+// is still deciding, is remembered: that authorization will not be approved.
+func (s *Sandbox) Void(ctx context.Context, r VoidRequest) (VoidResult, error) {
+	ref := refOf(r.ID)
+	for {
+		a, ver, err := s.load(ctx, ref)
+		if errors.Is(err, store.ErrNotFound) {
+			b, _ := json.Marshal(sandboxAuth{Result: Result{Code: VoidedCode}, Voided: true})
+			err = s.store.Commit(ctx, store.Create(authKey(ref), b, 0))
+			if errors.Is(err, store.ErrConflict) {
+				continue
+			}
+			return VoidResult{}, err
+		}
+		if err != nil {
+			return VoidResult{}, err
+		}
+		if a.Voided {
+			return VoidResult{Voided: a.VoidedApproval}, nil
+		}
+		decided := !s.Now().Before(a.DecideAt)
+		a.VoidedApproval = decided && a.Result.Approved
+		a.Voided, a.Result = true, Result{Code: VoidedCode, Reference: a.Result.Reference}
+		b, _ := json.Marshal(a)
+		err = s.store.Commit(ctx, store.Update(authKey(ref), b, ver))
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return VoidResult{}, err
+		}
+		return VoidResult{Voided: a.VoidedApproval}, nil
+	}
 }
 
 // Refund returns money to the authorization's card; never more than captured.

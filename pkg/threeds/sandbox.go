@@ -35,9 +35,11 @@ var SandboxStatus = map[string]string{
 }
 
 // Cards is what the sandbox issuer needs of the vault: it plays the bank,
-// which knows its own cards.
+// which knows its own cards, and keeps its authentication values sealed.
 type Cards interface {
 	Lookup(ctx context.Context, token string) (vault.Card, vault.Info, error)
+	SealSecret(purpose string, plain []byte) []byte
+	OpenSecret(ctx context.Context, purpose string, sealed []byte) ([]byte, error)
 }
 
 // Sandbox is a built-in issuer access control server (ACS) with its
@@ -76,8 +78,11 @@ type Transaction struct {
 	Resends         int        `json:"resends"`
 	Expires         time.Time  `json:"expires"`
 	ECI             string     `json:"eci,omitempty"`
-	AuthValue       string     `json:"auth_value,omitempty"`
-	DSTransID       string     `json:"ds_trans_id"`
+	// AuthValue is the authentication value (CAVV/AAV), sealed.
+	AuthValue []byte `json:"auth_value_sealed,omitempty"`
+	DSTransID string `json:"ds_trans_id"`
+	// TimedOut: the challenge ended because nobody answered in time.
+	TimedOut bool `json:"timed_out,omitempty"`
 }
 
 // Programme is the brand's 3-D Secure name as the bank page shows it.
@@ -94,11 +99,14 @@ func txKey(id string) store.Key { return store.K("acs_tx", id) }
 // ErrUnknownTransaction is returned for a transaction ID the sandbox never issued.
 var ErrUnknownTransaction = apperr.E(apperr.NotFound, "unknown 3-D Secure transaction")
 
-func newAuthValue() string {
+// newAuthValue makes an authentication value for t, sealed for its record.
+func (s *Sandbox) newAuthValue(t *Transaction) {
 	b := make([]byte, 20)
 	_, _ = rand.Read(b)
-	return base64.StdEncoding.EncodeToString(b)
+	t.AuthValue = s.cards.SealSecret(authPurpose(t.ID), []byte(base64.StdEncoding.EncodeToString(b)))
 }
+
+func authPurpose(id string) string { return "acs-auth|" + id }
 
 // Authenticate answers by the sandbox table.
 func (s *Sandbox) Authenticate(ctx context.Context, r Request) (Result, error) {
@@ -123,12 +131,16 @@ func (s *Sandbox) Authenticate(ctx context.Context, r Request) (Result, error) {
 		t.Reason = "card authentication failed"
 	}
 	if status == Authenticated {
-		t.ECI, t.AuthValue = ECI(info.Brand, status), newAuthValue()
+		t.ECI = ECI(info.Brand, status)
+		s.newAuthValue(&t)
 	}
 	if err := s.save(ctx, t, 0); err != nil {
 		return Result{}, err
 	}
-	res := t.result()
+	res, err := s.result(ctx, t)
+	if err != nil {
+		return Result{}, err
+	}
 	if status == Challenge {
 		res.ACSURL = s.ACSURL(t.ID)
 		res.CReq = Encode(CReq{ThreeDSServerTransID: t.ID, ACSTransID: t.ACSTransID, ChallengeWindowSize: "05", MessageType: "CReq", MessageVersion: sandboxVersion})
@@ -136,12 +148,20 @@ func (s *Sandbox) Authenticate(ctx context.Context, r Request) (Result, error) {
 	return res, nil
 }
 
-func (t Transaction) result() Result {
+func (s *Sandbox) result(ctx context.Context, t Transaction) (Result, error) {
 	eci := t.ECI
 	if eci == "" && t.Status != Challenge {
 		eci = ECI(t.Brand, t.Status)
 	}
-	return Result{TransID: t.ID, TransStatus: t.Status, ECI: eci, AuthValue: t.AuthValue, DSTransID: t.DSTransID, Version: sandboxVersion, Reason: t.Reason}
+	r := Result{TransID: t.ID, TransStatus: t.Status, ECI: eci, DSTransID: t.DSTransID, Version: sandboxVersion, Reason: t.Reason, Abandoned: t.TimedOut}
+	if len(t.AuthValue) > 0 {
+		v, err := s.cards.OpenSecret(ctx, authPurpose(t.ID), t.AuthValue)
+		if err != nil {
+			return Result{}, err
+		}
+		r.AuthValue = string(v)
+	}
+	return r, nil
 }
 
 func (s *Sandbox) save(ctx context.Context, t Transaction, version int64) error {
@@ -149,7 +169,8 @@ func (s *Sandbox) save(ctx context.Context, t Transaction, version int64) error 
 	return s.store.Commit(ctx, store.Op{Key: txKey(t.ID), Value: b, IfVersion: version, TTL: 24 * time.Hour})
 }
 
-// Transaction reads a transaction, closing it as failed when its time ran out.
+// Transaction reads a transaction; one whose time ran out reads as failed
+// (timed out). It only reads.
 func (s *Sandbox) Transaction(ctx context.Context, id string) (Transaction, int64, error) {
 	if !vault.ValidID(id, "3ds_") {
 		return Transaction{}, 0, ErrUnknownTransaction
@@ -167,10 +188,7 @@ func (s *Sandbox) Transaction(ctx context.Context, id string) (Transaction, int6
 	}
 	if t.Open() && !s.Now().Before(t.Expires) {
 		t.fail("challenge timed out")
-		if err := s.save(ctx, t, r.Version); err != nil {
-			return Transaction{}, 0, err
-		}
-		r.Version++
+		t.TimedOut = true
 	}
 	return t, r.Version, nil
 }
@@ -181,7 +199,7 @@ func (s *Sandbox) Outcome(ctx context.Context, id string) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	return t.result(), nil
+	return s.result(ctx, t)
 }
 
 // update changes an open transaction with a compare-and-set, retrying on a
@@ -208,7 +226,8 @@ func (t *Transaction) fail(reason string) {
 func (s *Sandbox) SubmitCode(ctx context.Context, id, code string) (Transaction, error) {
 	return s.update(ctx, id, func(t *Transaction) bool {
 		if code == SandboxCode {
-			t.Status, t.ECI, t.AuthValue = Authenticated, ECI(t.Brand, Authenticated), newAuthValue()
+			t.Status, t.ECI = Authenticated, ECI(t.Brand, Authenticated)
+			s.newAuthValue(t)
 			return true
 		}
 		t.Tries++

@@ -62,6 +62,9 @@ type Result struct {
 	DSTransID   string `json:"ds_trans_id,omitempty"`
 	Version     string `json:"version"`
 	Reason      string `json:"reason,omitempty"` // transStatusReason, as text
+	// Abandoned: the challenge timed out with no answer from the shopper
+	// (transStatus N, reason "transaction timed out at the ACS").
+	Abandoned bool `json:"abandoned,omitempty"`
 	// ACSURL and CReq are set when TransStatus is C: post CReq to ACSURL.
 	ACSURL string `json:"-"`
 	CReq   string `json:"-"`

@@ -351,3 +351,21 @@ func (v *Vault) DeriveKey(purpose string) []byte {
 	m.Write([]byte("derive|" + purpose))
 	return m.Sum(nil)
 }
+
+// heldAD binds a held secret to its kind, merchant and the attempt it serves
+// ("paypage/cvv/v1|..." for a security code, as cvvAD).
+func heldAD(kind, merchant, ref string) []byte {
+	return []byte("paypage/" + kind + "/v1|" + merchant + "|" + ref)
+}
+
+// SealHeld seals a secret that waits for an attempt (a security code, a 3-D
+// Secure authentication value) under the active data key, bound to its kind,
+// merchant and attempt: it opens for none other.
+func (v *Vault) SealHeld(kind, merchant, ref string, plain []byte) []byte {
+	return v.current().seal(plain, heldAD(kind, merchant, ref))
+}
+
+// OpenHeld opens what SealHeld sealed for the same kind, merchant and attempt.
+func (v *Vault) OpenHeld(ctx context.Context, kind, merchant, ref string, sealed []byte) ([]byte, error) {
+	return v.open(ctx, sealed, heldAD(kind, merchant, ref))
+}

@@ -15,8 +15,10 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/paypage/paypage/pkg/account"
+	"github.com/paypage/paypage/pkg/api"
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/audit"
+	"github.com/paypage/paypage/pkg/idempotency"
 	"github.com/paypage/paypage/pkg/payment"
 	"github.com/paypage/paypage/pkg/store"
 	"github.com/paypage/paypage/pkg/vault"
@@ -110,8 +112,62 @@ func decodeJSON(r *http.Request, into any) error {
 	return apperr.E(apperr.Invalid, "the body could not be read")
 }
 
-func (s *Server) sessionView(ss payment.Session, p *payment.Payment) payment.SessionView {
-	return ss.View(s.Payments.PublicURL, s.Payments.Now(), p)
+// sessionView is a session as the shop sees it now.
+func (s *Server) sessionView(ss payment.Session, p *payment.Payment) api.Session {
+	return api.SessionOf(ss, p, api.PageURL(s.cfg.PublicURL, ss.ID), s.Payments.Now())
+}
+
+// idempotent runs a create under the request's Idempotency-Key, if it has
+// one: a retry of the same request gets the first answer (with
+// Idempotent-Replayed: true), or, when the first try died on the way, goes
+// on with the same object ID, so the object is made once. do makes the
+// object with the ID it is given and answers with a status and a view. Only
+// a success is kept: a refusal made nothing, so the key is free again; after
+// a 5xx the retry goes on from where the first try stood.
+func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, scope string, req any, newID func() string, do func(id string) (int, any, error)) {
+	key := r.Header.Get("Idempotency-Key")
+	if key == "" {
+		status, body, err := do(newID())
+		s.answer(w, r, status, body, err)
+		return
+	}
+	canon, _ := json.Marshal(req)
+	first, claim, err := s.Idem.Begin(r.Context(), scope, principalOf(r).ID, key, canon, newID)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if first != nil {
+		w.Header().Set("Idempotent-Replayed", "true")
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(first.Status)
+		_, _ = w.Write(first.Body)
+		return
+	}
+	status, body, err := do(claim.ObjectID)
+	var kerr error
+	switch {
+	case err == nil:
+		raw, _ := json.MarshalIndent(body, "", "  ")
+		kerr = s.Idem.Finish(r.Context(), claim, idempotency.Answer{Status: status, Body: append(raw, '\n')})
+	case Status(err) < 500:
+		kerr = s.Idem.Abandon(r.Context(), claim)
+	default:
+		kerr = s.Idem.Release(r.Context(), claim)
+	}
+	if kerr != nil {
+		s.log.Warn("idempotency record not updated", "err", kerr.Error())
+	}
+	s.answer(w, r, status, body, err)
+}
+
+// answer writes a view, or the error.
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, status int, body any, err error) {
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, status, body)
 }
 
 func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
@@ -121,15 +177,13 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m := principalOf(r)
-	ss, replay, err := s.Payments.CreateSession(r.Context(), m.ID, r.Header.Get("Idempotency-Key"), req)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if replay {
-		w.Header().Set("Idempotent-Replayed", "true")
-	}
-	writeJSON(w, http.StatusCreated, s.sessionView(ss, nil))
+	s.idempotent(w, r, "sessions", req, payment.NewSessionID, func(id string) (int, any, error) {
+		ss, err := s.Payments.CreateSession(r.Context(), m.ID, id, req)
+		if err != nil {
+			return 0, nil, err
+		}
+		return http.StatusCreated, s.sessionView(ss, nil), nil
+	})
 }
 
 func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
@@ -148,7 +202,7 @@ func (s *Server) getPayment(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, p)
+	writeJSON(w, http.StatusOK, api.PaymentOf(p))
 }
 
 func (s *Server) createRefund(w http.ResponseWriter, r *http.Request) {
@@ -159,31 +213,24 @@ func (s *Server) createRefund(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	pid := mux.Vars(r)["id"]
 	m := principalOf(r)
-	paymentID := mux.Vars(r)["id"]
-	ref, replay, err := s.Payments.Refund(r.Context(), m.ID, paymentID, r.Header.Get("Idempotency-Key"), req)
-	// Every refund asked for is audited, by the merchant that asked; a
-	// replayed answer is the same refund, already recorded.
-	if !replay {
-		e := audit.Event{Actor: m.String(), Action: "refund", Outcome: audit.Success, Source: clientIP(r), Object: paymentID, Merchant: m.ID}
-		if ref.ID != "" {
-			e.Object = paymentID + "/" + ref.ID
-		}
+	s.idempotent(w, r, "refunds|"+pid, req, payment.NewRefundID, func(id string) (int, any, error) {
+		ref, err := s.Payments.Refund(r.Context(), m.ID, pid, id, req)
+		// Every refund asked for is audited, by the merchant that asked; a
+		// replayed answer is the same refund, already recorded.
+		e := audit.Event{Actor: m.String(), Action: "refund", Outcome: audit.Success, Source: clientIP(r), Object: pid + "/" + id, Merchant: m.ID}
 		if err != nil {
 			e.Outcome, e.Reason = audit.Failure, apperr.Code(err)
 		} else if ref.Status == payment.RefundFailed {
-			e.Outcome, e.Reason = audit.Failure, ref.Reason
+			e.Outcome, e.Reason = audit.Failure, ref.FailureCode
 		}
 		s.record(r, e)
-	}
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if replay {
-		w.Header().Set("Idempotent-Replayed", "true")
-	}
-	writeJSON(w, http.StatusCreated, ref)
+		if err != nil {
+			return 0, nil, err
+		}
+		return http.StatusCreated, api.RefundOf(pid, ref), nil
+	})
 }
 
 type detokenizeRequest struct {

@@ -51,7 +51,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
-	writeJSON(w, status, errorBody{errorDetail{Code: code, Message: apperr.Message(err), Param: apperr.Param(err)}})
+	writeJSON(w, status, errorBodyOf(err))
+}
+
+// errorBodyOf is the JSON body of an error answer.
+func errorBodyOf(err error) errorBody {
+	return errorBody{errorDetail{Code: apperr.Code(err), Message: apperr.Message(err), Param: apperr.Param(err)}}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

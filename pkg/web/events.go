@@ -6,12 +6,20 @@ import (
 	"strconv"
 
 	"github.com/paypage/paypage/pkg/apperr"
-	"github.com/paypage/paypage/pkg/payment"
+	"github.com/paypage/paypage/pkg/event"
 )
 
-// EventLister lists a merchant's webhook events, newest first.
+// EventLister lists a merchant's webhook events with their delivery, oldest first.
 type EventLister interface {
-	List(ctx context.Context, merchant, after string, limit int) ([]payment.Event, error)
+	List(ctx context.Context, merchant, after string, limit int) ([]event.Record, error)
+}
+
+// eventView is an event as GET /v1/events shows it: the event as delivered,
+// and where its delivery stands.
+type eventView struct {
+	event.Event
+	Object   string         `json:"object"`
+	Delivery event.Delivery `json:"delivery"`
 }
 
 // listEvents answers GET /v1/events?limit=&after=.
@@ -29,13 +37,14 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	evs, err := s.Events.List(r.Context(), principalOf(r).ID, r.URL.Query().Get("after"), limit)
+	recs, err := s.Events.List(r.Context(), principalOf(r).ID, r.URL.Query().Get("after"), limit)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if evs == nil {
-		evs = []payment.Event{}
+	evs := make([]eventView, len(recs))
+	for i, rec := range recs {
+		evs[i] = eventView{Event: rec.Event, Object: "event", Delivery: rec.Delivery}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": evs})
 }

@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"github.com/paypage/paypage/pkg/kaspi"
 	"github.com/paypage/paypage/pkg/money"
 	"github.com/paypage/paypage/pkg/payment"
+	"github.com/paypage/paypage/pkg/vault"
 )
 
 // KaspiApp is the sandbox Kaspi.kz app's side: the page a QR code opens.
@@ -62,25 +64,26 @@ func QRSVG(text string) (string, error) {
 	return b.String(), nil
 }
 
-// kaspiPage shows the QR code, starting a QR payment when none is pending.
+// kaspiPage shows the QR code of the Kaspi payment in flight; without one
+// it sends the shopper to the session's page, where a button (a POST)
+// starts one. It only reads.
 func (s *Server) kaspiPage(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
-	out, err := s.Payments.StartKaspi(r.Context(), id, clientIP(r))
-	p := out.Session.Pending
-	if err != nil || p == nil || p.Stage != payment.StageKaspi {
-		if apperr.Is(err, apperr.NotFound) || apperr.Is(err, apperr.Unavailable) || apperr.Is(err, apperr.Internal) {
-			s.pageError(w, r, err)
-			return
-		}
-		http.Redirect(w, r, "/pay/"+id, http.StatusSeeOther)
-		return
-	}
-	svg, err := QRSVG(p.QRPayload)
+	ss, _, err := s.Payments.SessionForPage(r.Context(), id)
 	if err != nil {
 		s.pageError(w, r, err)
 		return
 	}
-	ss := out.Session
+	a := ss.Live
+	if a == nil || a.Stage != payment.StageKaspi || a.QR == nil {
+		http.Redirect(w, r, "/pay/"+id, http.StatusSeeOther)
+		return
+	}
+	svg, err := QRSVG(a.QR.Payload)
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
 	d := s.newPage(r, pickLang(r, ss.Locale))
 	d.Order = s.order(r.Context(), ss)
 	d.Action = "/pay/" + id + "/kaspi"
@@ -89,10 +92,10 @@ func (s *Server) kaspiPage(w http.ResponseWriter, r *http.Request) {
 	if ss.Allows(payment.MethodCard) {
 		d.CardURL = "/pay/" + id
 	}
-	left := max(0, p.QRExpires.Sub(s.Payments.Now())).Round(time.Second)
+	left := max(0, a.QR.ExpiresAt.Sub(s.Payments.Now())).Round(time.Second)
 	d.QR = &qrView{
 		Image:   template.URL("data:image/svg+xml;base64," + base64.StdEncoding.EncodeToString([]byte(svg))),
-		Payload: p.QRPayload, ExpiresISO: p.QRExpires.UTC().Format(time.RFC3339),
+		Payload: a.QR.Payload, ExpiresISO: a.QR.ExpiresAt.UTC().Format(time.RFC3339),
 		Remaining: fmt.Sprintf("%d:%02d", int(left.Minutes()), int(left.Seconds())%60),
 		PollURL:   "/pay/" + id + "/status", PollPage: "/pay/" + id + "/kaspi",
 	}
@@ -102,22 +105,58 @@ func (s *Server) kaspiPage(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, "kaspi", d)
 }
 
-// kaspiAction switches back to the card form, or asks for a new QR code.
+// kaspiAction starts a Kaspi QR payment (action start), switches back to the
+// card form (card), or asks for a new QR code (new).
 func (s *Server) kaspiAction(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
 	if err := r.ParseForm(); err != nil || !s.csrfOK(r, id) {
+		s.noticePage(w, r, id, http.StatusForbidden, "state.bad_request")
+		return
+	}
+	ctx := r.Context()
+	action := r.PostFormValue("action")
+	if action == "card" || action == "new" {
+		if _, err := s.Payments.CancelKaspi(ctx, id); err != nil && !errors.Is(err, payment.ErrStaleResult) && !errors.Is(err, payment.ErrInProgress) {
+			s.pageError(w, r, err)
+			return
+		}
+		if action == "card" {
+			http.Redirect(w, r, "/pay/"+id, http.StatusSeeOther)
+			return
+		}
+	}
+	_, err := s.Payments.StartKaspi(ctx, id, clientIP(r))
+	switch {
+	case err == nil, errors.Is(err, payment.ErrInProgress), errors.Is(err, payment.ErrPending):
 		http.Redirect(w, r, "/pay/"+id+"/kaspi", http.StatusSeeOther)
-		return
-	}
-	if _, err := s.Payments.CancelKaspi(r.Context(), id); err != nil {
+	case apperr.Is(err, apperr.RateLimited):
+		s.noticePage(w, r, id, Status(err), "state.rate_limited")
+	case apperr.Is(err, apperr.NotFound), apperr.Is(err, apperr.Unavailable), apperr.Is(err, apperr.Internal):
 		s.pageError(w, r, err)
+	default:
+		http.Redirect(w, r, "/pay/"+id, http.StatusSeeOther)
+	}
+}
+
+// kaspiNotify takes Kaspi Pay's notification that a QR was paid or
+// declined. It is only a hint: the status is read from Kaspi.
+func (s *Server) kaspiNotify(w http.ResponseWriter, r *http.Request) {
+	var n kaspi.Notification
+	if err := decodeJSON(r, &n); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
-	next := "/pay/" + id
-	if r.PostFormValue("action") == "new" {
-		next += "/kaspi"
+	if !payment.ValidSessionID(n.ExternalID) || !vault.ValidID(n.QRID, "kqr_") {
+		s.writeError(w, r, apperr.E(apperr.Invalid, "not a notification of ours"))
+		return
 	}
-	http.Redirect(w, r, next, http.StatusSeeOther)
+	_, err := s.Payments.KaspiNotified(r.Context(), n.ExternalID, n.QRID)
+	switch {
+	case err == nil, errors.Is(err, payment.ErrStaleResult), errors.Is(err, payment.ErrInProgress), errors.Is(err, payment.ErrPending):
+		writeJSON(w, http.StatusOK, map[string]string{"status": "received"})
+	default:
+		s.writeError(w, r, err)
+	}
 }
 
 func (s *Server) kaspiAppPage(w http.ResponseWriter, r *http.Request) {

@@ -51,7 +51,6 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
-	payments *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -63,11 +62,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "paypage_http_request_duration_seconds", Help: "HTTP request latency by route template.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"route"}),
-		payments: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "paypage_payment_attempts_total", Help: "Payment attempts by method and outcome code.",
-		}, []string{"method", "outcome"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.payments)
+	reg.MustRegister(m.requests, m.duration)
 	return m
 }
 

@@ -148,7 +148,7 @@ func (s *Server) sessionPage(r *http.Request, ss payment.Session, p *payment.Pay
 	d.Order = s.order(r.Context(), ss)
 	d.Action = "/pay/" + ss.ID
 	d.CancelURL = "/pay/" + ss.ID + "/cancel"
-	d.Kaspi = ss.Allows(payment.MethodKaspi) && s.Payments.Kaspi != nil
+	d.Kaspi = ss.Allows(payment.MethodKaspi) && s.Payments.KaspiOffered()
 	d.KaspiURL = "/pay/" + ss.ID + "/kaspi"
 	if ss.LastDecline != nil {
 		d.Decline = s.declineText(d.Lang, ss.LastDecline.Code)
@@ -167,7 +167,7 @@ func (s *Server) sessionPage(r *http.Request, ss payment.Session, p *payment.Pay
 		d.LinkURL, d.LinkText = ss.ReturnURL(ss.CancelURL), d.T("state.return")
 	default:
 		d.State = "form"
-		if ss.Pending != nil {
+		if ss.Live != nil {
 			d.State, d.Heading, d.Body, d.Decline = "processing", d.T("state.processing.title"), d.T("state.processing.body"), ""
 			d.Refresh, d.LinkURL, d.LinkText = "3", "/pay/"+ss.ID, d.T("state.refresh")
 		} else if ss.LastDecline != nil && ss.Attempts > 0 {
@@ -196,10 +196,10 @@ func (s *Server) showSession(w http.ResponseWriter, r *http.Request, id string, 
 		s.pageError(w, r, err)
 		return
 	}
-	if pend := ss.Pending; pend != nil {
-		switch pend.Stage {
+	if a := ss.Live; a != nil {
+		switch a.Stage {
 		case payment.StageChallenge:
-			s.renderChallenge(w, r, status, ss, &payment.Challenge{ACSURL: pend.ACSURL, CReq: pend.CReq})
+			s.renderChallenge(w, r, status, ss, a.Challenge)
 			return
 		case payment.StageKaspi:
 			http.Redirect(w, r, "/pay/"+ss.ID+"/kaspi", http.StatusSeeOther)
@@ -255,7 +255,7 @@ func (s *Server) paySubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	var fe payment.FieldErrors
 	switch {
-	case err == nil, errors.Is(err, payment.ErrInProgress), errors.Is(err, payment.ErrSessionComplete),
+	case err == nil, errors.Is(err, payment.ErrInProgress), errors.Is(err, payment.ErrSessionComplete), errors.Is(err, payment.ErrChallengeOpen),
 		errors.Is(err, payment.ErrSessionExpired), errors.Is(err, payment.ErrSessionFailed):
 		http.Redirect(w, r, "/pay/"+id, http.StatusSeeOther)
 	case errors.As(err, &fe):
@@ -364,7 +364,10 @@ func (s *Server) threeDSReturn(w http.ResponseWriter, r *http.Request) {
 	}
 	_, err := s.Payments.ChallengeReturn(r.Context(), id, r.PostFormValue("cres"))
 	switch {
-	case err == nil, errors.Is(err, payment.ErrStaleResult), errors.Is(err, payment.ErrChallengeOpen):
+	case err == nil, errors.Is(err, payment.ErrStaleResult), errors.Is(err, payment.ErrChallengeOpen),
+		errors.Is(err, payment.ErrInProgress), errors.Is(err, payment.ErrPending):
+		// The page shows where the session stands (a pending answer shows
+		// as processing, and the server asks for it by itself).
 		http.Redirect(w, r, "/pay/"+id, http.StatusSeeOther)
 	case apperr.Is(err, apperr.Invalid):
 		s.showSession(w, r, id, http.StatusBadRequest)
@@ -387,7 +390,8 @@ func (s *Server) payCancel(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, ss.ReturnURL(ss.CancelURL), http.StatusSeeOther)
 }
 
-// payStatus answers the page's polling: done, and where to go next.
+// payStatus answers the page's polling: done, and where to go next. It only
+// reads: the server drives the attempt, the page watches.
 func (s *Server) payStatus(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
 	ss, _, err := s.Payments.SessionForPage(r.Context(), id)
@@ -395,14 +399,5 @@ func (s *Server) payStatus(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if ss.Pending != nil && ss.Pending.Stage == payment.StageKaspi {
-		out, err := s.Payments.PollKaspi(r.Context(), id)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		ss = out.Session
-	}
-	done := ss.Pending == nil
-	writeJSON(w, http.StatusOK, map[string]any{"status": ss.StatusAt(s.Payments.Now()), "done": done, "next": "/pay/" + id})
+	writeJSON(w, http.StatusOK, map[string]any{"status": ss.StatusAt(s.Payments.Now()), "done": ss.Live == nil, "next": "/pay/" + id})
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/paypage/paypage/pkg/account"
 	"github.com/paypage/paypage/pkg/audit"
 	"github.com/paypage/paypage/pkg/clientaddr"
+	"github.com/paypage/paypage/pkg/idempotency"
 	"github.com/paypage/paypage/pkg/payment"
 	"github.com/paypage/paypage/pkg/store"
 	"github.com/paypage/paypage/pkg/threeds"
@@ -55,6 +56,7 @@ type Deps struct {
 	ACS      *threeds.Sandbox
 	KaspiApp KaspiApp
 	Events   EventLister
+	Idem     *idempotency.Keys
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
 	CSRFKey  []byte
@@ -108,9 +110,6 @@ func New(cfg Config, d Deps) (*Server, error) {
 		s.pages[p] = t
 	}
 	s.metrics = newMetrics(d.Registry)
-	if d.Payments != nil {
-		d.Payments.OnAttempt = func(method, outcome string) { s.metrics.payments.WithLabelValues(method, outcome).Inc() }
-	}
 	s.routes()
 	return s, nil
 }
@@ -143,6 +142,7 @@ func (s *Server) routes() {
 	r.HandleFunc("/pay/{id}/status", s.payStatus).Methods(http.MethodGet)
 	r.HandleFunc("/pay/{id}/kaspi", s.kaspiPage).Methods(http.MethodGet)
 	r.HandleFunc("/pay/{id}/kaspi", s.kaspiAction).Methods(http.MethodPost)
+	r.HandleFunc("/kaspi/notify", s.kaspiNotify).Methods(http.MethodPost)
 	if s.ACS != nil {
 		r.HandleFunc("/sandbox/acs/{tx}", s.acsPage).Methods(http.MethodGet)
 		r.HandleFunc("/sandbox/acs/{tx}", s.acsSubmit).Methods(http.MethodPost)

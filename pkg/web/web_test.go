@@ -10,7 +10,7 @@ import (
 
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/card"
-	"github.com/paypage/paypage/pkg/payment"
+	"github.com/paypage/paypage/pkg/limit"
 	"github.com/paypage/paypage/pkg/processor"
 	"github.com/paypage/paypage/templates"
 )
@@ -80,7 +80,8 @@ func TestTemplateKeysExist(t *testing.T) {
 		}
 	}
 	// The limits a shopper can hit, each told apart.
-	for _, r := range []string{payment.DefaultLimits.Card.Name, payment.DefaultLimits.Client.Name} {
+	l := limit.DefaultSubmissions(nil)
+	for _, r := range []string{l.Card.Name, l.Client.Name} {
 		if !c.Has("limit." + r) {
 			missing = append(missing, "limit."+r)
 		}

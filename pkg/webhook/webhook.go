@@ -1,12 +1,18 @@
-// Package webhook delivers signed events to shops, reliably.
+// Package webhook delivers signed events to shops, reliably and fairly.
 //
-// The payment service writes each event, and an outbox entry for it, in the
-// same commit as the state change that causes it, so no event is lost when
-// the process stops right after. This worker finds due outbox entries, takes
-// a lease on one with a compare-and-set (so two replicas never deliver the
-// same attempt at once), POSTs it signed, and records the attempt: on a 2xx
-// the entry is done; otherwise it is retried with exponential backoff and
-// jitter for up to three days. An event keeps its ID across retries.
+// Each event is written in the same commit as the change that causes it,
+// filed in the store's due index (package event), so none is lost when the
+// process stops right after. The reconciler hands each due event to Handle
+// on one of the replicas: it takes a lease on the event with a
+// compare-and-set (so two replicas never deliver the same try at once),
+// POSTs it signed, records the try, and files the event again for the next
+// try with exponential backoff and jitter, for up to three days. An event
+// keeps its ID across tries.
+//
+// Fairness: a replica delivers at most PerMerchant events of one merchant at
+// once, and an endpoint that keeps failing is backed off as a whole (its due
+// events are moved to when it is tried again), so one merchant's dead
+// endpoint delays no one else's events.
 package webhook
 
 import (
@@ -17,12 +23,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,7 +37,7 @@ import (
 	"github.com/paypage/paypage/pkg/account"
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/egress"
-	"github.com/paypage/paypage/pkg/payment"
+	"github.com/paypage/paypage/pkg/event"
 	"github.com/paypage/paypage/pkg/store"
 	"github.com/paypage/paypage/pkg/vault"
 )
@@ -82,309 +88,269 @@ func Verify(secret, header string, body []byte, now time.Time, tolerance time.Du
 	return errors.New("signature does not match")
 }
 
-// Attempt is one delivery try.
-type Attempt struct {
-	Time     time.Time `json:"time"`
-	Status   int       `json:"status,omitempty"` // HTTP status, 0 when no answer
-	Error    string    `json:"error,omitempty"`
-	Duration int64     `json:"duration_ms"`
+// Accounts is what the worker needs of the merchants.
+type Accounts interface {
+	Merchant(ctx context.Context, id string) (account.Merchant, error)
+	WebhookSecret(ctx context.Context, m account.Merchant) (string, error)
 }
 
-// Delivery is an event's delivery state, kept in its event record.
-type Delivery struct {
-	Status   string    `json:"status"` // pending, delivered, failed, disabled (no endpoint)
-	Attempts []Attempt `json:"attempts"`
-}
-
-// Record is the stored event with its delivery state.
-type Record struct {
-	payment.Event
-	Delivery *Delivery `json:"delivery,omitempty"`
-}
-
-// outboxEntry is a due delivery; it lives beside its event.
-type outboxEntry struct {
-	EventID    string    `json:"event_id"`
-	Merchant   string    `json:"merchant"`
-	First      time.Time `json:"first"`
-	NextAt     time.Time `json:"next_at"`
-	Attempts   int       `json:"attempts"`
-	LeaseUntil time.Time `json:"lease_until"`
-	Owner      string    `json:"owner,omitempty"`
-	Indexed    bool      `json:"indexed"`
-}
-
-// Worker delivers events.
-type Worker struct {
-	Store    store.Store
-	Accounts *account.Service
-	Log      *slog.Logger
+// Options are the worker's settings; zero values take the defaults.
+type Options struct {
 	// Schedule is the delay before each retry; the last repeats.
 	Schedule []time.Duration
 	// MaxAge is how long an event is retried (three days).
 	MaxAge time.Duration
-	// Timeout bounds one attempt.
+	// Timeout bounds one try.
 	Timeout time.Duration
-	// Poll is how often the outbox is scanned when nothing wakes the worker.
-	Poll time.Duration
+	// PerMerchant bounds one merchant's deliveries in flight on a replica.
+	PerMerchant int
 	// AllowPrivate permits private addresses, any port and plain http (development, tests).
 	AllowPrivate bool
-	Now          func() time.Time
 	Client       *http.Client
-
-	id   string
-	wake chan struct{}
-	once sync.Once
+	Now          func() time.Time
 }
 
 // DefaultSchedule retries within 5 seconds, then backs off to a day.
 var DefaultSchedule = []time.Duration{5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour, 4 * time.Hour, 8 * time.Hour, 12 * time.Hour, 24 * time.Hour}
 
-func (w *Worker) init() {
-	w.once.Do(func() {
-		if w.Schedule == nil {
-			w.Schedule = DefaultSchedule
-		}
-		if w.MaxAge == 0 {
-			w.MaxAge = 72 * time.Hour
-		}
-		if w.Timeout == 0 {
-			w.Timeout = 10 * time.Second
-		}
-		if w.Poll == 0 {
-			w.Poll = time.Second
-		}
-		if w.Now == nil {
-			w.Now = time.Now
-		}
-		if w.Log == nil {
-			w.Log = slog.Default()
-		}
-		if w.Client == nil {
-			w.Client = egress.NewClient(w.Timeout, w.AllowPrivate)
-		}
-		w.id = vault.NewID("wrk_")
-		w.wake = make(chan struct{}, 1)
-	})
+// Worker delivers events.
+type Worker struct {
+	store    store.Store
+	accounts Accounts
+	log      *slog.Logger
+	opts     Options
+	id       string
+
+	mu        sync.Mutex
+	busy      map[string]int       // a merchant's deliveries in flight here
+	endpoints map[string]*endpoint // merchants whose endpoint failed lately
 }
 
-// Notify wakes the worker (after a commit that wrote events).
-func (w *Worker) Notify() {
-	w.init()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
+// endpoint is a failing endpoint's back-off, kept by each replica.
+type endpoint struct {
+	fails  int       // in a row
+	openAt time.Time // not tried again before
 }
 
-// Start runs the worker until ctx ends; the channel closes when it stopped.
-func (w *Worker) Start(ctx context.Context) <-chan struct{} {
-	w.init()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(w.Poll)
-		defer t.Stop()
-		for {
-			if _, err := w.RunOnce(ctx); err != nil && ctx.Err() == nil {
-				w.Log.Warn("webhook outbox", "err", err.Error())
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			case <-w.wake:
-			}
-		}
-	}()
-	return done
-}
-
-// RunOnce delivers every due entry once, and returns how many it attempted.
-func (w *Worker) RunOnce(ctx context.Context) (int, error) {
-	w.init()
-	type due struct {
-		key store.Key
-		ver int64
-		e   outboxEntry
+// New returns a worker over s.
+func New(s store.Store, accounts Accounts, log *slog.Logger, o Options) (*Worker, error) {
+	if s == nil || accounts == nil {
+		return nil, errors.New("webhook: a store and the accounts are required")
 	}
-	var list []due
-	now := w.Now()
-	err := w.Store.Scan(ctx, "outbox", func(id string, r store.Record) error {
-		var e outboxEntry
-		if json.Unmarshal(r.Value, &e) != nil {
-			return nil
-		}
-		if !now.Before(e.NextAt) && !now.Before(e.LeaseUntil) {
-			list = append(list, due{store.Key{Kind: "outbox", ID: id, Group: groupOf(r.Value, id)}, r.Version, e})
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
+	if o.Schedule == nil {
+		o.Schedule = DefaultSchedule
 	}
-	sort.Slice(list, func(i, j int) bool { return list[i].e.NextAt.Before(list[j].e.NextAt) })
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
-	n := 0
-	for _, d := range list {
-		if ctx.Err() != nil {
-			break
-		}
-		n++
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if err := w.deliver(ctx, d.key, d.ver, d.e); err != nil && ctx.Err() == nil {
-				w.Log.Warn("webhook delivery", "event", d.e.EventID, "err", err.Error())
-			}
-		}()
+	if o.MaxAge == 0 {
+		o.MaxAge = 72 * time.Hour
 	}
-	wg.Wait()
-	return n, nil
-}
-
-// An outbox record's value carries its group (the event's group) so a scan
-// can address it; see Enqueue.
-type groupedEntry struct {
-	outboxEntry
-	Group string `json:"group"`
-}
-
-func groupOf(v []byte, id string) string {
-	var g groupedEntry
-	if json.Unmarshal(v, &g) == nil && g.Group != "" {
-		return g.Group
+	if o.Timeout == 0 {
+		o.Timeout = 10 * time.Second
 	}
-	return id
-}
-
-func eventKey(group, id string) store.Key { return store.Key{Kind: "event", ID: id, Group: group} }
-
-// OutboxOp is the op that queues an event for delivery, to commit with it.
-func OutboxOp(group string, e payment.Event, now time.Time) store.Op {
-	return createEntry(group, outboxEntry{EventID: e.ID, Merchant: e.Merchant, First: now, NextAt: now})
-}
-
-// createEntry is the op that adds an outbox entry, failing if one is there.
-func createEntry(group string, e outboxEntry) store.Op {
-	return store.Create(store.Key{Kind: "outbox", ID: e.EventID, Group: group}, encodeEntry(group, e), 0)
-}
-
-func (w *Worker) deliver(ctx context.Context, key store.Key, ver int64, e outboxEntry) error {
-	now := w.Now()
-	// Take the lease: one replica delivers one attempt at a time.
-	e.LeaseUntil, e.Owner = now.Add(w.Timeout+5*time.Second), w.id
-	if err := w.Store.Commit(ctx, store.Update(key, encodeEntry(key.Group, e), ver)); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return nil // another replica has it
-		}
-		return err
+	if o.PerMerchant == 0 {
+		o.PerMerchant = 4
 	}
-	ver++
-	evRec, err := w.Store.Get(ctx, eventKey(key.Group, e.EventID))
-	if errors.Is(err, store.ErrNotFound) {
-		return w.Store.Commit(ctx, store.Op{Key: key, Delete: true, IfVersion: ver})
+	if o.Now == nil {
+		o.Now = time.Now
 	}
-	if err != nil {
-		return err
+	if o.Client == nil {
+		o.Client = egress.NewClient(o.Timeout, o.AllowPrivate)
 	}
-	var rec Record
-	if err := json.Unmarshal(evRec.Value, &rec); err != nil {
-		return err
+	if log == nil {
+		log = slog.Default()
 	}
-	if !e.Indexed {
-		// The merchant's event list is an index written once, after the fact.
-		idx, _ := json.Marshal(indexEntry{ID: rec.ID, Group: key.Group})
-		if _, err := w.Store.Append(ctx, listName(rec.Merchant), idx); err != nil {
-			return err
-		}
-		e.Indexed = true
-	}
-	if rec.Delivery == nil {
-		rec.Delivery = &Delivery{Status: "pending", Attempts: []Attempt{}}
-	}
-	m, err := w.Accounts.Merchant(ctx, rec.Merchant)
-	if err != nil {
-		return err
-	}
-	if m.WebhookURL == "" {
-		rec.Delivery.Status = "disabled"
-		return w.finish(ctx, key, ver, evRec.Version, rec, nil)
-	}
-	secret, err := w.Accounts.WebhookSecret(ctx, m)
-	if err != nil {
-		return err
-	}
-	att := w.post(ctx, m.WebhookURL, secret, rec.Event)
-	rec.Delivery.Attempts = append(rec.Delivery.Attempts, att)
-	e.Attempts++
-	switch {
-	case att.Status >= 200 && att.Status < 300:
-		rec.Delivery.Status = "delivered"
-		return w.finish(ctx, key, ver, evRec.Version, rec, nil)
-	case w.Now().Sub(e.First) >= w.MaxAge:
-		rec.Delivery.Status = "failed"
-		return w.finish(ctx, key, ver, evRec.Version, rec, nil)
-	}
-	e.NextAt = w.Now().Add(w.backoff(e.Attempts))
-	e.LeaseUntil, e.Owner = time.Time{}, ""
-	return w.finish(ctx, key, ver, evRec.Version, rec, &e)
+	return &Worker{
+		store: s, accounts: accounts, log: log, opts: o, id: vault.NewID("wrk_"),
+		busy: map[string]int{}, endpoints: map[string]*endpoint{},
+	}, nil
 }
 
 // backoff is the schedule's delay for the n-th retry, with ±20% jitter.
 func (w *Worker) backoff(n int) time.Duration {
-	d := w.Schedule[min(n, len(w.Schedule))-1]
+	d := w.opts.Schedule[min(n, len(w.opts.Schedule))-1]
 	j := time.Duration(float64(d) * 0.2 * (2*rand.Float64() - 1))
 	return d + j
 }
 
-func encodeEntry(group string, e outboxEntry) []byte {
-	b, _ := json.Marshal(groupedEntry{outboxEntry: e, Group: group})
-	return b
+// take reserves a delivery slot for a merchant; when the merchant is at its
+// cap or its endpoint is backed off, it returns false and when to come back.
+func (w *Worker) take(merchant string, now time.Time) (bool, time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if ep := w.endpoints[merchant]; ep != nil && now.Before(ep.openAt) {
+		return false, ep.openAt
+	}
+	if w.busy[merchant] >= w.opts.PerMerchant {
+		return false, now.Add(time.Second)
+	}
+	w.busy[merchant]++
+	return true, time.Time{}
 }
 
-// finish records the attempt in the event and reschedules or removes the
-// outbox entry, in one commit.
-func (w *Worker) finish(ctx context.Context, key store.Key, ver, evVer int64, rec Record, next *outboxEntry) error {
-	rb, _ := json.Marshal(rec)
-	ops := []store.Op{store.Update(eventKey(key.Group, rec.ID), rb, evVer)}
-	if next == nil {
-		ops = append(ops, store.Op{Key: key, Delete: true, IfVersion: ver})
-	} else {
-		ops = append(ops, store.Update(key, encodeEntry(key.Group, *next), ver))
+// done frees a merchant's slot and keeps the endpoint's record: after three
+// failures in a row it is backed off, doubling from 5 seconds to 5 minutes.
+func (w *Worker) done(merchant string, ok bool, now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.busy[merchant]--
+	if w.busy[merchant] <= 0 {
+		delete(w.busy, merchant)
 	}
-	return w.Store.Commit(ctx, ops...)
+	if ok {
+		delete(w.endpoints, merchant)
+		return
+	}
+	ep := w.endpoints[merchant]
+	if ep == nil {
+		ep = &endpoint{}
+		w.endpoints[merchant] = ep
+	}
+	ep.fails++
+	if ep.fails >= 3 {
+		ep.openAt = now.Add(min(5*time.Second<<min(ep.fails-3, 10), 5*time.Minute))
+	}
+}
+
+// Handle delivers one due event: the reconciler's handler for event keys.
+func (w *Worker) Handle(ctx context.Context, k store.Key) error {
+	r, err := w.store.Get(ctx, k)
+	if errors.Is(err, store.ErrNotFound) {
+		return w.store.Commit(ctx, store.Delete(k))
+	}
+	if err != nil {
+		return err
+	}
+	rec, err := event.Decode(r.Value)
+	if err != nil {
+		return fmt.Errorf("event record %s: %w", k.ID, err)
+	}
+	now := w.opts.Now()
+	if now.Before(rec.Until) {
+		return nil // another replica is delivering it
+	}
+	if st := rec.Delivery.State; st != event.Pending && st != event.Failing {
+		return w.save(ctx, k, r.Version, rec, time.Time{}) // ended: take it out of the index
+	}
+	m, err := w.accounts.Merchant(ctx, rec.Merchant)
+	if err != nil {
+		return err
+	}
+	if !rec.Listed {
+		// The merchant's list of events is an index written once, at the first look.
+		idx, _ := json.Marshal(indexEntry{ID: rec.ID, Group: k.G()})
+		if _, err := w.store.Append(ctx, listName(rec.Merchant), idx); err != nil {
+			return err
+		}
+		rec.Listed = true
+	}
+	if m.WebhookURL == "" {
+		rec.Delivery = event.Delivery{State: event.Disabled, Attempts: rec.Delivery.Attempts}
+		return w.save(ctx, k, r.Version, rec, time.Time{})
+	}
+	ok, later := w.take(m.ID, now)
+	if !ok {
+		// The merchant is at its cap here, or its endpoint is backed off:
+		// move the event on rather than make others wait behind it.
+		rec.Delivery.NextAttemptAt = &later
+		if err := w.save(ctx, k, r.Version, rec, later); !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		return nil
+	}
+	delivered := false
+	defer func() { w.done(m.ID, delivered, w.opts.Now()) }()
+	// Take the lease: one replica tries the event at a time.
+	rec.Owner, rec.Until = w.id, now.Add(w.opts.Timeout+5*time.Second)
+	if err := w.save(ctx, k, r.Version, rec, rec.Until); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return nil // another replica took it
+		}
+		return err
+	}
+	version := r.Version + 1
+	secret, err := w.accounts.WebhookSecret(ctx, m)
+	if err != nil {
+		return err
+	}
+	try := w.post(ctx, m.WebhookURL, secret, rec.Event)
+	rec.History = append(rec.History, try)
+	if len(rec.History) > event.MaxHistory {
+		rec.History = rec.History[len(rec.History)-event.MaxHistory:]
+	}
+	rec.Owner, rec.Until = "", time.Time{}
+	d := &rec.Delivery
+	d.Attempts++
+	d.LastError = tryError(try)
+	now = w.opts.Now()
+	var next time.Time
+	switch {
+	case try.Status >= 200 && try.Status < 300:
+		delivered = true
+		d.State, d.LastError, d.NextAttemptAt = event.Delivered, "", nil
+	case now.Sub(rec.First) >= w.opts.MaxAge:
+		d.State, d.NextAttemptAt = event.GaveUp, nil
+		w.log.Warn("webhook delivery given up", "merchant", rec.Merchant, "event", rec.ID, "type", rec.Type, "attempts", d.Attempts, "reason", d.LastError)
+	default:
+		d.State = event.Pending
+		if d.Attempts > 1 {
+			d.State = event.Failing
+		}
+		next = now.Add(w.backoff(d.Attempts))
+		d.NextAttemptAt = &next
+		w.log.Warn("webhook delivery failed", "merchant", rec.Merchant, "event", rec.ID, "type", rec.Type, "attempts", d.Attempts, "reason", d.LastError, "next_attempt_at", next)
+	}
+	return w.save(ctx, k, version, rec, next)
+}
+
+// tryError says why a try failed, for the shop and the operator.
+func tryError(t event.Try) string {
+	switch {
+	case t.Error != "":
+		return t.Error
+	case t.Status >= 200 && t.Status < 300:
+		return ""
+	}
+	return fmt.Sprintf("HTTP %d", t.Status)
+}
+
+// save writes the record over version, filed at next (zero: out of the index).
+func (w *Worker) save(ctx context.Context, k store.Key, version int64, rec event.Record, next time.Time) error {
+	op := store.Update(k, event.Encode(rec), version)
+	if next.IsZero() {
+		op = op.Finished()
+	} else {
+		op = op.At(next)
+	}
+	return w.store.Commit(ctx, op)
 }
 
 // post sends one signed delivery.
-func (w *Worker) post(ctx context.Context, url, secret string, ev payment.Event) Attempt {
-	start := w.Now()
+func (w *Worker) post(ctx context.Context, url, secret string, ev event.Event) event.Try {
+	start := w.opts.Now()
 	body, _ := json.Marshal(ev)
-	att := Attempt{Time: start.UTC()}
-	ctx, cancel := context.WithTimeout(ctx, w.Timeout)
+	try := event.Try{Time: start.UTC()}
+	ctx, cancel := context.WithTimeout(ctx, w.opts.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		att.Error = "bad endpoint URL"
-		return att
+		try.Error = "bad endpoint URL"
+		return try
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "paypage-webhooks/1")
 	req.Header.Set("Paypage-Event-Id", ev.ID)
 	req.Header.Set("Paypage-Event-Type", ev.Type)
 	req.Header.Set(SignatureHeader, Sign(secret, time.Now(), body)) // wall time: the shop compares it with its clock
-	resp, err := w.Client.Do(req)
-	att.Duration = time.Since(start).Milliseconds()
+	began := time.Now()
+	resp, err := w.opts.Client.Do(req)
+	try.Duration = time.Since(began).Milliseconds()
 	if err != nil {
-		att.Error = redactErr(err)
-		return att
+		try.Error = redactErr(err)
+		return try
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	att.Status = resp.StatusCode
-	return att
+	try.Status = resp.StatusCode
+	return try
 }
 
 // redactErr keeps an error's kind, not its whole text (which may hold the URL).
@@ -408,18 +374,9 @@ type indexEntry struct {
 
 func listName(merchant string) string { return "events_" + merchant }
 
-// List returns a merchant's events, oldest first, after the event ID after.
-func (w *Worker) List(ctx context.Context, merchant, after string, limit int) ([]payment.Event, error) {
-	recs, err := w.ListRecords(ctx, merchant, after, limit)
-	out := make([]payment.Event, len(recs))
-	for i, r := range recs {
-		out[i] = r.Event
-	}
-	return out, err
-}
-
-// ListRecords is List with each event's delivery state.
-func (w *Worker) ListRecords(ctx context.Context, merchant, after string, limit int) ([]Record, error) {
+// List returns a merchant's events with their delivery, oldest first, after
+// the event ID after.
+func (w *Worker) List(ctx context.Context, merchant, after string, limit int) ([]event.Record, error) {
 	cursor := ""
 	if after != "" {
 		// Find the log position of the event named by after.
@@ -429,22 +386,21 @@ func (w *Worker) ListRecords(ctx context.Context, merchant, after string, limit 
 		}
 		cursor = pos
 	}
-	entries, err := w.Store.Read(ctx, listName(merchant), cursor, limit)
+	entries, err := w.store.Read(ctx, listName(merchant), cursor, limit)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Record, 0, len(entries))
+	out := make([]event.Record, 0, len(entries))
 	for _, en := range entries {
 		var ix indexEntry
 		if json.Unmarshal(en.Data, &ix) != nil {
 			continue
 		}
-		r, err := w.Store.Get(ctx, eventKey(ix.Group, ix.ID))
+		r, err := w.store.Get(ctx, event.Key(ix.Group, ix.ID))
 		if err != nil {
 			continue
 		}
-		var rec Record
-		if json.Unmarshal(r.Value, &rec) == nil {
+		if rec, err := event.Decode(r.Value); err == nil {
 			out = append(out, rec)
 		}
 	}
@@ -455,7 +411,7 @@ func (w *Worker) ListRecords(ctx context.Context, merchant, after string, limit 
 func (w *Worker) find(ctx context.Context, merchant, eventID string) (indexEntry, string, error) {
 	cursor := ""
 	for {
-		entries, err := w.Store.Read(ctx, listName(merchant), cursor, 500)
+		entries, err := w.store.Read(ctx, listName(merchant), cursor, 500)
 		if err != nil {
 			return indexEntry{}, "", err
 		}
@@ -472,20 +428,31 @@ func (w *Worker) find(ctx context.Context, merchant, eventID string) (indexEntry
 	}
 }
 
-// Resend queues an event for delivery again, keeping its ID.
+// Resend files an event for delivery again, now, keeping its ID.
 func (w *Worker) Resend(ctx context.Context, merchant, eventID string) error {
-	w.init()
 	found, _, err := w.find(ctx, merchant, eventID)
 	if err != nil {
 		return err
 	}
-	now := w.Now()
-	err = w.Store.Commit(ctx, createEntry(found.Group, outboxEntry{EventID: eventID, Merchant: merchant, First: now, NextAt: now, Indexed: true}))
-	if errors.Is(err, store.ErrConflict) {
-		return apperr.E(apperr.Conflict, "the event is queued for delivery already")
+	k := event.Key(found.Group, eventID)
+	for {
+		r, err := w.store.Get(ctx, k)
+		if err != nil {
+			return err
+		}
+		rec, err := event.Decode(r.Value)
+		if err != nil {
+			return err
+		}
+		if rec.Delivery.State == event.Pending || rec.Delivery.State == event.Failing {
+			return apperr.E(apperr.Conflict, "the event is queued for delivery already")
+		}
+		now := w.opts.Now()
+		rec.Delivery = event.Delivery{State: event.Pending, Attempts: rec.Delivery.Attempts}
+		rec.First = now
+		err = w.save(ctx, k, r.Version, rec, now)
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
 	}
-	if err == nil {
-		w.Notify()
-	}
-	return err
 }
