@@ -161,10 +161,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 // clock) and waits for what it started: what a replica does each second.
 func (e *env) reconcile() {
 	e.t.Helper()
-	if _, err := e.app.Runner.Look(context.Background()); err != nil {
+	if err := e.app.Runner.Drain(context.Background()); err != nil {
 		e.t.Fatal(err)
 	}
-	e.app.Runner.Wait()
 }
 
 // stop shuts the server down (idempotent).

@@ -39,7 +39,8 @@ type Runner struct {
 	mu       sync.Mutex
 	kinds    map[string]*kind
 	inflight map[store.Key]bool
-	next     time.Time // the earliest wake asked for
+	idle     *sync.Cond // signalled when a handler returns
+	next     time.Time  // the earliest wake asked for
 	wake     chan struct{}
 	wg       sync.WaitGroup
 }
@@ -55,10 +56,12 @@ func New(s store.Store, log *slog.Logger, now func() time.Time) (*Runner, error)
 	if now == nil {
 		now = time.Now
 	}
-	return &Runner{
+	r := &Runner{
 		store: s, log: log, now: now, Poll: time.Second, Batch: 200,
 		kinds: map[string]*kind{}, inflight: map[store.Key]bool{}, wake: make(chan struct{}, 1),
-	}, nil
+	}
+	r.idle = sync.NewCond(&r.mu)
+	return r, nil
 }
 
 // Handle runs h for due keys of a kind, at most workers at once on this replica.
@@ -154,6 +157,7 @@ func (r *Runner) Look(ctx context.Context) (int, error) {
 			r.mu.Lock()
 			delete(r.inflight, k)
 			<-kd.slots
+			r.idle.Broadcast()
 			r.mu.Unlock()
 			if err != nil && ctx.Err() == nil {
 				r.log.Warn("due work failed", "kind", k.Kind, "id", k.ID, "err", err.Error())
@@ -167,5 +171,16 @@ func (r *Runner) Look(ctx context.Context) (int, error) {
 	return started, nil
 }
 
-// Wait blocks until the handlers started so far have returned (tests).
-func (r *Runner) Wait() { r.wg.Wait() }
+// Drain looks at what is due now and waits until no handler runs on this
+// replica: what a test calls to have the reconciler catch up.
+func (r *Runner) Drain(ctx context.Context) error {
+	if _, err := r.Look(ctx); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for len(r.inflight) > 0 {
+		r.idle.Wait()
+	}
+	return nil
+}

@@ -1,10 +1,19 @@
 package webhook_test
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/paypage/paypage/pkg/account"
+	"github.com/paypage/paypage/pkg/due"
+	"github.com/paypage/paypage/pkg/event"
+	"github.com/paypage/paypage/pkg/store/memory"
+	"github.com/paypage/paypage/pkg/vault"
 	"github.com/paypage/paypage/pkg/webhook"
 )
 
@@ -33,6 +42,161 @@ func TestSignVerify(t *testing.T) {
 		err := webhook.Verify(tt.secret, tt.header, tt.body, tt.at, 5*time.Minute)
 		if (err == nil) != tt.ok {
 			t.Errorf("%s: err = %v", tt.name, err)
+		}
+	}
+}
+
+// fairRig is a worker over an in-memory store with real accounts, and a
+// reconciler that hands it due events.
+type fairRig struct {
+	db       *memory.DB
+	accounts *account.Service
+	worker   *webhook.Worker
+	runner   *due.Runner
+}
+
+func newFairRig(t *testing.T, o webhook.Options) *fairRig {
+	t.Helper()
+	db := memory.New()
+	kek, _ := vault.NewLocalKEK(make([]byte, 32))
+	v, err := vault.Open(context.Background(), db, kek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accounts := account.New(db, v)
+	o.AllowPrivate = true
+	w, err := webhook.New(db, accounts, nil, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := due.New(db, nil, o.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Handle(event.Kind, 16, w.Handle)
+	return &fairRig{db: db, accounts: accounts, worker: w, runner: r}
+}
+
+// events files n events of a merchant, due now.
+func (f *fairRig) events(t *testing.T, merchant string, n int) []string {
+	t.Helper()
+	var ids []string
+	for i := 0; i < n; i++ {
+		e := event.New("payment.succeeded", merchant, map[string]int{"n": i}, time.Now())
+		if err := f.db.Commit(context.Background(), event.CreateOp("g"+e.ID[4:], e, time.Now())); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, e.ID)
+	}
+	return ids
+}
+
+// counter is a webhook endpoint that counts what it receives; block, when
+// set, holds every answer until it is closed.
+type counter struct {
+	srv   *httptest.Server
+	mu    sync.Mutex
+	n     int
+	block chan struct{}
+	code  int
+}
+
+func newCounter(t *testing.T, code int, block chan struct{}) *counter {
+	c := &counter{code: code, block: block}
+	c.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.mu.Lock()
+		c.n++
+		c.mu.Unlock()
+		if c.block != nil {
+			<-c.block
+		}
+		w.WriteHeader(c.code)
+	}))
+	t.Cleanup(c.srv.Close)
+	return c
+}
+
+func (c *counter) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+// One merchant's endpoint hangs with many events due: the others' events go
+// out at once, and the hanging merchant holds no more than its cap of the
+// workers.
+func TestOneHangingEndpointDelaysNoOneElse(t *testing.T) {
+	block := make(chan struct{})
+	hanging, fine := newCounter(t, 200, block), newCounter(t, 200, nil)
+	f := newFairRig(t, webhook.Options{Timeout: time.Minute, PerMerchant: 4})
+	ctx := context.Background()
+	a, _ := f.accounts.AddMerchant(ctx, "Hangs", hanging.srv.URL)
+	b, _ := f.accounts.AddMerchant(ctx, "Fine", fine.srv.URL)
+	f.events(t, a.ID, 40)
+	f.events(t, b.ID, 3)
+	if _, err := f.runner.Look(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); fine.count() < 3; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the fine merchant got %d of 3 events behind a hanging one", fine.count())
+		}
+		if _, err := f.runner.Look(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := hanging.count(); n > 4 {
+		t.Fatalf("the hanging endpoint holds %d deliveries, over its cap of 4", n)
+	}
+	recs, err := f.worker.List(ctx, a.ID, "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := 0
+	for _, r := range recs {
+		if r.Delivery.Attempts == 0 && r.Delivery.NextAttemptAt != nil {
+			moved++
+		}
+	}
+	if moved < 30 {
+		t.Fatalf("%d of the hanging merchant's waiting events were moved on, want at least 30", moved)
+	}
+	close(block)
+	if err := f.runner.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An endpoint that keeps failing is backed off as a whole: its other due
+// events are moved to when it is tried again, not each tried and failed.
+func TestFailingEndpointBacksOff(t *testing.T) {
+	failing := newCounter(t, 500, nil)
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	f := newFairRig(t, webhook.Options{Timeout: 5 * time.Second, PerMerchant: 1, Now: clock})
+	ctx := context.Background()
+	m, _ := f.accounts.AddMerchant(ctx, "Down", failing.srv.URL)
+	f.events(t, m.ID, 20)
+	for i := 0; i < 6; i++ {
+		if err := f.runner.Drain(ctx); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		now = now.Add(1100 * time.Millisecond) // past a busy merchant's one-second wait
+		mu.Unlock()
+	}
+	if n := failing.count(); n != 3 {
+		t.Fatalf("the failing endpoint was tried %d times; after 3 failures in a row it should rest", n)
+	}
+	recs, _ := f.worker.List(ctx, m.ID, "", 100)
+	for _, r := range recs {
+		// The untried ones wait for the endpoint to be tried again.
+		if r.Delivery.Attempts == 0 && (r.Delivery.NextAttemptAt == nil || !r.Delivery.NextAttemptAt.After(clock())) {
+			t.Fatalf("event %s next tried at %v (now %v)", r.ID, r.Delivery.NextAttemptAt, clock())
+		}
+		if r.Delivery.Attempts == 1 && (r.Delivery.State != "pending" || r.Delivery.LastError != "HTTP 500") {
+			t.Fatalf("delivery %+v", r.Delivery)
 		}
 	}
 }

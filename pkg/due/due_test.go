@@ -1,0 +1,98 @@
+package due_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/paypage/paypage/pkg/due"
+	"github.com/paypage/paypage/pkg/store"
+	"github.com/paypage/paypage/pkg/store/memory"
+)
+
+func TestLookHandsDueKeysToTheirKind(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := memory.New()
+	now := time.Now()
+	for i, k := range []store.Key{store.K("a", "1"), store.K("a", "2"), store.K("b", "3"), store.K("c", "4")} {
+		if err := db.Commit(ctx, store.Create(k, nil, 0).At(now.Add(time.Duration(i)*time.Millisecond))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Commit(ctx, store.Create(store.K("a", "later"), nil, 0).At(now.Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	r, err := due.New(db, nil, func() time.Time { return now.Add(time.Second) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	release := make(chan struct{})
+	handle := func(ctx context.Context, k store.Key) error {
+		mu.Lock()
+		seen[k.ID]++
+		mu.Unlock()
+		<-release
+		return db.Commit(ctx, store.Update(k, nil, 1).Finished()) // done: out of the index
+	}
+	r.Handle("a", 1, handle) // one at a time
+	r.Handle("b", 4, handle)
+	n, err := r.Look(ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("first look started %d (%v), want one a and one b", n, err)
+	}
+	// Keys being handled are not handed out again; a full kind waits.
+	if n, _ := r.Look(ctx); n != 0 {
+		t.Fatalf("second look started %d", n)
+	}
+	close(release)
+	if err := r.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if seen["1"] != 1 || seen["2"] != 1 || seen["3"] != 1 || seen["4"] != 0 || seen["later"] != 0 {
+		t.Fatalf("handled %v: each due key of a handled kind once, nothing else", seen)
+	}
+	left, _ := db.Due(ctx, now.Add(2*time.Hour), 10)
+	if len(left) != 2 {
+		t.Fatalf("left in the index: %v (the unhandled kind and the later key)", left)
+	}
+}
+
+func TestWakeBringsTheNextLookForward(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db := memory.New()
+	r, _ := due.New(db, nil, nil)
+	r.Poll = time.Hour
+	got := make(chan store.Key, 1)
+	r.Handle("x", 1, func(ctx context.Context, k store.Key) error {
+		got <- k
+		return db.Commit(ctx, store.Update(k, nil, 1).Finished())
+	})
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	at := time.Now().Add(50 * time.Millisecond)
+	if err := db.Commit(ctx, store.Create(store.K("x", "1"), nil, 0).At(at)); err != nil {
+		t.Fatal(err)
+	}
+	r.Wake(at)
+	select {
+	case k := <-got:
+		if k.ID != "1" {
+			t.Fatalf("handled %v", k)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a wake did not bring the look forward from an hour's poll")
+	}
+	cancel()
+	<-done
+}
