@@ -25,6 +25,7 @@ import (
 
 	"github.com/paypage/paypage/internal/app"
 	"github.com/paypage/paypage/pkg/account"
+	"github.com/paypage/paypage/pkg/payment"
 	"github.com/paypage/paypage/pkg/processor"
 	"github.com/paypage/paypage/pkg/store/redis/redistest"
 )
@@ -95,6 +96,10 @@ type envOpts struct {
 	tlsKey     string
 	// wrap puts a line between the payments and the sandbox processor.
 	wrap func(processor.Processor) processor.Processor
+	// poll is how often the reconciler reads the due index (default 100 ms).
+	poll time.Duration
+	// timing shortens the timing of attempts in flight.
+	timing payment.Timing
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -119,7 +124,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if sched == nil {
 		sched = []time.Duration{200 * time.Millisecond, 400 * time.Millisecond}
 	}
-	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerSecond: o.detokenize, TLSCert: o.tlsCert, TLSKey: o.tlsKey, WebhookTimeout: time.Second, WrapProcessor: o.wrap}
+	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerSecond: o.detokenize, TLSCert: o.tlsCert, TLSKey: o.tlsKey, WebhookTimeout: time.Second, WrapProcessor: o.wrap, Timing: o.timing}
 	if o.store != "bolt" {
 		cfg.MasterKey = strings.Repeat("3b", 32) // no development key off the embedded store
 	}
@@ -138,6 +143,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 	e.app = a
 	a.SetClock(e.clock.Now)
 	a.Runner.Poll = 100 * time.Millisecond
+	if o.poll != 0 {
+		a.Runner.Poll = o.poll
+	}
 	if !o.noAccounts {
 		m, err := a.Accounts.AddMerchant(context.Background(), "Air Astana", o.webhookURL)
 		if err != nil {

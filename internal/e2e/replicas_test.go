@@ -30,6 +30,42 @@ func startProcess(t *testing.T, cmd *exec.Cmd) *syncBuffer {
 	return logs
 }
 
+// replica is a real `paypage serve` process.
+type replica struct {
+	*env
+	cmd *exec.Cmd
+}
+
+// startServe starts `paypage serve` on a free address (metrics off, unless
+// extra names an address) with the environment base plus extra, and waits
+// until it is ready; it is stopped when the test ends, if it still runs.
+func startServe(t *testing.T, bin string, base []string, extra ...string) *replica {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = append(append(append([]string(nil), base...), "PAYPAGE_ADDR="+addr, "PAYPAGE_METRICS_ADDR=off"), extra...)
+	logs := startProcess(t, cmd)
+	e := &env{t: t, url: "http://" + addr, seen: &syncBuffer{}, logs: logs}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if resp, err := http.Get(e.url + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("paypage serve never ready:\n%s", logs.String())
+		}
+	}
+	return &replica{env: e, cmd: cmd}
+}
+
+// kill stops the process at once, as a crash would (SIGKILL).
+func (r *replica) kill() {
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+}
+
 func freeAddr(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -77,28 +113,13 @@ func TestTwoProcessesOnOneRedis(t *testing.T) {
 	var replicas []*env
 	metricsAddr := freeAddr(t) // the first replica serves /metrics apart
 	for i := 0; i < 2; i++ {
-		addr := freeAddr(t)
-		cmd := exec.Command(bin, "serve")
-		cmd.Env = append(base, "PAYPAGE_ADDR="+addr)
+		var extra []string
 		if i == 0 {
-			cmd.Env = append(cmd.Env, "PAYPAGE_METRICS_ADDR="+metricsAddr)
-		} else {
-			cmd.Env = append(cmd.Env, "PAYPAGE_METRICS_ADDR=off")
+			extra = append(extra, "PAYPAGE_METRICS_ADDR="+metricsAddr)
 		}
-		logs := startProcess(t, cmd)
-		e := &env{t: t, url: "http://" + addr, key: m.SecretKey, merchant: m.ID, seen: &syncBuffer{}, logs: logs}
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			if resp, err := http.Get(e.url + "/readyz"); err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == 200 {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("replica %d never ready:\n%s", i, logs.String())
-			}
-		}
-		replicas = append(replicas, e)
+		r := startServe(t, bin, base, extra...)
+		r.key, r.merchant = m.SecretKey, m.ID
+		replicas = append(replicas, r.env)
 	}
 
 	const n = 10
@@ -141,7 +162,7 @@ func TestTwoProcessesOnOneRedis(t *testing.T) {
 	if err := json.Unmarshal(cli("events", "list", "--merchant", m.ID), &listed); err != nil || len(listed) != n {
 		t.Fatalf("events list: %d, %v", len(listed), err)
 	}
-	if d := listed[0]["delivery"].(map[string]any); d["state"] != "delivered" {
+	if d := listed[0]["delivery"].(map[string]any); d["status"] != "delivered" {
 		t.Fatalf("delivery %v", d)
 	}
 	evt := got[0]["id"].(string)

@@ -191,3 +191,29 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
+
+// Route is one method and path template the server answers.
+type Route struct {
+	Method string
+	Path   string // a template: "/pay/{id}"
+}
+
+// Routes lists the routes the server answers, in the order they were made.
+func (s *Server) Routes() []Route {
+	var out []Route
+	_ = s.router.Walk(func(r *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+		path, err := r.GetPathTemplate()
+		if err != nil {
+			return nil
+		}
+		methods, err := r.GetMethods()
+		if err != nil {
+			return nil // a prefix, or a route without methods
+		}
+		for _, m := range methods {
+			out = append(out, Route{Method: m, Path: path})
+		}
+		return nil
+	})
+	return out
+}

@@ -49,7 +49,7 @@ func Start(tb testing.TB) *Server {
 		port := freePort(tb)
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1",
-			"--dir", dir, "--save", "", "--appendonly", "no", "--logfile", filepath.Join(dir, "redis.log"))
+			"--dir", dir, "--save", "", "--appendonly", "no", "--enable-debug-command", "local", "--logfile", filepath.Join(dir, "redis.log"))
 		if err := cmd.Start(); err != nil {
 			tb.Fatalf("start redis-server: %v", err)
 		}

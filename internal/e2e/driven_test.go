@@ -1,0 +1,188 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/paypage/paypage/pkg/payment"
+	"github.com/paypage/paypage/pkg/store"
+	"github.com/paypage/paypage/pkg/store/redis/redistest"
+)
+
+// shortTiming is the production timing with a lease of two seconds and a
+// call deadline of one, so a test can outlast both.
+var shortTiming = func() payment.Timing {
+	t := payment.DefaultTiming
+	t.Lease, t.CallTimeout, t.AskAgain = 2*time.Second, time.Second, []time.Duration{time.Second}
+	return t
+}()
+
+// TestSlowProcessorCapturesOnce: the sandbox card 4000 0000 0000 0267 is
+// approved 40 seconds after it is asked, past the call's deadline and the
+// lease. The attempt stays in flight; the reconciler asks again under the
+// same ID ("no answer yet" is an unknown, not a decline) until the approval
+// is there, and the session is captured once.
+func TestSlowProcessorCapturesOnce(t *testing.T) {
+	forEachStore(t, func(t *testing.T, o envOpts) {
+		o.timing = shortTiming
+		e := newEnv(t, o)
+		id := e.session(map[string]any{"locale": "en"})["id"].(string)
+		b := e.browser()
+		p := b.pay(id, "4000 0000 0000 0267", "981")
+		if p.status != 503 || !strings.Contains(p.body, "Processing your payment") {
+			t.Fatalf("slow answer: %d\n%s", p.status, p.body)
+		}
+		for i := 0; i < 5; i++ { // past the lease, several asks: still unknown
+			e.clock.Advance(2 * time.Second)
+			e.reconcile()
+		}
+		if st, pay := sessionState(t, e, id); st != "open" || pay["status"] != "processing" || len(pay["attempts"].([]any)) != 0 {
+			t.Fatalf("an unknown answer ended the attempt: %s %v", st, pay)
+		}
+		e.clock.Advance(40 * time.Second)
+		e.reconcile()
+		st, pay := sessionState(t, e, id)
+		if st != "complete" || pay["status"] != "succeeded" || len(pay["attempts"].([]any)) != 1 {
+			t.Fatalf("after the approval: %s %v", st, pay)
+		}
+		if n := countKind(t, e, "sbx_auth"); n != 1 {
+			t.Fatalf("%d authorizations", n)
+		}
+		e.reconcile()
+		if ev := eventTypes(t, e); ev["payment.succeeded"] != 1 || len(ev) != 1 {
+			t.Fatalf("events %v", ev)
+		}
+	})
+}
+
+var reCmdStat = regexp.MustCompile(`cmdstat_([a-z|]+):calls=(\d+)`)
+
+// commandStats reads Redis's count of calls per command.
+func commandStats(t *testing.T, c *goredis.Client) map[string]int {
+	t.Helper()
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, m := range reCmdStat.FindAllStringSubmatch(info, -1) {
+		out[m[1]], _ = strconv.Atoi(m[2])
+	}
+	return out
+}
+
+// TestIdleCostsRedisAlmostNothing: an idle replica reads the due index and
+// nothing else, whatever the number of records stored: no SCAN, no KEYS,
+// and the same few commands a second with 20 or 20,000 records.
+func TestIdleCostsRedisAlmostNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	e := newEnv(t, envOpts{store: srv.URL(), poll: time.Second})
+	// Some real work first: paid, declined and expired sessions, events.
+	for _, n := range []string{"4242 4242 4242 4242", "4000 0000 0000 0002"} {
+		id := e.session(nil)["id"].(string)
+		b := e.browser()
+		b.follow(b.pay(id, n, "981"))
+	}
+	e.session(map[string]any{"expires_in": 300})
+	e.clock.Advance(10 * time.Minute)
+	e.reconcile()
+	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	defer c.Close()
+	idle := func() (map[string]int, float64) {
+		t.Helper()
+		time.Sleep(500 * time.Millisecond) // let the last deliveries settle
+		if err := c.ConfigResetStat(context.Background()).Err(); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		time.Sleep(4 * time.Second)
+		stats := commandStats(t, c)
+		secs := time.Since(start).Seconds()
+		total := 0
+		for cmd, n := range stats {
+			if cmd != "info" && cmd != "config|resetstat" {
+				total += n
+			}
+		}
+		return stats, float64(total) / secs
+	}
+	small, smallRate := idle()
+	// Twenty thousand more records.
+	ctx := context.Background()
+	for i := 0; i < 20000; i++ {
+		k := store.K("card", fmt.Sprintf("tok_load%05d", i))
+		if err := e.app.Store().Commit(ctx, store.Put(k, []byte(`{"sealed":"x"}`))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	large, largeRate := idle()
+	for _, stats := range []map[string]int{small, large} {
+		for cmd := range stats {
+			if cmd == "scan" || cmd == "keys" {
+				t.Fatalf("an idle replica issued %s: %v", cmd, stats)
+			}
+		}
+	}
+	t.Logf("idle: %.1f commands/s with few records, %.1f with 20,000 more (%v)", smallRate, largeRate, large)
+	if smallRate > 5 || largeRate > 5 {
+		t.Fatalf("idle replica issues %.1f and %.1f commands a second, want a few", smallRate, largeRate)
+	}
+}
+
+// TestGetsChangeNothing walks every GET route the server answers, on
+// sessions in every state (open, paid, at the bank, with a QR in flight,
+// expired) and on the sandbox pages, and checks that Redis's dataset is the
+// same afterwards: a GET (a prefetch, an <img>, a reload) never moves a
+// payment.
+func TestGetsChangeNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	e := newEnv(t, envOpts{store: srv.URL(), poll: time.Hour})
+	b := e.browser()
+	open := e.session(nil)["id"].(string)
+	paid := e.session(nil)["id"].(string)
+	b.follow(b.pay(paid, "4242 4242 4242 4242", "981"))
+	atBank := e.session(nil)["id"].(string)
+	ch := b.pay(atBank, "4000 0000 0000 3220", "981")
+	acs, _ := ch.form(0)
+	tx := acs[strings.LastIndex(acs, "/")+1:]
+	kaspi := e.session(map[string]any{"methods": []string{"card", "kaspi_qr"}})["id"].(string)
+	_, app := kaspiQR(t, e, b, kaspi)
+	qr := app[strings.LastIndex(app, "/")+1:]
+	expired := e.session(map[string]any{"expires_in": 300})["id"].(string)
+	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	defer c.Close()
+	digest := func() string {
+		d, err := c.Do(context.Background(), "DEBUG", "DIGEST").Text()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	e.clock.Advance(6 * time.Minute) // expired is past its time; nothing may write that down on a GET
+	before := digest()
+	walked := 0
+	for _, r := range e.app.Web.Routes() {
+		if r.Method != http.MethodGet {
+			continue
+		}
+		for _, id := range []string{open, paid, atBank, kaspi, expired} {
+			path := strings.NewReplacer("{id}", id, "{tx}", tx, "{qr}", qr).Replace(r.Path)
+			b.get(path + "?lang=ru")
+			walked++
+		}
+	}
+	if walked < 15 {
+		t.Fatalf("walked only %d GETs", walked)
+	}
+	if after := digest(); after != before {
+		t.Fatalf("%d GETs changed the dataset", walked)
+	}
+}
