@@ -397,6 +397,9 @@ func TestBrowserWithoutJavaScript(t *testing.T) {
 
 func startChromeWith(t *testing.T, flag, value string) *rod.Browser {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs chromium: skipped with -short")
+	}
 	bin, err := exec.LookPath("chromium")
 	if err != nil {
 		t.Fatalf("chromium not found (install it: apt-get install chromium): %v", err)

@@ -28,6 +28,9 @@ func TestMain(m *testing.M) {
 // buildBinary returns the path of the real paypage binary.
 func buildBinary(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("runs real paypage processes: skipped with -short")
+	}
 	binary.once.Do(func() {
 		if binary.dir, binary.err = os.MkdirTemp("", "paypage-e2e"); binary.err != nil {
 			return

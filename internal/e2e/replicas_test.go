@@ -162,7 +162,7 @@ func TestTwoProcessesOnOneRedis(t *testing.T) {
 	if err := json.Unmarshal(cli("events", "list", "--merchant", m.ID), &listed); err != nil || len(listed) != n {
 		t.Fatalf("events list: %d, %v", len(listed), err)
 	}
-	if d := listed[0]["delivery"].(map[string]any); d["status"] != "delivered" {
+	if d := listed[0]["delivery"].(map[string]any); d["state"] != "delivered" {
 		t.Fatalf("delivery %v", d)
 	}
 	evt := got[0]["id"].(string)

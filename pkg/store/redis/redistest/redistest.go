@@ -1,7 +1,8 @@
 // Package redistest starts real Redis servers for tests (a single node, a
 // three-master Cluster, or a master with a Sentinel), on free ports in
 // temporary directories, and stops them when the test ends. A test that needs
-// Redis fails when redis-server is missing: it never skips.
+// Redis fails when redis-server is missing: it never skips, except under
+// go test -short, which is the quick run without Redis or Chromium.
 package redistest
 
 import (
@@ -38,6 +39,8 @@ func (s *Server) Stop() {
 
 // Start runs redis-server on a free loopback port until the test ends.
 func Start(tb testing.TB) *Server {
+	tb.Helper()
+	skipShort(tb)
 	tb.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -117,6 +120,8 @@ func startNode(tb testing.TB, dir string, extra ...string) *Server {
 // redis+cluster:// URL.
 func StartCluster(tb testing.TB) string {
 	tb.Helper()
+	skipShort(tb)
+	tb.Helper()
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
 		tb.Fatalf("redis-cli not found (it comes with redis-server): %v", err)
@@ -158,6 +163,8 @@ func StartCluster(tb testing.TB) string {
 // and returns the Sentinel URL.
 func StartSentinel(tb testing.TB) string {
 	tb.Helper()
+	skipShort(tb)
+	tb.Helper()
 	master := Start(tb)
 	dir := tb.TempDir()
 	conf := filepath.Join(dir, "sentinel.conf")
@@ -190,3 +197,10 @@ func (s *Server) Pause() { _ = s.cmd.Process.Signal(syscall.SIGSTOP) }
 
 // Resume thaws a paused server.
 func (s *Server) Resume() { _ = s.cmd.Process.Signal(syscall.SIGCONT) }
+
+// skipShort skips a test that needs Redis under go test -short.
+func skipShort(tb testing.TB) {
+	if testing.Short() {
+		tb.Skip("needs redis-server: skipped with -short")
+	}
+}
