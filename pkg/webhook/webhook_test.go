@@ -179,12 +179,14 @@ func TestFailingEndpointBacksOff(t *testing.T) {
 	m, _ := f.accounts.AddMerchant(ctx, "Down", failing.srv.URL)
 	f.events(t, m.ID, 20)
 	for i := 0; i < 6; i++ {
+		if i > 0 {
+			mu.Lock()
+			now = now.Add(1100 * time.Millisecond) // past a busy merchant's one-second wait
+			mu.Unlock()
+		}
 		if err := f.runner.Drain(ctx); err != nil {
 			t.Fatal(err)
 		}
-		mu.Lock()
-		now = now.Add(1100 * time.Millisecond) // past a busy merchant's one-second wait
-		mu.Unlock()
 	}
 	if n := failing.count(); n != 3 {
 		t.Fatalf("the failing endpoint was tried %d times; after 3 failures in a row it should rest", n)
