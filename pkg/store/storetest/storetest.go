@@ -404,3 +404,16 @@ func eventually(t *testing.T, ok func() bool) {
 	}
 	t.Fatal("condition not met within 5s")
 }
+
+// BenchAllow measures Allow on a bucket that never runs dry: the cost a
+// detokenize call pays for its rate limit.
+func BenchAllow(b *testing.B, s store.Store) {
+	ctx := context.Background()
+	k := store.K("bucket", "bench")
+	bucket := store.Bucket{PerSecond: 1e9, Burst: 1 << 40}
+	for b.Loop() {
+		if w, err := s.Allow(ctx, k, bucket, time.Now()); err != nil || w != 0 {
+			b.Fatal(w, err)
+		}
+	}
+}
