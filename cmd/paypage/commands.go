@@ -128,6 +128,9 @@ func (e entry) settingsRead() []*setting {
 	return out
 }
 
+// usage is the command line in short: "paypage merchant add --name N ...".
+func (e entry) usage() string { return strings.TrimSpace("paypage " + e.name + " " + e.args) }
+
 // group returns the first word of the name.
 func (e entry) group() string { g, _, _ := strings.Cut(e.name, " "); return g }
 
@@ -158,7 +161,7 @@ func isHelp(a string) bool { return a == "-h" || a == "-help" || a == "--help" |
 func printCommands(w io.Writer, group string) {
 	for _, c := range commands {
 		if group == "" || c.group() == group {
-			fmt.Fprintf(w, "  paypage %s %s\n      %s\n", c.name, c.args, c.summary)
+			fmt.Fprintf(w, "  %s\n      %s\n", c.usage(), c.summary)
 		}
 	}
 }
@@ -208,7 +211,7 @@ func (e entry) flagSets(cmd command, c *Config, getenv func(string) string) (fs,
 // printHelp writes one command's help: what it does, its flags and the
 // settings it reads.
 func (e entry) printHelp(w io.Writer, own *flag.FlagSet) {
-	fmt.Fprintf(w, "Usage: paypage %s %s\n\n%s.\n", e.name, e.args, upperFirst(e.summary))
+	fmt.Fprintf(w, "Usage: %s\n\n%s.\n", e.usage(), upperFirst(e.summary))
 	var names []string
 	own.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 	if len(names) > 0 {
