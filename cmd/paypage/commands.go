@@ -99,6 +99,14 @@ type operation interface {
 	do(ctx context.Context, c *call) (any, error)
 }
 
+// serviceOnly is an operation that only a running service can carry out
+// (unseal and seal change the service's memory, not the store): without a
+// service on the socket it fails instead of opening the store.
+type serviceOnly interface {
+	operation
+	serviceOnly()
+}
+
 // checker is an operation whose arguments are checked before it is sent.
 type checker interface {
 	check() error

@@ -31,7 +31,9 @@ func (m *Main) operate(ctx context.Context, e entry, op operation) error {
 	}
 	path := opsock.Path(m.Config.Data)
 	ans, err := opsock.Call(ctx, path, opsock.Request{Command: e.name, Args: args, Store: storeID(m.Config)})
-	switch {
+	switch _, only := op.(serviceOnly); {
+	case errors.Is(err, opsock.ErrNoService) && only:
+		err = fmt.Errorf("%s needs a running service, and none answers on %s: start \"paypage serve\" with the same --data", e.name, path)
 	case errors.Is(err, opsock.ErrNoService):
 		var res any
 		res, ans.Warnings, err = m.operateHere(ctx, e, op)
