@@ -57,9 +57,25 @@ var commands = []entry{
 		new: func() command { return &keysRewrapCmd{} }},
 
 	{name: "audit list", args: "[--merchant ID] [--after ID] [--limit N]", summary: "the audit trail, oldest first", new: func() command { return &auditListCmd{} }},
+	{name: "audit export", args: "[--out FILE] [--batch N]", summary: "write the records not exported yet as JSON lines (stdout, or appended to FILE and synced), then mark them exported: only exported records are ever trimmed",
+		new: func() command { return &auditExportCmd{} }},
+	{name: "audit unexported", args: "[--limit N]", summary: "the records after the export mark, oldest first, and the mark (what audit export reads)",
+		new: func() command { return &auditUnexportedCmd{} }},
+	{name: "audit mark-exported", args: "--after ID --through ID", summary: "move the export mark from ID to ID (what audit export does once its output is safe), then trim to --audit-max-records", audit: "audit.export",
+		reads: []*setting{settingNamed("audit-max-records")}, new: func() command { return &auditMarkExportedCmd{} }},
 
 	{name: "events list", args: "[--merchant ID] [--after EVT] [--limit N]", summary: "webhook events with their delivery state", new: func() command { return &eventsListCmd{} }},
 	{name: "events resend", args: "--id EVT", summary: "queue an event for delivery again (same ID)", audit: "events.resend", new: func() command { return &eventsResendCmd{} }},
+}
+
+// entryNamed returns the registry's entry of a command.
+func entryNamed(name string) entry {
+	for _, e := range commands {
+		if e.name == name {
+			return e
+		}
+	}
+	panic("no command " + name)
 }
 
 // storeSettings are what every operator command reads: where the store and

@@ -72,7 +72,7 @@ func setting(v, def int64) int64 {
 
 // SetClock replaces the clock of every service (tests).
 func (a *App) SetClock(now func() time.Time) {
-	a.Payments.Now, a.ACS.Now, a.Kaspi.Now, a.Webhooks.Now, a.Vault.Now = now, now, now, now, now
+	a.Payments.Now, a.ACS.Now, a.Kaspi.Now, a.Webhooks.Now, a.Vault.Now, a.Audit.Now = now, now, now, now, now, now
 }
 
 // Run serves HTTP on ln, and /metrics alone on metrics when the config
@@ -106,6 +106,8 @@ func (a *App) Run(ctx context.Context, ln, metrics net.Listener) error {
 	done := a.Webhooks.Start(workers)
 	swept := make(chan struct{})
 	go func() { defer close(swept); a.sweep(workers) }()
+	audited := make(chan struct{}) // refusal records flushed and the trail capped, until the end
+	go func() { defer close(audited); a.Refusals.Run(workers, 10*time.Second) }()
 	a.log.Info("paypage serving", "addr", ln.Addr().String(), "public_url", a.cfg.PublicURL, "store", storeKind(a.cfg.Store))
 	if tlsCfg != nil {
 		hs.TLSConfig = tlsCfg
@@ -128,6 +130,7 @@ func (a *App) Run(ctx context.Context, ln, metrics net.Listener) error {
 	cancelWorkers()
 	<-done
 	<-swept
+	<-audited
 	if failed != nil {
 		return failed
 	}
