@@ -24,6 +24,7 @@ func (c *auditListCmd) flags(fs *flag.FlagSet) {
 }
 
 func (c *auditListCmd) do(ctx context.Context, k *call) (any, error) {
+	k.app.WriteRefusals(ctx)
 	return k.app.Audit.Filter(ctx, c.Merchant, c.After, c.Limit)
 }
 
@@ -43,6 +44,7 @@ type unexported struct {
 }
 
 func (c *auditUnexportedCmd) do(ctx context.Context, k *call) (any, error) {
+	k.app.WriteRefusals(ctx)
 	m, evs, err := k.app.Audit.Unexported(ctx, c.Limit)
 	return unexported{Mark: m, Records: evs}, err
 }

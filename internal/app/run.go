@@ -201,6 +201,18 @@ func (a *App) sweep(ctx context.Context) {
 	}
 }
 
+// WriteRefusals writes the refused calls the service has counted so far
+// (audit.Refusals), so an operator reading the trail sees them; without a
+// service there are none.
+func (a *App) WriteRefusals(ctx context.Context) {
+	if a.Refusals == nil {
+		return
+	}
+	if err := a.Refusals.Flush(ctx, true); err != nil {
+		a.log.Warn("audit: refusal records not written yet", "err", err.Error())
+	}
+}
+
 // AuditOperator records an operator's action, and what it concerned.
 func (a *App) AuditOperator(ctx context.Context, who audit.Operator, action, object, merchant string, err error) error {
 	e := audit.Event{Actor: who.Actor(), Operator: &who, Action: action, Outcome: audit.Success, Object: object, Merchant: merchant}

@@ -75,6 +75,17 @@ func TestRefusalsOneRecordPerWindow(t *testing.T) {
 	if err := r.Flush(ctx, false); err != nil || len(all(t, l)) != 0 {
 		t.Fatalf("records written before the window ended: %v %v", all(t, l), err)
 	}
+	// An operator reading the trail sees the counts so far; the limit's
+	// count of the source stays.
+	if err := r.Flush(ctx, true); err != nil || len(all(t, l)) != 2 || all(t, l)[0].Count+all(t, l)[1].Count != 1001 {
+		t.Fatalf("early flush: %+v %v", all(t, l), err)
+	}
+	if n := r.Count("192.0.2.1"); n != 1000 {
+		t.Fatalf("the early flush reset the source's count to %d", n)
+	}
+	for i := 0; i < 5; i++ {
+		r.Add(audit.Event{Actor: "unknown", Action: "detokenize", Source: "192.0.2.1", Reason: "unauthorized"})
+	}
 	c.Advance(time.Minute)
 	if r.Count("192.0.2.1") != 0 {
 		t.Fatal("counts carried into the next window")
@@ -83,10 +94,10 @@ func TestRefusalsOneRecordPerWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	evs := all(t, l)
-	if len(evs) != 2 {
+	if len(evs) != 3 || evs[2].Count != 5 {
 		t.Fatalf("%d records: %+v", len(evs), evs)
 	}
-	for _, e := range evs {
+	for _, e := range evs[:2] {
 		want := int64(1)
 		if e.Source == "192.0.2.1" {
 			want = 1000

@@ -53,6 +53,14 @@ func (r *Refusals) roll(now time.Time) {
 	if now.Before(r.end) {
 		return
 	}
+	r.closeGroups()
+	clear(r.perSource)
+	r.end = now.Truncate(r.window).Add(r.window)
+}
+
+// closeGroups turns the counts so far into pending records; the caller
+// holds mu. The per-source counts, which the limit reads, stay.
+func (r *Refusals) closeGroups() {
 	for k, g := range r.groups {
 		r.pending = append(r.pending, Event{
 			Actor: k.actor, Action: k.action, Outcome: Failure, Source: k.source, Reason: k.reason, Merchant: k.merchant,
@@ -64,8 +72,6 @@ func (r *Refusals) roll(now time.Time) {
 		r.pending = r.pending[len(r.pending)-max:]
 	}
 	clear(r.groups)
-	clear(r.perSource)
-	r.end = now.Truncate(r.window).Add(r.window)
 }
 
 // Add counts one refused call (e.Source names where it came from) and
@@ -116,15 +122,15 @@ func (r *Refusals) WindowEnd() time.Time {
 }
 
 // Flush writes the records of the windows that have ended, and with all
-// the current one's too (on shutdown). A record the store refuses stays for
-// the next flush.
+// the counts of the current one so far too (at shutdown, or for an operator
+// reading the trail; the source's count towards the limit stays). A record
+// the store refuses stays for the next flush.
 func (r *Refusals) Flush(ctx context.Context, all bool) error {
 	r.mu.Lock()
-	now := r.log.Now()
+	r.roll(r.log.Now())
 	if all {
-		now = r.end
+		r.closeGroups()
 	}
-	r.roll(now)
 	pending := r.pending
 	r.pending = nil
 	r.mu.Unlock()
