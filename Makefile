@@ -29,7 +29,7 @@ test: deps check
 
 ## bench: the benchmarks quoted in the README
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./pkg/card ./pkg/vault ./internal/e2e
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./pkg/card ./pkg/vault ./pkg/account ./pkg/store/bolt ./pkg/store/redis ./internal/e2e
 
 ## load: the card page and session creation under wrk (apt-get install wrk)
 load:

@@ -2,7 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
+	"fmt"
+	"os"
+
+	"github.com/paypage/paypage/pkg/audit"
 )
 
 // auditListCmd reads the audit trail.
@@ -19,5 +24,124 @@ func (c *auditListCmd) flags(fs *flag.FlagSet) {
 }
 
 func (c *auditListCmd) do(ctx context.Context, k *call) (any, error) {
+	k.app.WriteRefusals(ctx)
 	return k.app.Audit.Filter(ctx, c.Merchant, c.After, c.Limit)
+}
+
+// auditUnexportedCmd reads the records after the export mark.
+type auditUnexportedCmd struct {
+	Limit int `json:"limit"`
+}
+
+func (c *auditUnexportedCmd) flags(fs *flag.FlagSet) {
+	fs.IntVar(&c.Limit, "limit", 1000, "at most this `many`")
+}
+
+// unexported is the answer of audit unexported.
+type unexported struct {
+	Mark    audit.Mark    `json:"mark"`
+	Records []audit.Event `json:"records"`
+}
+
+func (c *auditUnexportedCmd) do(ctx context.Context, k *call) (any, error) {
+	k.app.WriteRefusals(ctx)
+	m, evs, err := k.app.Audit.Unexported(ctx, c.Limit)
+	return unexported{Mark: m, Records: evs}, err
+}
+
+// auditMarkExportedCmd moves the export mark, then trims the trail.
+type auditMarkExportedCmd struct {
+	After   string `json:"after"`
+	Through string `json:"through"`
+}
+
+func (c *auditMarkExportedCmd) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.After, "after", "", "the `ID` the mark is at now (empty: nothing exported yet)")
+	fs.StringVar(&c.Through, "through", "", "the last exported record's `ID` (required)")
+}
+
+func (c *auditMarkExportedCmd) check() error { return need(c.Through, "through") }
+
+func (c *auditMarkExportedCmd) do(ctx context.Context, k *call) (any, error) {
+	k.object = c.Through
+	m, err := k.app.Audit.MarkExported(ctx, c.After, c.Through)
+	if err != nil {
+		return nil, err
+	}
+	n, err := k.app.Audit.Trim(ctx)
+	if err != nil {
+		k.warn("marked, but not trimmed: %v", err)
+	}
+	return map[string]any{"mark": m, "trimmed": n}, nil
+}
+
+// auditExportCmd writes the records not yet exported as JSON lines, a batch
+// at a time, and marks each batch exported once it is written (and, to a
+// file, synced): a failure leaves the mark where the output ends. Moving
+// the mark is itself audited, so that record waits for the next export.
+type auditExportCmd struct {
+	Out   string
+	Batch int
+}
+
+func (c *auditExportCmd) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Out, "out", "", "append to this `FILE` (mode 0600), synced before the mark moves (default: stdout)")
+	fs.IntVar(&c.Batch, "batch", 1000, "records per batch: each is written, then marked")
+}
+
+func (c *auditExportCmd) run(ctx context.Context, m *Main) error {
+	if c.Batch <= 0 {
+		return usagef("audit export: --batch must be positive")
+	}
+	w, sync := m.Stdout, func() error { return nil }
+	if c.Out != "" {
+		f, err := os.OpenFile(c.Out, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w, sync = f, f.Sync
+	}
+	var total int64
+	var mark audit.Mark
+	for {
+		raw, err := m.ask(ctx, entryNamed("audit unexported"), &auditUnexportedCmd{Limit: c.Batch})
+		if err != nil {
+			return err
+		}
+		var u unexported
+		if err := json.Unmarshal(raw, &u); err != nil {
+			return err
+		}
+		mark = u.Mark
+		if len(u.Records) == 0 {
+			break
+		}
+		enc := json.NewEncoder(w)
+		for _, e := range u.Records {
+			if err := enc.Encode(e); err != nil {
+				return fmt.Errorf("writing the export (the mark stays at %q): %w", u.Mark.Through, err)
+			}
+		}
+		if err := sync(); err != nil {
+			return fmt.Errorf("syncing the export (the mark stays at %q): %w", u.Mark.Through, err)
+		}
+		last := u.Records[len(u.Records)-1].ID
+		raw, err = m.ask(ctx, entryNamed("audit mark-exported"), &auditMarkExportedCmd{After: u.Mark.Through, Through: last})
+		if err != nil {
+			return err
+		}
+		var res struct {
+			Mark audit.Mark `json:"mark"`
+		}
+		if err := json.Unmarshal(raw, &res); err != nil {
+			return err
+		}
+		mark, total = res.Mark, total+int64(len(u.Records))
+		if len(u.Records) < c.Batch {
+			break // the rest (the record of this mark, for one) goes with the next export
+		}
+	}
+	fmt.Fprintf(m.Stderr, "paypage: exported %d records; the mark is at %q (%d exported in all)\n", total, mark.Through, mark.Exported)
+	return nil
 }

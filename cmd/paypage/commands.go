@@ -57,9 +57,25 @@ var commands = []entry{
 		new: func() command { return &keysRewrapCmd{} }},
 
 	{name: "audit list", args: "[--merchant ID] [--after ID] [--limit N]", summary: "the audit trail, oldest first", new: func() command { return &auditListCmd{} }},
+	{name: "audit export", args: "[--out FILE] [--batch N]", summary: "write the records not exported yet as JSON lines (stdout, or appended to FILE and synced), then mark them exported: only exported records are ever trimmed",
+		new: func() command { return &auditExportCmd{} }},
+	{name: "audit unexported", args: "[--limit N]", summary: "the records after the export mark, oldest first, and the mark (what audit export reads)",
+		new: func() command { return &auditUnexportedCmd{} }},
+	{name: "audit mark-exported", args: "--after ID --through ID", summary: "move the export mark from ID to ID (what audit export does once its output is safe), then trim to --audit-max-records", audit: "audit.export",
+		reads: []*setting{settingNamed("audit-max-records")}, new: func() command { return &auditMarkExportedCmd{} }},
 
 	{name: "events list", args: "[--merchant ID] [--after EVT] [--limit N]", summary: "webhook events with their delivery state", new: func() command { return &eventsListCmd{} }},
 	{name: "events resend", args: "--id EVT", summary: "queue an event for delivery again (same ID)", audit: "events.resend", new: func() command { return &eventsResendCmd{} }},
+}
+
+// entryNamed returns the registry's entry of a command.
+func entryNamed(name string) entry {
+	for _, e := range commands {
+		if e.name == name {
+			return e
+		}
+	}
+	panic("no command " + name)
 }
 
 // storeSettings are what every operator command reads: where the store and
@@ -99,6 +115,14 @@ type operation interface {
 	do(ctx context.Context, c *call) (any, error)
 }
 
+// serviceOnly is an operation that only a running service can carry out
+// (unseal and seal change the service's memory, not the store): without a
+// service on the socket it fails instead of opening the store.
+type serviceOnly interface {
+	operation
+	serviceOnly()
+}
+
 // checker is an operation whose arguments are checked before it is sent.
 type checker interface {
 	check() error
@@ -127,6 +151,9 @@ func (e entry) settingsRead() []*setting {
 	}
 	return out
 }
+
+// usage is the command line in short: "paypage merchant add --name N ...".
+func (e entry) usage() string { return strings.TrimSpace("paypage " + e.name + " " + e.args) }
 
 // group returns the first word of the name.
 func (e entry) group() string { g, _, _ := strings.Cut(e.name, " "); return g }
@@ -158,7 +185,7 @@ func isHelp(a string) bool { return a == "-h" || a == "-help" || a == "--help" |
 func printCommands(w io.Writer, group string) {
 	for _, c := range commands {
 		if group == "" || c.group() == group {
-			fmt.Fprintf(w, "  paypage %s %s\n      %s\n", c.name, c.args, c.summary)
+			fmt.Fprintf(w, "  %s\n      %s\n", c.usage(), c.summary)
 		}
 	}
 }
@@ -208,7 +235,7 @@ func (e entry) flagSets(cmd command, c *Config, getenv func(string) string) (fs,
 // printHelp writes one command's help: what it does, its flags and the
 // settings it reads.
 func (e entry) printHelp(w io.Writer, own *flag.FlagSet) {
-	fmt.Fprintf(w, "Usage: paypage %s %s\n\n%s.\n", e.name, e.args, upperFirst(e.summary))
+	fmt.Fprintf(w, "Usage: %s\n\n%s.\n", e.usage(), upperFirst(e.summary))
 	var names []string
 	own.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 	if len(names) > 0 {

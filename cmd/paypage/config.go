@@ -55,6 +55,10 @@ var settings = []*setting{
 		set: func(c *Config, v string) error { c.TLSKey = v; return nil }},
 	{flag: "acme-domain", env: "PAYPAGE_ACME_DOMAIN", arg: "NAME", help: "serve TLS with a certificate from Let's Encrypt for this name (TLS-ALPN-01 on --addr, which must be reachable on port 443; cached in the data directory)",
 		set: func(c *Config, v string) error { c.ACMEDomain = v; return nil }},
+	{flag: "limit-refusals-per-minute", env: "PAYPAGE_LIMIT_REFUSALS_PER_MINUTE", def: "30", arg: "N", help: "refused API calls (no key, a wrong key, a refused detokenize) one address (or IPv6 /64) may make in a minute; past it 429 before any lookup (0: no limit)",
+		set: func(c *Config, v string) (err error) { c.RefusalsPerMinute, err = parseCount(v); return err }},
+	{flag: "audit-max-records", env: "PAYPAGE_AUDIT_MAX_RECORDS", def: "1000000", arg: "N", help: "cap the audit trail at this many records by removing the oldest that \"audit export\" has written out; records not exported are never removed (0: no cap)",
+		set: func(c *Config, v string) error { n, err := parseCount(v); c.AuditMaxRecords = int(n); return err }},
 	{flag: "log-level", env: "PAYPAGE_LOG_LEVEL", def: "info", arg: "LEVEL", help: "debug, info, warn or error",
 		set: func(c *Config, v string) error {
 			switch v {
@@ -94,6 +98,15 @@ func settingNamed(name string) *setting {
 		}
 	}
 	panic("no setting " + name)
+}
+
+// parseCount reads a count setting: a whole number, 0 or more.
+func parseCount(v string) (int64, error) {
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a whole number, 0 or more", v)
+	}
+	return n, nil
 }
 
 // parseBool reads a boolean setting: true, false, 1 or 0, nothing else.

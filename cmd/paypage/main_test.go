@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -341,5 +343,28 @@ func TestSetFrameOrigins(t *testing.T) {
 	}
 	if n != 2 {
 		t.Errorf("%d audit records of set-frame-origins:\n%s", n, out)
+	}
+}
+
+// sealCmd stands for a command only a running service can carry out.
+type sealCmd struct{}
+
+func (*sealCmd) flags(*flag.FlagSet)                    {}
+func (*sealCmd) serviceOnly()                           {}
+func (*sealCmd) do(context.Context, *call) (any, error) { return "sealed", nil }
+
+// A service-only command fails without a service, and opens no store. (Not
+// parallel: it adds to the registry, which parallel tests read later.)
+func TestServiceOnlyCommand(t *testing.T) {
+	saved := commands
+	commands = append(slices.Clone(commands), entry{name: "test seal", summary: "seal", new: func() command { return &sealCmd{} }})
+	defer func() { commands = saved }()
+	data := filepath.Join(t.TempDir(), "data")
+	_, out, err := paypage(t, map[string]string{"PAYPAGE_DATA": data}, "test", "seal")
+	if err == nil || !strings.Contains(err.Error(), "needs a running service") {
+		t.Fatalf("%v %s", err, out)
+	}
+	if _, err := os.Stat(data); !os.IsNotExist(err) {
+		t.Fatalf("a service-only command opened the store: %v", err)
 	}
 }

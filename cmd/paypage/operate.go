@@ -25,13 +25,25 @@ import (
 // identity from the kernel whenever a service runs, and the commands that
 // only a running service can do (unseal, seal) reach it the same way.
 func (m *Main) operate(ctx context.Context, e entry, op operation) error {
-	args, err := json.Marshal(op)
+	res, err := m.ask(ctx, e, op)
 	if err != nil {
 		return err
 	}
+	return printJSON(m.Stdout, res)
+}
+
+// ask runs an operator command where operate would, prints its warnings,
+// and returns its answer.
+func (m *Main) ask(ctx context.Context, e entry, op operation) (json.RawMessage, error) {
+	args, err := json.Marshal(op)
+	if err != nil {
+		return nil, err
+	}
 	path := opsock.Path(m.Config.Data)
 	ans, err := opsock.Call(ctx, path, opsock.Request{Command: e.name, Args: args, Store: storeID(m.Config)})
-	switch {
+	switch _, only := op.(serviceOnly); {
+	case errors.Is(err, opsock.ErrNoService) && only:
+		err = fmt.Errorf("%s needs a running service, and none answers on %s: start \"paypage serve\" with the same --data", e.name, path)
 	case errors.Is(err, opsock.ErrNoService):
 		var res any
 		res, ans.Warnings, err = m.operateHere(ctx, e, op)
@@ -44,10 +56,7 @@ func (m *Main) operate(ctx context.Context, e entry, op operation) error {
 	for _, w := range ans.Warnings {
 		fmt.Fprintln(m.Stderr, "paypage: warning:", w)
 	}
-	if err != nil {
-		return err
-	}
-	return printJSON(m.Stdout, ans.Result)
+	return ans.Result, err
 }
 
 // operateHere runs an operation in this process, on a store it opens.

@@ -47,6 +47,10 @@ type Config struct {
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
 	LogLevel       string
+	// RefusalsPerMinute bounds the refused API calls of one source a minute.
+	RefusalsPerMinute int64
+	// AuditMaxRecords caps the audit trail by its exported records (0: no cap).
+	AuditMaxRecords int
 	// TLSCert and TLSKey are PEM files the process serves TLS with (read
 	// again on SIGHUP); ACMEDomain instead gets a certificate from Let's
 	// Encrypt for that name. Neither: plain HTTP, behind a TLS proxy.
@@ -77,6 +81,7 @@ type App struct {
 	Vault    *vault.Vault
 	Accounts *account.Service
 	Audit    *audit.Log
+	Refusals *audit.Refusals
 	Payments *payment.Service
 	Limiter  *limit.Submissions
 	ACS      *threeds.Sandbox
@@ -106,8 +111,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		a.Close()
 		return nil, err
 	}
-	a.Web, err = web.New(web.Config{PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, DetokenizePerSecond: cfg.DetokenizePerSecond}, web.Deps{
-		Store: a.store, Payments: a.Payments, Accounts: a.Accounts, Vault: a.Vault, Audit: a.Audit,
+	a.Refusals = audit.NewRefusals(a.Audit, refusalWindow, refusalSources, log)
+	a.Web, err = web.New(web.Config{PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, DetokenizePerSecond: cfg.DetokenizePerSecond,
+		RefusalsPerMinute: cfg.RefusalsPerMinute}, web.Deps{
+		Store: a.store, Payments: a.Payments, Accounts: a.Accounts, Vault: a.Vault, Audit: a.Audit, Refusals: a.Refusals,
 		ACS: a.ACS, KaspiApp: a.Kaspi, Events: a.Webhooks, Idem: a.Idem, Registry: a.Registry, Logger: log, CSRFKey: a.Vault.DeriveKey("csrf"),
 	})
 	if err != nil {
@@ -116,6 +123,13 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 	return a, nil
 }
+
+// Refused calls are summed up in the audit trail per source a minute, for
+// at most this many sources a minute (the rest in one record).
+const (
+	refusalWindow  = time.Minute
+	refusalSources = 1000
+)
 
 // OpenVault opens only the store and the vault: what the operator's
 // subcommands need.
@@ -176,6 +190,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Accounts.Now = a.now
 	a.Audit = audit.New(a.store)
 	a.Audit.Now = a.now
+	a.Audit.Keep = cfg.AuditMaxRecords
 	return a, nil
 }
 

@@ -164,6 +164,8 @@ func (a *App) Run(ctx context.Context, ln, metrics net.Listener) error {
 	defer cancelWorkers()
 	reconciled := make(chan struct{})
 	go func() { defer close(reconciled); a.Runner.Run(workers) }()
+	audited := make(chan struct{}) // refusal records flushed and the trail capped, until the end
+	go func() { defer close(audited); a.Refusals.Run(workers, 10*time.Second) }()
 	a.log.Info("paypage serving", "addr", ln.Addr().String(), "public_url", a.cfg.PublicURL, "store", storeKind(a.cfg.Store))
 	if tlsCfg != nil {
 		hs.TLSConfig = tlsCfg
@@ -185,6 +187,7 @@ func (a *App) Run(ctx context.Context, ln, metrics net.Listener) error {
 	err = hs.Shutdown(sctx)
 	cancelWorkers()
 	<-reconciled
+	<-audited
 	if failed != nil {
 		return failed
 	}
@@ -225,6 +228,18 @@ func storeKind(s string) string {
 		return "bolt"
 	}
 	return "redis"
+}
+
+// WriteRefusals writes the refused calls the service has counted so far
+// (audit.Refusals), so an operator reading the trail sees them; without a
+// service there are none.
+func (a *App) WriteRefusals(ctx context.Context) {
+	if a.Refusals == nil {
+		return
+	}
+	if err := a.Refusals.Flush(ctx, true); err != nil {
+		a.log.Warn("audit: refusal records not written yet", "err", err.Error())
+	}
 }
 
 // AuditOperator records an operator's action, and what it concerned.

@@ -25,6 +25,8 @@ import (
 
 	"github.com/paypage/paypage/internal/app"
 	"github.com/paypage/paypage/pkg/account"
+	"github.com/paypage/paypage/pkg/audit"
+	"github.com/paypage/paypage/pkg/clientaddr"
 	"github.com/paypage/paypage/pkg/payment"
 	"github.com/paypage/paypage/pkg/processor"
 	"github.com/paypage/paypage/pkg/store/redis/redistest"
@@ -92,6 +94,8 @@ type envOpts struct {
 	noAccounts bool
 	detokenize int64  // detokenize calls a second per processor
 	metrics    bool   // serve /metrics on a listener of its own (env.metrics)
+	refusals   int64  // refused API calls a minute per source (0: no limit)
+	trusted    string // --trusted-proxies
 	tlsCert    string // serve TLS with this certificate and key (PEM files) at https://
 	tlsKey     string
 	// wrap puts a line between the payments and the sandbox processor.
@@ -124,7 +128,10 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if sched == nil {
 		sched = []time.Duration{200 * time.Millisecond, 400 * time.Millisecond}
 	}
-	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerSecond: o.detokenize, TLSCert: o.tlsCert, TLSKey: o.tlsKey, WebhookTimeout: time.Second, WrapProcessor: o.wrap, Timing: o.timing}
+	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerSecond: o.detokenize, RefusalsPerMinute: o.refusals, TLSCert: o.tlsCert, TLSKey: o.tlsKey, WebhookTimeout: time.Second, WrapProcessor: o.wrap, Timing: o.timing}
+	if cfg.TrustedProxies, err = clientaddr.ParsePrefixes(o.trusted); err != nil {
+		t.Fatal(err)
+	}
 	if o.store != "bolt" {
 		cfg.MasterKey = strings.Repeat("3b", 32) // no development key off the embedded store
 	}
@@ -172,6 +179,20 @@ func (e *env) reconcile() {
 	if err := e.app.Runner.Drain(context.Background()); err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+// auditTrail is the audit trail with the refusals counted so far written
+// out, as the service writes them when their window ends or it stops.
+func (e *env) auditTrail() []audit.Event {
+	e.t.Helper()
+	if err := e.app.Refusals.Flush(context.Background(), true); err != nil {
+		e.t.Fatal(err)
+	}
+	evs, err := e.app.Audit.List(context.Background(), "", 100_000)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return evs
 }
 
 // stop shuts the server down (idempotent).

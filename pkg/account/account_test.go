@@ -257,3 +257,33 @@ func TestProcessorScope(t *testing.T) {
 		t.Fatalf("negative rate: %v", err)
 	}
 }
+
+// BenchmarkAuthenticate is the cost of checking a key on bolt: one read
+// (and a last-use write once a minute, not within a run this short).
+func BenchmarkAuthenticate(b *testing.B) {
+	db, err := bolt.Open(filepath.Join(b.TempDir(), "paypage.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	kek, _ := vault.NewLocalKEK(make([]byte, 32))
+	v, err := vault.Open(context.Background(), db, kek)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cs := &countingStore{Store: db}
+	s := account.New(cs, v)
+	p, _ := s.AddProcessor(context.Background(), account.ProcessorSpec{Name: "Acq"})
+	if _, err := s.Authenticate(context.Background(), p.SecretKey); err != nil {
+		b.Fatal(err)
+	}
+	start := cs.commits.Load()
+	for b.Loop() {
+		if _, err := s.Authenticate(context.Background(), p.SecretKey); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if n := cs.commits.Load() - start; n != 0 {
+		b.Fatalf("%d writes", n)
+	}
+}

@@ -31,6 +31,11 @@ type Event struct {
 	Merchant string `json:"merchant,omitempty"`
 	// Operator names the person behind an operator's action.
 	Operator *Operator `json:"operator,omitempty"`
+	// Count, First and Last sum up repeated refusals from one source in one
+	// window (Refusals): how many, and when the first and the last came.
+	Count int64     `json:"count,omitempty"`
+	First time.Time `json:"first,omitzero"`
+	Last  time.Time `json:"last,omitzero"`
 }
 
 // Operator is who ran an operator command: the user the kernel names for
@@ -50,6 +55,9 @@ func (o Operator) Actor() string { return "operator:" + o.User }
 type Log struct {
 	store store.Store
 	Now   func() time.Time
+	// Keep caps the trail: Trim removes the oldest exported records past
+	// this many (0: no cap). Records not exported are never removed.
+	Keep int
 }
 
 // New returns the audit log kept in s.

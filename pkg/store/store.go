@@ -130,6 +130,10 @@ type Store interface {
 	Append(ctx context.Context, log string, data []byte) (string, error)
 	// Read returns up to limit entries of a log after the entry ID after ("" from the start).
 	Read(ctx context.Context, log string, after string, limit int) ([]Entry, error)
+	// TrimLog removes a log's oldest entries while more than keep remain,
+	// but none after the entry ID through ("": none at all), and returns
+	// how many it removed: a log is capped only by what has been read out.
+	TrimLog(ctx context.Context, log string, through string, keep int) (int, error)
 	// Ping checks that the store answers.
 	Ping(ctx context.Context) error
 	// Close releases the store.

@@ -33,15 +33,27 @@ func principalOf(r *http.Request) account.Principal {
 	return p
 }
 
-// authenticate checks the bearer secret key and that it is of the wanted kind.
+// authenticate checks the bearer secret key and that it is of the wanted
+// kind. A source that has had too many calls refused in this window is
+// refused before its key is even looked up; each refusal is counted
+// (Refusals), not written one by one.
 func (s *Server) authenticate(kind string, next http.HandlerFunc) http.HandlerFunc {
+	action := "authenticate"
+	if kind == account.KindProcessor {
+		action = "detokenize"
+	}
 	return func(w http.ResponseWriter, r *http.Request) {
+		if max := s.cfg.RefusalsPerMinute; max > 0 && s.Refusals.Count(clientBucket(r)) >= max {
+			err := apperr.E(apperr.RateLimited, "too many refused calls from this address: try again later")
+			s.refuse(r, action, "unknown", err)
+			w.Header().Set("Retry-After", strconv.Itoa(int(time.Until(s.Refusals.WindowEnd()).Seconds())+1))
+			s.writeError(w, r, err)
+			return
+		}
 		h := r.Header.Get("Authorization")
 		secret, ok := strings.CutPrefix(h, "Bearer ")
 		if !ok {
-			if kind == account.KindProcessor {
-				s.auditDetokenize(r, "unknown", "", "", account.ErrUnauthorized)
-			}
+			s.refuse(r, action, "unknown", account.ErrUnauthorized)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="paypage"`)
 			s.writeError(w, r, account.ErrUnauthorized)
 			return
@@ -50,18 +62,15 @@ func (s *Server) authenticate(kind string, next http.HandlerFunc) http.HandlerFu
 		if err != nil {
 			if apperr.Is(err, apperr.Unauthorized) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="paypage"`)
-			}
-			if kind == account.KindProcessor {
-				s.auditDetokenize(r, "unknown", "", "", err)
+				s.refuse(r, action, "unknown", err)
 			}
 			s.writeError(w, r, err)
 			return
 		}
 		if p.Kind != kind {
-			if kind == account.KindProcessor {
-				s.auditDetokenize(r, p.String(), "", "", apperr.E(apperr.Forbidden, ""))
-			}
-			s.writeError(w, r, apperr.E(apperr.Forbidden, "this endpoint needs a %s key", kind))
+			err := apperr.E(apperr.Forbidden, "this endpoint needs a %s key", kind)
+			s.refuse(r, action, p.String(), err)
+			s.writeError(w, r, err)
 			return
 		}
 		next(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
@@ -296,6 +305,12 @@ func (s *Server) detokenize(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, detokenizeResponse{PAN: c.PAN.Digits(), ExpMonth: c.Expiry.Month, ExpYear: c.Expiry.Year, CardholderName: c.Name, Brand: string(info.Brand), Merchant: info.Merchant})
 }
 
+// refuse counts a refused call for the audit trail (one record per source
+// and window, with the count: audit.Refusals), writing nothing now.
+func (s *Server) refuse(r *http.Request, action, actor string, why error) {
+	s.Refusals.Add(audit.Event{Actor: actor, Action: action, Source: clientBucket(r), Reason: apperr.Code(why), Object: routeName(r)})
+}
+
 // detokenizeRate is a processor's calls a second: its own rate, else the
 // setting; 0 or less: no limit.
 func (s *Server) detokenizeRate(p account.Principal) int64 {
@@ -305,17 +320,19 @@ func (s *Server) detokenizeRate(p account.Principal) int64 {
 	return s.cfg.DetokenizePerSecond
 }
 
-// auditDetokenize records a detokenize call. A token of a merchant the
-// processor does not serve is recorded as refused, under that merchant.
+// auditDetokenize records a detokenize call: a success at once (no record,
+// no card), a failure as a refusal (audit.Refusals). A token of a merchant
+// the processor does not serve is refused under that merchant.
 func (s *Server) auditDetokenize(r *http.Request, actor, token, merchant string, failure error) error {
-	e := audit.Event{Actor: actor, Action: "detokenize", Outcome: audit.Success, Source: clientIP(r), Object: token, Merchant: merchant}
 	if failure != nil {
-		e.Outcome, e.Reason = audit.Failure, apperr.Code(failure)
+		reason := apperr.Code(failure)
 		if errors.Is(failure, vault.ErrNotAllowed) {
-			e.Reason = "refused: merchant not served"
+			reason = "refused: merchant not served"
 		}
+		s.Refusals.Add(audit.Event{Actor: actor, Action: "detokenize", Source: clientBucket(r), Reason: reason, Object: token, Merchant: merchant})
+		return nil
 	}
-	return s.record(r, e)
+	return s.record(r, audit.Event{Actor: actor, Action: "detokenize", Outcome: audit.Success, Source: clientIP(r), Object: token, Merchant: merchant})
 }
 
 // record appends an audit record, and logs when it cannot.

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+
+	"github.com/paypage/paypage/pkg/clientaddr"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -164,6 +166,16 @@ func clientIP(r *http.Request) string {
 }
 
 type clientIPKey struct{}
+
+// clientBucket is the unit refusals and limits count the caller under: its
+// address, or its IPv6 /64.
+func clientBucket(r *http.Request) string {
+	a, _ := r.Context().Value(clientIPKey{}).(netip.Addr)
+	if b := clientaddr.Bucket(a); b != "" {
+		return b
+	}
+	return clientIP(r)
+}
 
 // realIP finds the client's address: the peer, or behind a trusted proxy
 // the nearest untrusted X-Forwarded-For hop (pkg/clientaddr).

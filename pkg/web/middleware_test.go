@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -60,7 +61,9 @@ func newTestServer(t testing.TB, cfg Config) *testServer {
 	if cfg.PublicURL == "" {
 		cfg.PublicURL = "http://pay.example"
 	}
-	s, err := New(cfg, Deps{Store: st, Audit: audit.New(st), Registry: reg, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	al := audit.New(st)
+	s, err := New(cfg, Deps{Store: st, Audit: al, Refusals: audit.NewRefusals(al, time.Minute, 100, log), Registry: reg, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ package web
 
 import (
 	"context"
+	"errors"
 	"html/template"
 	"log/slog"
 	"net/http"
@@ -40,6 +41,11 @@ type Config struct {
 	// token bucket shared by every replica (a processor's own rate wins);
 	// 0: 200, negative: no limit.
 	DetokenizePerSecond int64
+	// RefusalsPerMinute bounds the refused API calls (a missing, wrong or
+	// unauthorized key, a refused detokenize) one source may make in a
+	// window of Refusals; past it the API answers 429 before looking at the
+	// key (0: no bound).
+	RefusalsPerMinute int64
 }
 
 // DefaultDetokenizePerSecond is each processor's detokenize rate unless set.
@@ -53,6 +59,7 @@ type Deps struct {
 	Accounts *account.Service
 	Vault    *vault.Vault
 	Audit    *audit.Log
+	Refusals *audit.Refusals // counts refused calls for the audit trail (required with Audit)
 	ACS      *threeds.Sandbox
 	KaspiApp KaspiApp
 	Events   EventLister
@@ -91,6 +98,9 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if d.Registry == nil {
 		d.Registry = prometheus.NewRegistry()
 		d.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	if d.Audit != nil && d.Refusals == nil {
+		return nil, errors.New("web: Refusals is required beside Audit")
 	}
 	cat, err := LoadCatalog()
 	if err != nil {

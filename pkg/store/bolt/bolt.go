@@ -431,6 +431,48 @@ func (d *DB) Read(ctx context.Context, log, after string, limit int) ([]store.En
 	return out, mapErr(err)
 }
 
+// TrimLog removes the oldest entries while more than keep remain, none
+// after through. Entries are numbered in sequence and only ever removed
+// from the front, so the count is the last number less the first, plus one.
+func (d *DB) TrimLog(ctx context.Context, log, through string, keep int) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, mapErr(err)
+	}
+	var doomed [][]byte
+	err := d.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(logName(log))
+		if b == nil || through == "" {
+			return nil
+		}
+		c := b.Cursor()
+		first, _ := c.First()
+		last, _ := c.Last()
+		if first == nil {
+			return nil
+		}
+		lo, err1 := strconv.ParseUint(string(first), 10, 64)
+		hi, err2 := strconv.ParseUint(string(last), 10, 64)
+		if err1 != nil || err2 != nil {
+			return fmt.Errorf("log %s: entry IDs %q..%q are not sequence numbers", log, first, last)
+		}
+		count := int(hi - lo + 1)
+		// Collected first: deleting under a moving cursor can skip keys.
+		for k, _ := c.First(); k != nil && count-len(doomed) > keep && string(k) <= through; k, _ = c.Next() {
+			doomed = append(doomed, k)
+		}
+		for _, k := range doomed {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, mapErr(err)
+	}
+	return len(doomed), nil
+}
+
 // Ping checks that the file is open.
 func (d *DB) Ping(ctx context.Context) error {
 	return mapErr(d.db.View(func(*bbolt.Tx) error { return ctx.Err() }))

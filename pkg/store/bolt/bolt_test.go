@@ -55,3 +55,5 @@ func TestClosedIsUnavailable(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func BenchmarkAllow(b *testing.B) { storetest.BenchAllow(b, MustOpen(b)) }

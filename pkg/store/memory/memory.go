@@ -24,6 +24,7 @@ type DB struct {
 	records map[store.Key]store.Record
 	due     map[store.Key]time.Time
 	logs    map[string][]store.Entry
+	seqs    map[string]int // the last entry number of each log
 	closed  bool
 }
 
@@ -31,7 +32,7 @@ var _ store.Store = (*DB)(nil)
 
 // New returns an empty store.
 func New() *DB {
-	return &DB{Now: time.Now, records: map[store.Key]store.Record{}, due: map[store.Key]time.Time{}, logs: map[string][]store.Entry{}}
+	return &DB{Now: time.Now, records: map[store.Key]store.Record{}, due: map[store.Key]time.Time{}, logs: map[string][]store.Entry{}, seqs: map[string]int{}}
 }
 
 func (d *DB) check(ctx context.Context) error {
@@ -220,7 +221,8 @@ func (d *DB) Append(ctx context.Context, log string, data []byte) (string, error
 	if err := d.check(ctx); err != nil {
 		return "", err
 	}
-	id := fmt.Sprintf("%020d", len(d.logs[log])+1)
+	d.seqs[log]++
+	id := fmt.Sprintf("%020d", d.seqs[log])
 	d.logs[log] = append(d.logs[log], store.Entry{ID: id, Data: slices.Clone(data)})
 	return id, nil
 }
@@ -239,6 +241,23 @@ func (d *DB) Read(ctx context.Context, log, after string, limit int) ([]store.En
 		}
 	}
 	return out, nil
+}
+
+// TrimLog removes the oldest entries while more than keep remain, none
+// after through.
+func (d *DB) TrimLog(ctx context.Context, log, through string, keep int) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.check(ctx); err != nil {
+		return 0, err
+	}
+	l := d.logs[log]
+	n := 0
+	for n < len(l)-keep && through != "" && l[n].ID <= through {
+		n++
+	}
+	d.logs[log] = slices.Clone(l[n:])
+	return n, nil
 }
 
 // Ping reports whether the store is open.

@@ -441,6 +441,56 @@ func (d *DB) Read(ctx context.Context, log, after string, limit int) ([]store.En
 	return out, nil
 }
 
+// TrimLog removes the oldest entries while more than keep remain, none
+// after through: it finds the last removable entry among the oldest
+// XLEN-keep and trims below the ID after it (XTRIM MINID), in batches.
+func (d *DB) TrimLog(ctx context.Context, log, through string, keep int) (int, error) {
+	if through == "" {
+		return 0, nil
+	}
+	key := streamKey(log)
+	removed := 0
+	for {
+		n, err := d.c.XLen(ctx, key).Result()
+		if err != nil {
+			return removed, mapErr(err)
+		}
+		excess := n - int64(keep)
+		if excess <= 0 {
+			return removed, nil
+		}
+		msgs, err := d.c.XRangeN(ctx, key, "-", through, min(excess, 10_000)).Result()
+		if err != nil {
+			return removed, mapErr(err)
+		}
+		if len(msgs) == 0 {
+			return removed, nil
+		}
+		next, err := nextStreamID(msgs[len(msgs)-1].ID)
+		if err != nil {
+			return removed, err
+		}
+		k, err := d.c.XTrimMinID(ctx, key, next).Result()
+		if err != nil {
+			return removed, mapErr(err)
+		}
+		removed += int(k)
+		if len(msgs) < 10_000 {
+			return removed, nil
+		}
+	}
+}
+
+// nextStreamID is the stream ID right after id ("ms-seq").
+func nextStreamID(id string) (string, error) {
+	ms, seq, ok := strings.Cut(id, "-")
+	n, err := strconv.ParseUint(seq, 10, 64)
+	if !ok || err != nil {
+		return "", fmt.Errorf("stream ID %q", id)
+	}
+	return ms + "-" + strconv.FormatUint(n+1, 10), nil
+}
+
 // Ping checks that Redis answers.
 func (d *DB) Ping(ctx context.Context) error { return mapErr(d.c.Ping(ctx).Err()) }
 

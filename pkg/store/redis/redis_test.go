@@ -74,3 +74,12 @@ func TestOpenBadURL(t *testing.T) {
 		t.Fatalf("error leaks the password: %v", err)
 	}
 }
+
+func BenchmarkAllow(b *testing.B) {
+	db, err := redis.Open(context.Background(), redistest.Start(b).URL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	storetest.BenchAllow(b, db)
+}

@@ -307,6 +307,54 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		}
 	})
 
+	t.Run("TrimLog", func(t *testing.T) {
+		s := open(t)
+		var ids []string
+		for i := 0; i < 10; i++ {
+			id, err := s.Append(ctx, "audit", []byte(fmt.Sprint(i)))
+			must(t, err)
+			ids = append(ids, id)
+		}
+		left := func(want ...string) {
+			t.Helper()
+			all, err := s.Read(ctx, "audit", "", 100)
+			must(t, err)
+			var got []string
+			for _, e := range all {
+				got = append(got, string(e.Data))
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("left %v, want %v", got, want)
+			}
+		}
+		trim := func(through string, keep, want int) {
+			t.Helper()
+			if n, err := s.TrimLog(ctx, "audit", through, keep); err != nil || n != want {
+				t.Fatalf("TrimLog(%q, %d) = %d, %v; want %d", through, keep, n, err, want)
+			}
+		}
+		trim("", 0, 0) // nothing read out: nothing goes
+		trim(ids[4], 3, 5)
+		left("5", "6", "7", "8", "9") // over the cap, but the rest was not read out
+		trim(ids[9], 3, 2)
+		left("7", "8", "9")
+		trim(ids[9], 3, 0)
+		id, err := s.Append(ctx, "audit", []byte("10"))
+		must(t, err)
+		if id <= ids[9] && len(id) == len(ids[9]) {
+			t.Fatalf("an entry appended after a trim has ID %s, not after %s", id, ids[9])
+		}
+		page, err := s.Read(ctx, "audit", ids[9], 10)
+		if err != nil || len(page) != 1 || string(page[0].Data) != "10" {
+			t.Fatalf("read after the trim: %v %v", page, err)
+		}
+		trim(id, 0, 4)
+		left()
+		if n, err := s.TrimLog(ctx, "none", ids[0], 0); err != nil || n != 0 {
+			t.Fatalf("trim of an empty log: %d %v", n, err)
+		}
+	})
+
 	t.Run("DueIndex", func(t *testing.T) {
 		s := open(t)
 		base := time.Now().Add(time.Hour).Truncate(time.Millisecond)
@@ -403,4 +451,17 @@ func eventually(t *testing.T, ok func() bool) {
 		}
 	}
 	t.Fatal("condition not met within 5s")
+}
+
+// BenchAllow measures Allow on a bucket that never runs dry: the cost a
+// detokenize call pays for its rate limit.
+func BenchAllow(b *testing.B, s store.Store) {
+	ctx := context.Background()
+	k := store.K("bucket", "bench")
+	bucket := store.Bucket{PerSecond: 1e9, Burst: 1 << 40}
+	for b.Loop() {
+		if w, err := s.Allow(ctx, k, bucket, time.Now()); err != nil || w != 0 {
+			b.Fatal(w, err)
+		}
+	}
 }

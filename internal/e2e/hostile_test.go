@@ -1,0 +1,86 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"testing"
+)
+
+// TestRefusalFlood: a thousand unauthenticated detokenize calls from one
+// source write nothing durable while they come (the issue measured one
+// audit record and one fsync each); past the limit they are refused with
+// 429 before any key is looked up; the trail then holds one record per
+// reason with the count. Another source is not held up, and one IPv6 /64 is
+// one source however its addresses rotate.
+func TestRefusalFlood(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{refusals: 30, trusted: "127.0.0.0/8"})
+	before, err := e.app.Audit.List(context.Background(), "", 100_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := func(addr string) []string { return []string{"X-Forwarded-For", addr} }
+	statuses := map[int]int{}
+	for i := 0; i < 1000; i++ {
+		key := ""
+		if i%2 == 1 {
+			key = "psk_" + strconv.Itoa(i) + "_not_a_key_at_all_xxxxxxxxxxxx"
+		}
+		st, _, h := e.api("POST", "/v1/detokenize", key, map[string]any{"token": "tok_x"}, from("203.0.113.7")...)
+		statuses[st]++
+		if st == 429 && h.Get("Retry-After") == "" {
+			t.Fatal("429 without Retry-After")
+		}
+	}
+	if statuses[401] != 30 || statuses[429] != 970 {
+		t.Fatalf("statuses %v", statuses)
+	}
+	during, _ := e.app.Audit.List(context.Background(), "", 100_000)
+	if len(during) != len(before) {
+		t.Fatalf("the flood wrote %d audit records as it came", len(during)-len(before))
+	}
+	// The flooding source is held up even with a good key; another is not.
+	if st, _, _ := e.api("POST", "/v1/detokenize", e.procKey, map[string]any{"token": "tok_x"}, from("203.0.113.7")...); st != 429 {
+		t.Fatalf("the flooding source with a good key: %d", st)
+	}
+	if st, _, _ := e.api("GET", "/v1/sessions/ses_x", "sk_wrong_key_for_this_merchant_xxxxxxxx", nil, from("198.51.100.9")...); st != 401 {
+		t.Fatalf("another source: %d", st)
+	}
+	// Rotating addresses inside one IPv6 /64 is one source.
+	for i := 0; i < 40; i++ {
+		e.api("POST", "/v1/detokenize", "", map[string]any{}, from(fmt.Sprintf("2001:db8:1:2::%x", i+1))...)
+	}
+	if st, _, _ := e.api("POST", "/v1/detokenize", "", map[string]any{}, from("2001:db8:1:2:ffff::1")...); st != 429 {
+		t.Fatalf("a new address in the same /64: %d", st)
+	}
+
+	got := map[string]int64{}
+	n := 0
+	for _, ev := range e.auditTrail()[len(before):] {
+		n++
+		got[ev.Source+" "+ev.Actor+" "+ev.Action+" "+ev.Reason] += ev.Count
+	}
+	want := map[string]int64{
+		"203.0.113.7 unknown detokenize unauthorized":       30,
+		"203.0.113.7 unknown detokenize rate_limited":       971,
+		"198.51.100.9 unknown authenticate unauthorized":    1,
+		"2001:db8:1:2::/64 unknown detokenize unauthorized": 30,
+		"2001:db8:1:2::/64 unknown detokenize rate_limited": 11,
+	}
+	if n != len(want) || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("%d records: %v\nwant %v", n, got, want)
+	}
+}
+
+// The refusal limit is off at 0, as every limit.
+func TestRefusalLimitOff(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	for i := 0; i < 100; i++ {
+		if st, _, _ := e.api("POST", "/v1/detokenize", "", map[string]any{}); st != http.StatusUnauthorized {
+			t.Fatalf("call %d: %d", i, st)
+		}
+	}
+}

@@ -1,0 +1,171 @@
+package audit
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// OtherSources is the source of the one record that sums up a window's
+// refusals from sources past Refusals' bound.
+const OtherSources = "(other sources)"
+
+// Refusals counts refused calls (a missing or wrong key, a forbidden or
+// malformed request) in memory, and writes one audit record per source,
+// actor, action and reason for each window, with the count and the first
+// and last time: a flood of refusals costs one durable write a window, not
+// one a call. Successes are never counted here: they are recorded one by
+// one. It bounds its memory: past MaxSources distinct sources in a window,
+// the rest are summed up under OtherSources.
+type Refusals struct {
+	log        *Log
+	window     time.Duration
+	maxSources int
+	logger     *slog.Logger
+
+	mu        sync.Mutex
+	end       time.Time // when the current window ends
+	groups    map[refusalKey]*refusal
+	perSource map[string]int64
+	pending   []Event // ended windows' records, not yet written
+}
+
+type refusalKey struct{ source, actor, action, reason, merchant string }
+
+type refusal struct {
+	count       int64
+	first, last time.Time
+	object      string
+}
+
+// NewRefusals returns a counter whose records go to l, a window at a time.
+func NewRefusals(l *Log, window time.Duration, maxSources int, logger *slog.Logger) *Refusals {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Refusals{log: l, window: window, maxSources: maxSources, logger: logger,
+		groups: map[refusalKey]*refusal{}, perSource: map[string]int64{}}
+}
+
+// roll closes the current window if it has ended; the caller holds mu.
+func (r *Refusals) roll(now time.Time) {
+	if now.Before(r.end) {
+		return
+	}
+	r.closeGroups()
+	clear(r.perSource)
+	r.end = now.Truncate(r.window).Add(r.window)
+}
+
+// closeGroups turns the counts so far into pending records; the caller
+// holds mu. The per-source counts, which the limit reads, stay.
+func (r *Refusals) closeGroups() {
+	for k, g := range r.groups {
+		r.pending = append(r.pending, Event{
+			Actor: k.actor, Action: k.action, Outcome: Failure, Source: k.source, Reason: k.reason, Merchant: k.merchant,
+			Object: g.object, Count: g.count, First: g.first, Last: g.last,
+		})
+	}
+	if max := 8 * r.maxSources; len(r.pending) > max { // the store has been down a long while
+		r.logger.Error("audit: refusal records dropped while the store did not answer", "dropped", len(r.pending)-max)
+		r.pending = r.pending[len(r.pending)-max:]
+	}
+	clear(r.groups)
+}
+
+// Add counts one refused call (e.Source names where it came from) and
+// returns how many refusals its source has had in this window, this one
+// included; 0 for a source past the bound, which is not tracked alone.
+func (r *Refusals) Add(e Event) int64 {
+	now := r.log.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.roll(now)
+	k := refusalKey{source: e.Source, actor: e.Actor, action: e.Action, reason: e.Reason, merchant: e.Merchant}
+	_, known := r.perSource[e.Source]
+	if !known && len(r.perSource) >= r.maxSources {
+		k.source = OtherSources
+	}
+	g := r.groups[k]
+	if g == nil {
+		g = &refusal{first: now, object: e.Object}
+		r.groups[k] = g
+	} else if g.object != e.Object {
+		g.object = "(various)"
+	}
+	g.count++
+	g.last = now
+	if k.source == OtherSources {
+		return 0
+	}
+	r.perSource[e.Source]++
+	return r.perSource[e.Source]
+}
+
+// Count returns how many refusals source has had in this window.
+func (r *Refusals) Count(source string) int64 {
+	now := r.log.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.roll(now)
+	return r.perSource[source]
+}
+
+// WindowEnd is when the current window ends (and its counts start again).
+func (r *Refusals) WindowEnd() time.Time {
+	now := r.log.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.roll(now)
+	return r.end
+}
+
+// Flush writes the records of the windows that have ended, and with all
+// the counts of the current one so far too (at shutdown, or for an operator
+// reading the trail; the source's count towards the limit stays). A record
+// the store refuses stays for the next flush.
+func (r *Refusals) Flush(ctx context.Context, all bool) error {
+	r.mu.Lock()
+	r.roll(r.log.Now())
+	if all {
+		r.closeGroups()
+	}
+	pending := r.pending
+	r.pending = nil
+	r.mu.Unlock()
+	for i, e := range pending {
+		if err := r.log.Record(ctx, e); err != nil {
+			r.mu.Lock()
+			r.pending = append(pending[i:], r.pending...)
+			r.mu.Unlock()
+			return err
+		}
+	}
+	return nil
+}
+
+// Run flushes ended windows and caps the trail (Log.Trim) every tick until
+// ctx ends, then flushes what is left.
+func (r *Refusals) Run(ctx context.Context, tick time.Duration) {
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := r.Flush(fctx, true); err != nil {
+				r.logger.Error("audit: refusal records not written at shutdown", "err", err.Error())
+			}
+			return
+		case <-t.C:
+			if err := r.Flush(ctx, false); err != nil && ctx.Err() == nil {
+				r.logger.Warn("audit: refusal records not written yet", "err", err.Error())
+			}
+			if _, err := r.log.Trim(ctx); err != nil && ctx.Err() == nil {
+				r.logger.Warn("audit: trail not trimmed", "err", err.Error())
+			}
+		}
+	}
+}
