@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what paypage's tests need, from Debian's packages: redis-server for
-# the Redis store tests and chromium for the browser tests. Does nothing when
-# they are there already.
+# the Redis store tests, chromium for the browser tests, openssl for the
+# deployment test (deploy/make-secrets.sh). Does nothing when they are there
+# already.
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}"
   SUDO=""

@@ -31,30 +31,42 @@ func (*serveCmd) run(ctx context.Context, m *Main) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	var metrics net.Listener
-	if cfg.MetricsAddr != "" {
-		if metrics, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
-			ln.Close()
-			return fmt.Errorf("listen for metrics: %w", err)
+	l := app.Listeners{Public: ln}
+	for _, x := range []struct {
+		addr, what string
+		ln         *net.Listener
+	}{{cfg.MetricsAddr, "metrics", &l.Metrics}, {cfg.ProcessorAddr, "the processor API", &l.Processor}} {
+		if x.addr == "" {
+			continue
+		}
+		if *x.ln, err = net.Listen("tcp", x.addr); err != nil {
+			closeAll(l)
+			return fmt.Errorf("listen for %s: %w", x.what, err)
 		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ops, err := m.listenOperators(ctx, a)
 	if err != nil {
-		ln.Close()
-		if metrics != nil {
-			metrics.Close()
-		}
+		closeAll(l)
 		return err
 	}
-	err = a.Run(ctx, ln, metrics)
+	err = a.Serve(ctx, l)
 	cancel()
 	// The commands in flight end before the store closes.
 	if oerr := <-ops; err == nil {
 		err = oerr
 	}
 	return err
+}
+
+// closeAll closes the listeners opened so far.
+func closeAll(l app.Listeners) {
+	for _, ln := range []net.Listener{l.Public, l.Metrics, l.Processor} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
 }
 
 // listenOperators serves the operator socket in the data directory until

@@ -37,8 +37,11 @@ import (
 
 // Config is every setting of a paypage process.
 type Config struct {
-	Addr          string
-	MetricsAddr   string // where /metrics is served, alone; empty: nowhere
+	Addr        string
+	MetricsAddr string // where /metrics is served, alone; empty: nowhere
+	// ProcessorAddr is where the processor API (/v1/detokenize) is served,
+	// alone and then nowhere else; empty: on Addr beside the rest.
+	ProcessorAddr string
 	Data          string
 	Store         string // "bolt" or a Redis URL
 	PublicURL     string
@@ -113,7 +116,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 	a.Refusals = audit.NewRefusals(a.Audit, refusalWindow, refusalSources, log)
 	a.Web, err = web.New(web.Config{PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, DetokenizePerSecond: cfg.DetokenizePerSecond,
-		RefusalsPerMinute: cfg.RefusalsPerMinute}, web.Deps{
+		RefusalsPerMinute: cfg.RefusalsPerMinute, ProcessorElsewhere: cfg.ProcessorAddr != ""}, web.Deps{
 		Store: a.store, Payments: a.Payments, Accounts: a.Accounts, Vault: a.Vault, Audit: a.Audit, Refusals: a.Refusals,
 		ACS: a.ACS, KaspiApp: a.Kaspi, Events: a.Webhooks, Idem: a.Idem, Registry: a.Registry, Logger: log, CSRFKey: a.Vault.DeriveKey("csrf"),
 	})

@@ -134,20 +134,57 @@ func (m attemptMetrics) AttemptEnded(method, outcome string) {
 	m.c.WithLabelValues(method, outcome).Inc()
 }
 
+// Listeners are where a process serves: the pages and the APIs, and apart
+// the metrics and the processor API when their addresses are set (nil
+// otherwise).
+type Listeners struct {
+	Public, Metrics, Processor net.Listener
+}
+
 // Run serves HTTP on ln, and /metrics alone on metrics when the config
 // names a metrics address (metrics is nil otherwise: no metrics are served;
 // they are never on the public listener), runs the webhook worker
 // and the sweep until ctx ends, then shuts down gracefully.
 func (a *App) Run(ctx context.Context, ln, metrics net.Listener) error {
+	return a.Serve(ctx, Listeners{Public: ln, Metrics: metrics})
+}
+
+// Serve is Run with the processor API's listener too.
+func (a *App) Serve(ctx context.Context, l Listeners) error {
+	ln, metrics := l.Public, l.Metrics
 	if (metrics != nil) != (a.cfg.MetricsAddr != "") {
 		return errors.New("a metrics listener goes with a metrics address, and only with one")
+	}
+	if (l.Processor != nil) != (a.cfg.ProcessorAddr != "") {
+		return errors.New("a processor listener goes with a processor address, and only with one")
 	}
 	hs := a.httpServer(a.Web)
 	tlsCfg, err := a.tlsConfig()
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	if l.Processor != nil {
+		ps := a.httpServer(a.Web.ProcessorHandler())
+		ps.TLSConfig = tlsCfg
+		go func() {
+			var err error
+			if tlsCfg != nil {
+				err = ps.ServeTLS(l.Processor, "", "")
+			} else {
+				err = ps.Serve(l.Processor)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("processor API: %w", err)
+			}
+		}()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = ps.Shutdown(sctx)
+		}()
+		a.log.Info("processor API serving", "addr", l.Processor.Addr().String())
+	}
 	if metrics != nil {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", a.Web.MetricsHandler())

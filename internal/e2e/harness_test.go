@@ -74,6 +74,7 @@ type env struct {
 	app        *app.App
 	url        string
 	metrics    string // base URL of the metrics listener, with envOpts.metrics
+	processor  string // base URL of the processor API's own listener, with envOpts.processor
 	logs       *syncBuffer
 	clock      *clock
 	merchant   string // merchant ID
@@ -96,6 +97,7 @@ type envOpts struct {
 	metrics    bool   // serve /metrics on a listener of its own (env.metrics)
 	refusals   int64  // refused API calls a minute per source (0: no limit)
 	trusted    string // --trusted-proxies
+	processor  bool   // serve the processor API on a listener of its own (env.processor)
 	tlsCert    string // serve TLS with this certificate and key (PEM files) at https://
 	tlsKey     string
 	// wrap puts a line between the payments and the sandbox processor.
@@ -135,7 +137,14 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if o.store != "bolt" {
 		cfg.MasterKey = strings.Repeat("3b", 32) // no development key off the embedded store
 	}
-	var mln net.Listener
+	var mln, pln net.Listener
+	if o.processor {
+		if pln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		cfg.ProcessorAddr = pln.Addr().String()
+		e.processor = "http://" + cfg.ProcessorAddr
+	}
 	if o.metrics {
 		if mln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			t.Fatal(err)
@@ -167,7 +176,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel, e.done = cancel, make(chan error, 1)
-	go func() { e.done <- a.Run(ctx, ln, mln) }()
+	go func() { e.done <- a.Serve(ctx, app.Listeners{Public: ln, Metrics: mln, Processor: pln}) }()
 	t.Cleanup(e.stop)
 	return e
 }

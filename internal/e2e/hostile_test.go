@@ -84,3 +84,31 @@ func TestRefusalLimitOff(t *testing.T) {
 		}
 	}
 }
+
+// TestProcessorAPIApart: with --processor-addr the processor API is served
+// there alone (so a network policy can open that port to the processor's
+// network only) and answers 404 on the public address.
+func TestProcessorAPIApart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{processor: true})
+	token := e.paidToken("4242 4242 4242 4242")
+	if st, d, _ := e.api("POST", "/v1/detokenize", e.procKey, map[string]any{"token": token}); st != 404 || d["pan"] != nil {
+		t.Fatalf("detokenize on the public address: %d %v", st, d)
+	}
+	proc := *e
+	proc.url = e.processor
+	st, d, h := proc.api("POST", "/v1/detokenize", e.procKey, map[string]any{"token": token})
+	if st != 200 || d["pan"] != "4242424242424242" || h.Get("Content-Security-Policy") == "" {
+		t.Fatalf("detokenize on the processor address: %d %v", st, d)
+	}
+	for _, path := range []string{"/pay/x", "/healthz", "/v1/sessions"} {
+		resp, err := http.Get(e.processor + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 404 && resp.StatusCode != 405 {
+			t.Errorf("the processor address serves %s: %d", path, resp.StatusCode)
+		}
+	}
+}

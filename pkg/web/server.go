@@ -41,6 +41,10 @@ type Config struct {
 	// token bucket shared by every replica (a processor's own rate wins);
 	// 0: 200, negative: no limit.
 	DetokenizePerSecond int64
+	// ProcessorElsewhere takes the processor API (/v1/detokenize) off this
+	// handler: the process serves ProcessorHandler on an address of its own,
+	// which a network policy can open to the processor's network alone.
+	ProcessorElsewhere bool
 	// RefusalsPerMinute bounds the refused API calls (a missing, wrong or
 	// unauthorized key, a refused detokenize) one source may make in a
 	// window of Refusals; past it the API answers 429 before looking at the
@@ -75,6 +79,7 @@ type Server struct {
 	cfg     Config
 	router  *mux.Router
 	handler http.Handler // the router inside the middleware every request passes
+	proc    http.Handler // the processor API alone, when it is served elsewhere
 	clients *clientaddr.Resolver
 	cat     Catalog
 	assets  *Assets
@@ -133,7 +138,6 @@ func (s *Server) MetricsHandler() http.Handler {
 
 func (s *Server) routes() {
 	r := mux.NewRouter()
-	r.Use(markRoute)
 	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet)
 	r.PathPrefix("/static/").HandlerFunc(s.assets.serve).Methods(http.MethodGet)
@@ -143,7 +147,9 @@ func (s *Server) routes() {
 	r.HandleFunc("/v1/payments/{id}", s.merchantOnly(s.getPayment)).Methods(http.MethodGet)
 	r.HandleFunc("/v1/payments/{id}/refunds", s.merchantOnly(s.createRefund)).Methods(http.MethodPost)
 	r.HandleFunc("/v1/events", s.merchantOnly(s.listEvents)).Methods(http.MethodGet)
-	r.HandleFunc("/v1/detokenize", s.processorOnly(s.detokenize)).Methods(http.MethodPost)
+	if !s.cfg.ProcessorElsewhere {
+		r.HandleFunc("/v1/detokenize", s.processorOnly(s.detokenize)).Methods(http.MethodPost)
+	}
 
 	r.HandleFunc("/pay/{id}", s.payPage).Methods(http.MethodGet)
 	r.HandleFunc("/pay/{id}", s.paySubmit).Methods(http.MethodPost)
@@ -161,12 +167,27 @@ func (s *Server) routes() {
 		r.HandleFunc("/sandbox/kaspi/{qr}", s.kaspiAppPage).Methods(http.MethodGet)
 		r.HandleFunc("/sandbox/kaspi/{qr}", s.kaspiAppSubmit).Methods(http.MethodPost)
 	}
+	s.router = r
+	s.handler = s.chain(r)
+	if s.cfg.ProcessorElsewhere {
+		pr := mux.NewRouter()
+		pr.HandleFunc("/v1/detokenize", s.processorOnly(s.detokenize)).Methods(http.MethodPost)
+		s.proc = s.chain(pr)
+	}
+}
+
+// chain puts a router inside the middleware every request passes: outside
+// the router, so that what no route matches passes too.
+func (s *Server) chain(r *mux.Router) http.Handler {
+	r.Use(markRoute)
 	r.NotFoundHandler = http.HandlerFunc(s.notFound)
 	r.MethodNotAllowedHandler = http.HandlerFunc(s.methodNotAllowed)
-	s.router = r
-	// Outside the router, so that what no route matches passes too.
-	s.handler = s.realIP(s.observe(s.securityHeaders(s.limitBody(s.refuseUnknownMethods(r)))))
+	return s.realIP(s.observe(s.securityHeaders(s.limitBody(s.refuseUnknownMethods(r)))))
 }
+
+// ProcessorHandler serves the processor API alone, with the same
+// middleware; nil unless Config.ProcessorElsewhere.
+func (s *Server) ProcessorHandler() http.Handler { return s.proc }
 
 // notFound answers what no route matches: in JSON on the API, with the
 // shopper's not-found page elsewhere.

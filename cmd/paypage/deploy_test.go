@@ -1,0 +1,504 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// The deployment files (deploy/, Dockerfile) are checked against the
+// binary's settings: they parse, every PAYPAGE_* variable they set is a
+// setting and its value is accepted, ports agree across settings, container
+// ports, services, probes and network policies, the master key and the
+// Redis password come from secrets, Redis speaks TLS to an ACL user, and
+// the compose file trusts no X-Forwarded-For while it publishes the port.
+
+const deployDir = "../../deploy"
+
+// obj is a parsed YAML mapping.
+type obj = map[string]any
+
+// get walks a path of keys (and list indexes) through parsed YAML.
+func get(v any, path ...any) any {
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, ok := v.(obj)
+			if !ok {
+				return nil
+			}
+			v = m[k]
+		case int:
+			l, ok := v.([]any)
+			if !ok || k >= len(l) {
+				return nil
+			}
+			v = l[k]
+		}
+	}
+	return v
+}
+
+func str(v any, path ...any) string { s, _ := get(v, path...).(string); return s }
+func list(v any, path ...any) []any { l, _ := get(v, path...).([]any); return l }
+
+// num reads a YAML number or numeric string.
+func num(v any, path ...any) int {
+	switch x := get(v, path...).(type) {
+	case int:
+		return x
+	case string:
+		n, _ := strconv.Atoi(x)
+		return n
+	}
+	return 0
+}
+
+// readYAML parses every document of a YAML file.
+func readYAML(t *testing.T, name string) []obj {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(deployDir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	var docs []obj
+	for {
+		var d obj
+		err := dec.Decode(&d)
+		if errors.Is(err, io.EOF) {
+			return docs
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if d != nil {
+			docs = append(docs, d)
+		}
+	}
+}
+
+// find returns the object of a kind and name.
+func find(t *testing.T, docs []obj, kind, name string) obj {
+	t.Helper()
+	for _, d := range docs {
+		if str(d, "kind") == kind && str(d, "metadata", "name") == name {
+			return d
+		}
+	}
+	t.Fatalf("no %s %s", kind, name)
+	return nil
+}
+
+// settingOf returns the setting of an environment variable, nil if none.
+func settingOf(env string) *setting {
+	for _, s := range settings {
+		if s.env == env {
+			return s
+		}
+	}
+	return nil
+}
+
+// checkEnv checks that a PAYPAGE_* variable is a setting and takes value
+// (a value with $(VAR) or ${VAR} in it is checked with those left out).
+func checkEnv(t *testing.T, where, name, value string) {
+	t.Helper()
+	if !strings.HasPrefix(name, "PAYPAGE_") || name == "PAYPAGE_MASTER_KEY" {
+		return
+	}
+	s := settingOf(name)
+	if s == nil {
+		t.Errorf("%s sets %s, which is no setting of the binary", where, name)
+		return
+	}
+	if strings.Contains(value, "$") {
+		return
+	}
+	var c Config
+	if err := s.set(&c, value); err != nil {
+		t.Errorf("%s: %s=%q is refused: %v", where, name, value, err)
+	}
+}
+
+// portOf is the port of a "host:port" setting.
+func portOf(t *testing.T, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("address %q: %v", addr, err)
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// redisConf reads deploy/redis.conf's directives.
+func redisConf(t *testing.T) map[string]string {
+	t.Helper()
+	f, err := os.Open(filepath.Join(deployDir, "redis.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	conf := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, _ := strings.Cut(line, " ")
+		conf[k] = strings.Trim(strings.TrimSpace(v), `"`)
+	}
+	return conf
+}
+
+func TestKubernetesManifests(t *testing.T) {
+	t.Parallel()
+	kz := readYAML(t, "kustomization.yaml")[0]
+	if !slices.Contains(list(kz, "resources"), any("kubernetes.yaml")) || str(kz, "configMapGenerator", 0, "name") != "redis-config" ||
+		str(kz, "configMapGenerator", 0, "files", 0) != "redis.conf" {
+		t.Fatalf("kustomization: %v", kz)
+	}
+	docs := readYAML(t, "kubernetes.yaml")
+	dep := find(t, docs, "Deployment", "paypage")
+	pod := get(dep, "spec", "template", "spec")
+	c := get(pod, "containers", 0)
+	if get(pod, "securityContext", "runAsNonRoot") != true || num(pod, "securityContext", "runAsUser") == 0 {
+		t.Error("paypage may run as root")
+	}
+
+	ports := map[string]int{}
+	for _, p := range list(c, "ports") {
+		ports[str(p, "name")] = num(p, "containerPort")
+	}
+	env := map[string]any{}
+	for _, e := range list(c, "env") {
+		name := str(e, "name")
+		env[name] = e
+		checkEnv(t, "the Deployment", name, str(e, "value"))
+	}
+	for setting, port := range map[string]string{"PAYPAGE_ADDR": "http", "PAYPAGE_METRICS_ADDR": "metrics", "PAYPAGE_PROCESSOR_ADDR": "processor"} {
+		if got := portOf(t, str(env[setting], "value")); got != ports[port] || got == 0 {
+			t.Errorf("%s listens on %d, the container port %q is %d", setting, got, port, ports[port])
+		}
+	}
+	for probe, path := range map[string]string{"readinessProbe": "/readyz", "livenessProbe": "/healthz"} {
+		if str(c, probe, "httpGet", "path") != path || str(c, probe, "httpGet", "port") != "http" {
+			t.Errorf("%s: %v", probe, get(c, probe))
+		}
+	}
+
+	// The master key and the Redis password come from Secrets, never inline.
+	if get(env["PAYPAGE_MASTER_KEY"], "value") != nil || str(env["PAYPAGE_MASTER_KEY"], "valueFrom", "secretKeyRef", "name") == "" {
+		t.Errorf("the master key is not from a Secret: %v", env["PAYPAGE_MASTER_KEY"])
+	}
+	store, err := url.Parse(str(env["PAYPAGE_STORE"], "value"))
+	if err != nil || store.Scheme != "rediss" || store.User.Username() != "paypage" {
+		t.Fatalf("PAYPAGE_STORE %v: not TLS to the ACL user paypage (%v)", store, err)
+	}
+	pw, _ := store.User.Password()
+	ref := regexp.MustCompile(`^\$\((\w+)\)$`).FindStringSubmatch(pw)
+	if ref == nil || str(env[ref[1]], "valueFrom", "secretKeyRef", "name") == "" {
+		t.Errorf("the Redis password %q is not a variable from a Secret", pw)
+	}
+
+	// Services expose the pages, and the processor API apart; never metrics.
+	svcPorts := func(name string) []string {
+		var out []string
+		for _, p := range list(find(t, docs, "Service", name), "spec", "ports") {
+			out = append(out, str(p, "targetPort"))
+		}
+		return out
+	}
+	if got := svcPorts("paypage"); !slices.Equal(got, []string{"http"}) {
+		t.Errorf("Service paypage exposes %v", got)
+	}
+	if got := svcPorts("paypage-processor"); !slices.Equal(got, []string{"processor"}) {
+		t.Errorf("Service paypage-processor exposes %v", got)
+	}
+
+	// Who reaches which port: the ingress controller the pages, the
+	// processor's network the processor API, monitoring the metrics.
+	np := find(t, docs, "NetworkPolicy", "paypage")
+	if !slices.Equal(list(np, "spec", "policyTypes"), []any{"Ingress", "Egress"}) {
+		t.Errorf("policy types %v", list(np, "spec", "policyTypes"))
+	}
+	reach := map[int][]any{}
+	for _, rule := range list(np, "spec", "ingress") {
+		for _, p := range list(rule, "ports") {
+			reach[num(p, "port")] = append(reach[num(p, "port")], list(rule, "from")...)
+		}
+	}
+	have := map[int]bool{}
+	for _, p := range ports {
+		have[p] = true
+	}
+	for port := range reach {
+		if !have[port] {
+			t.Errorf("the policy opens port %d, which the container does not have", port)
+		}
+	}
+	http, proc, metrics := reach[ports["http"]], reach[ports["processor"]], reach[ports["metrics"]]
+	if len(http) != 1 || get(http[0], "ipBlock") != nil || str(http[0], "namespaceSelector", "matchLabels", "kubernetes.io/metadata.name") != "ingress-nginx" ||
+		get(http[0], "podSelector") == nil {
+		t.Errorf("the pages are open to %v, not the ingress controller alone", http)
+	}
+	if len(proc) != 1 || str(proc[0], "ipBlock", "cidr") == "" || str(proc[0], "ipBlock", "cidr") == "0.0.0.0/0" || get(proc[0], "namespaceSelector") != nil {
+		t.Errorf("the processor API is open to %v, not the processor's network alone", proc)
+	}
+	if len(metrics) != 1 || get(metrics[0], "ipBlock") != nil {
+		t.Errorf("the metrics are open to %v", metrics)
+	}
+	var webhooks obj
+	for _, rule := range list(np, "spec", "egress") {
+		if str(rule, "to", 0, "ipBlock", "cidr") == "0.0.0.0/0" {
+			webhooks, _ = rule.(obj)
+		}
+	}
+	for _, private := range []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"} {
+		if !slices.Contains(list(webhooks, "to", 0, "ipBlock", "except"), any(private)) {
+			t.Errorf("webhooks may reach %s", private)
+		}
+	}
+
+	// Redis: its config from redis.conf, TLS on the port paypage dials, the
+	// ACL file from the Secret, reachable from paypage alone.
+	conf := redisConf(t)
+	if conf["port"] != "0" || conf["tls-port"] != store.Port() || conf["maxmemory-policy"] != "noeviction" || conf["appendonly"] != "yes" ||
+		conf["tls-protocols"] != "TLSv1.2 TLSv1.3" {
+		t.Errorf("redis.conf: %v (paypage dials port %s)", conf, store.Port())
+	}
+	rs := find(t, docs, "StatefulSet", "redis")
+	rpod := get(rs, "spec", "template", "spec")
+	rc := get(rpod, "containers", 0)
+	if strconv.Itoa(num(rc, "ports", 0, "containerPort")) != store.Port() || str(find(t, docs, "Service", "redis"), "spec", "ports", 0, "targetPort") != str(rc, "ports", 0, "name") {
+		t.Errorf("Redis's ports do not match %s", store.Port())
+	}
+	mounts := map[string]string{} // mount path -> volume
+	for _, m := range list(rc, "volumeMounts") {
+		mounts[str(m, "mountPath")] = str(m, "name")
+	}
+	volumes := map[string]any{}
+	for _, v := range list(rpod, "volumes") {
+		volumes[str(v, "name")] = v
+	}
+	fileFrom := func(path string) (secret, key string) {
+		dir, file := filepath.Split(path)
+		v := volumes[mounts[strings.TrimSuffix(dir, "/")]]
+		if cm := str(v, "configMap", "name"); cm != "" {
+			return "configmap:" + cm, file
+		}
+		secret = str(v, "secret", "secretName")
+		for _, it := range list(v, "secret", "items") {
+			if str(it, "path") == file {
+				return secret, str(it, "key")
+			}
+		}
+		return secret, file
+	}
+	for path, want := range map[string][2]string{
+		"/etc/redis/redis.conf":  {"configmap:redis-config", "redis.conf"},
+		conf["tls-cert-file"]:    {"paypage-redis-tls", "tls.crt"},
+		conf["tls-key-file"]:     {"paypage-redis-tls", "tls.key"},
+		conf["tls-ca-cert-file"]: {"paypage-redis-tls", "ca.crt"},
+		conf["aclfile"]:          {"paypage-redis", "users.acl"},
+	} {
+		if s, k := fileFrom(path); s != want[0] || k != want[1] {
+			t.Errorf("Redis reads %s from %s/%s, want %s/%s", path, s, k, want[0], want[1])
+		}
+	}
+	if !slices.Equal(list(rc, "args"), []any{"/etc/redis/redis.conf"}) {
+		t.Errorf("redis args %v", list(rc, "args"))
+	}
+	// paypage trusts Redis's CA, from the same Secret.
+	if !strings.Contains(str(env["SSL_CERT_DIR"], "value"), "/etc/paypage/redis-ca") {
+		t.Error("paypage does not trust Redis's CA")
+	}
+	rnp := find(t, docs, "NetworkPolicy", "redis")
+	if len(list(rnp, "spec", "ingress")) != 1 || str(rnp, "spec", "ingress", 0, "from", 0, "podSelector", "matchLabels", "app") != "paypage" ||
+		len(list(rnp, "spec", "ingress", 0, "from")) != 1 {
+		t.Errorf("Redis is open to %v", list(rnp, "spec", "ingress"))
+	}
+	// The make-secrets script makes every secret key the manifests read.
+	script, err := os.ReadFile(filepath.Join(deployDir, "make-secrets.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"paypage-master-key --from-file=master.key=", "paypage-redis --from-file=password=", "--from-file=users.acl=",
+		"paypage-redis-tls --from-file=ca.crt=", "--from-file=tls.crt=", "--from-file=tls.key="} {
+		if !bytes.Contains(script, []byte(s)) {
+			t.Errorf("make-secrets.sh does not say %q", s)
+		}
+	}
+}
+
+func TestRedisACLTemplate(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(filepath.Join(deployDir, "redis-users.acl.in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var users []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "user ") {
+			users = append(users, l)
+		}
+	}
+	if len(users) != 2 || users[0] != "user default off" || !strings.HasPrefix(users[1], "user paypage on >@PASSWORD@ ~pp:* ") ||
+		!strings.Contains(users[1], "-@dangerous") || !strings.Contains(users[1], "-@admin") {
+		t.Fatalf("ACL users: %q", users)
+	}
+}
+
+func TestComposeFile(t *testing.T) {
+	t.Parallel()
+	doc := readYAML(t, "docker-compose.yml")[0]
+	pp := get(doc, "services", "paypage")
+	env := map[string]string{}
+	for k, v := range get(pp, "environment").(obj) {
+		env[k] = fmt.Sprint(v)
+		checkEnv(t, "the compose file", k, env[k])
+	}
+	published := len(list(pp, "ports")) > 0
+	if _, trusts := env["PAYPAGE_TRUSTED_PROXIES"]; trusts && published {
+		t.Error("the compose file trusts X-Forwarded-For while it publishes the port")
+	}
+	addr := dockerfileEnv(t)["PAYPAGE_ADDR"]
+	if a, ok := env["PAYPAGE_ADDR"]; ok {
+		addr = a
+	}
+	for _, p := range list(pp, "ports") {
+		parts := strings.Split(fmt.Sprint(p), ":") // [host:]container
+		if num(parts[len(parts)-1]) != portOf(t, addr) {
+			t.Errorf("publishes %v; paypage listens on %s", p, addr)
+		}
+	}
+	// Compose fills ${VAR} (or ${VAR:?message}) in from its --env-file.
+	vars := regexp.MustCompile(`\$\{(\w+)[^}]*\}`)
+	store, err := url.Parse(vars.ReplaceAllString(env["PAYPAGE_STORE"], "env.$1"))
+	if err != nil || store.Scheme != "rediss" || store.User.Username() != "paypage" || store.Hostname() != "redis" {
+		t.Fatalf("PAYPAGE_STORE %q (%v)", env["PAYPAGE_STORE"], err)
+	}
+	if pw, _ := store.User.Password(); pw != "env.REDIS_PASSWORD" {
+		t.Errorf("the Redis password is %q, not from the secrets' env file", pw)
+	}
+	if !strings.HasPrefix(env["PAYPAGE_MASTER_KEY"], "${PAYPAGE_MASTER_KEY") && env["PAYPAGE_MASTER_KEY_FILE"] == "" {
+		t.Errorf("the master key is not from the secrets")
+	}
+	// Redis mounts the same redis.conf, and each file it names.
+	conf := redisConf(t)
+	mounts := map[string]string{}
+	for _, v := range list(doc, "services", "redis", "volumes") {
+		parts := strings.Split(fmt.Sprint(v), ":")
+		mounts[parts[1]] = parts[0]
+	}
+	if mounts["/etc/redis/redis.conf"] != "./redis.conf" || !slices.Equal(list(doc, "services", "redis", "command"), []any{"redis-server", "/etc/redis/redis.conf"}) {
+		t.Errorf("compose's Redis does not run deploy/redis.conf: %v", mounts)
+	}
+	for _, f := range []string{conf["tls-cert-file"], conf["tls-key-file"], conf["tls-ca-cert-file"], conf["aclfile"]} {
+		if !strings.HasPrefix(mounts[f], "./secrets/") {
+			t.Errorf("compose's Redis has no %s", f)
+		}
+	}
+}
+
+// dockerfileEnv checks the Dockerfile's syntax (instructions, JSON forms,
+// stages) and that its image runs as a non-root user, with settings the
+// binary has, exposing the port it listens on; it returns the image's
+// PAYPAGE_* environment.
+func dockerfileEnv(t *testing.T) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{"FROM": true, "RUN": true, "CMD": true, "LABEL": true, "EXPOSE": true, "ENV": true, "ADD": true, "COPY": true,
+		"ENTRYPOINT": true, "VOLUME": true, "USER": true, "WORKDIR": true, "ARG": true, "ONBUILD": true, "STOPSIGNAL": true, "HEALTHCHECK": true, "SHELL": true}
+	stages := map[string]bool{}
+	env := map[string]string{}
+	var user string
+	var expose []int
+	text := strings.ReplaceAll(string(b), "\\\n", " ")
+	for i, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		instr, rest, _ := strings.Cut(line, " ")
+		instr = strings.ToUpper(instr)
+		if !known[instr] || strings.TrimSpace(rest) == "" {
+			t.Errorf("Dockerfile line %d: %q", i+1, line)
+			continue
+		}
+		if strings.HasPrefix(rest, "[") {
+			var arr []string
+			if err := json.Unmarshal([]byte(rest), &arr); err != nil {
+				t.Errorf("Dockerfile line %d: %s is not a JSON array: %v", i+1, rest, err)
+			}
+		}
+		f := strings.Fields(rest)
+		switch instr {
+		case "FROM":
+			stages = map[string]bool{"": true, "build": stages["build"]} // a new stage: its env and user start afresh
+			if len(f) == 3 && strings.EqualFold(f[1], "AS") {
+				stages[f[2]] = true
+			}
+			env, user, expose = map[string]string{}, "", nil
+		case "COPY":
+			for _, a := range f {
+				if from, ok := strings.CutPrefix(a, "--from="); ok && !stages[from] {
+					t.Errorf("COPY --from=%s: no such stage", from)
+				}
+			}
+		case "ENV":
+			for _, kv := range f {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok {
+					t.Errorf("ENV %q: write KEY=VALUE", kv)
+				}
+				env[k] = v
+			}
+		case "USER":
+			user = f[0]
+		case "EXPOSE":
+			for _, p := range f {
+				n, err := strconv.Atoi(strings.TrimSuffix(p, "/tcp"))
+				if err != nil {
+					t.Errorf("EXPOSE %s", p)
+				}
+				expose = append(expose, n)
+			}
+		}
+	}
+	uid, _, _ := strings.Cut(user, ":")
+	if n, err := strconv.Atoi(uid); err != nil || n == 0 {
+		t.Errorf("the image runs as %q: give a numeric non-root user (Kubernetes' runAsNonRoot can check only that)", user)
+	}
+	for k, v := range env {
+		checkEnv(t, "the Dockerfile", k, v)
+	}
+	if !slices.Equal(expose, []int{portOf(t, env["PAYPAGE_ADDR"])}) {
+		t.Errorf("EXPOSE %v; paypage listens on %s", expose, env["PAYPAGE_ADDR"])
+	}
+	return env
+}
+
+func TestDockerfile(t *testing.T) {
+	t.Parallel()
+	dockerfileEnv(t)
+}
