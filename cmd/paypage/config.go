@@ -58,9 +58,9 @@ var settings = []*setting{
 	{flag: "acme-domain", env: "PAYPAGE_ACME_DOMAIN", arg: "NAME", help: "serve TLS with a certificate from Let's Encrypt for this name (TLS-ALPN-01 on --addr, which must be reachable on port 443; cached in the data directory)",
 		set: func(c *Config, v string) error { c.ACMEDomain = v; return nil }},
 	{flag: "limit-refusals-per-minute", env: "PAYPAGE_LIMIT_REFUSALS_PER_MINUTE", def: "30", arg: "N", help: "refused API calls (no key, a wrong key, a refused detokenize) one address (or IPv6 /64) may make in a minute; past it 429 before any lookup (0: no limit)",
-		set: func(c *Config, v string) (err error) { c.RefusalsPerMinute, err = parseCount(v); return err }},
+		set: func(c *Config, v string) (err error) { c.RefusalsPerMinute, err = parseLimit(v); return err }},
 	{flag: "audit-max-records", env: "PAYPAGE_AUDIT_MAX_RECORDS", def: "1000000", arg: "N", help: "cap the audit trail at this many records by removing the oldest that \"audit export\" has written out; records not exported are never removed (0: no cap)",
-		set: func(c *Config, v string) error { n, err := parseCount(v); c.AuditMaxRecords = int(n); return err }},
+		set: func(c *Config, v string) error { n, err := parseLimit(v); c.AuditMaxRecords = int(n); return err }},
 	{flag: "log-level", env: "PAYPAGE_LOG_LEVEL", def: "info", arg: "LEVEL", help: "debug, info, warn or error",
 		set: func(c *Config, v string) error {
 			switch v {
@@ -74,6 +74,10 @@ var settings = []*setting{
 		set: func(c *Config, v string) (err error) { c.LimitCardPerDay, err = parseLimit(v); return err }},
 	{flag: "limit-client-per-hour", env: "PAYPAGE_LIMIT_CLIENT_PER_HOUR", def: "20", arg: "N", help: "card submissions an hour per client address (0: no limit)",
 		set: func(c *Config, v string) (err error) { c.LimitClientPerHour, err = parseLimit(v); return err }},
+	{flag: "limit-merchant-per-minute", env: "PAYPAGE_LIMIT_MERCHANT_PER_MINUTE", def: "600", arg: "N", help: "card submissions a minute to one merchant's pages, from every address and card: what a distributed card-testing run cannot spread under (0: no limit)",
+		set: func(c *Config, v string) (err error) { c.LimitMerchantPerMinute, err = parseLimit(v); return err }},
+	{flag: "limit-global-per-minute", env: "PAYPAGE_LIMIT_GLOBAL_PER_MINUTE", def: "6000", arg: "N", help: "card submissions a minute to every merchant's pages together (0: no limit)",
+		set: func(c *Config, v string) (err error) { c.LimitGlobalPerMinute, err = parseLimit(v); return err }},
 	{flag: "detokenize-per-second", env: "PAYPAGE_DETOKENIZE_PER_SECOND", def: "200", arg: "N", help: "detokenize calls a second per processor, shared by every replica; a processor's own --rate wins (0: no limit)",
 		set: func(c *Config, v string) (err error) { c.DetokenizePerSecond, err = parseLimit(v); return err }},
 	{flag: "webhook-allow-private", env: "PAYPAGE_WEBHOOK_ALLOW_PRIVATE", def: "false", help: "allow webhook delivery to loopback and private addresses (development, tests)",
@@ -100,15 +104,6 @@ func settingNamed(name string) *setting {
 		}
 	}
 	panic("no setting " + name)
-}
-
-// parseCount reads a count setting: a whole number, 0 or more.
-func parseCount(v string) (int64, error) {
-	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%q is not a whole number, 0 or more", v)
-	}
-	return n, nil
 }
 
 // parseBool reads a boolean setting: true, false, 1 or 0, nothing else.

@@ -50,9 +50,11 @@ type Config struct {
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
 	LogLevel       string
-	// RefusalsPerMinute bounds the refused API calls of one source a minute.
+	// RefusalsPerMinute bounds the refused API calls of one source a minute
+	// (zero: 30; negative: no bound).
 	RefusalsPerMinute int64
-	// AuditMaxRecords caps the audit trail by its exported records (0: no cap).
+	// AuditMaxRecords caps the audit trail by its exported records (zero:
+	// a million; negative: no cap).
 	AuditMaxRecords int
 	// TLSCert and TLSKey are PEM files the process serves TLS with (read
 	// again on SIGHUP); ACMEDomain instead gets a certificate from Let's
@@ -64,10 +66,15 @@ type Config struct {
 	// Limits. Zero means the default (10 a card a day, 20 a client address
 	// an hour, 200 detokenize calls a second per processor); a negative
 	// number turns one off (the settings' 0).
-	LimitCardPerDay     int64
-	LimitClientPerHour  int64
-	DetokenizePerSecond int64
-	WebhookTimeout      time.Duration // one delivery try; zero: 10 seconds
+	LimitCardPerDay    int64
+	LimitClientPerHour int64
+	// Card submissions a minute to one merchant's pages, and to all (600,
+	// 6,000): a distributed card-testing run spreads over addresses and
+	// cards, not over merchants.
+	LimitMerchantPerMinute int64
+	LimitGlobalPerMinute   int64
+	DetokenizePerSecond    int64
+	WebhookTimeout         time.Duration // one delivery try; zero: 10 seconds
 	// Timing of attempts in flight; zero: payment.DefaultTiming (tests shorten it).
 	Timing payment.Timing
 	// WrapProcessor, when set, puts a line between the payments and the
@@ -116,7 +123,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 	a.Refusals = audit.NewRefusals(a.Audit, refusalWindow, refusalSources, log)
 	a.Web, err = web.New(web.Config{PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, DetokenizePerSecond: cfg.DetokenizePerSecond,
-		RefusalsPerMinute: cfg.RefusalsPerMinute, ProcessorElsewhere: cfg.ProcessorAddr != ""}, web.Deps{
+		RefusalsPerMinute: setting(cfg.RefusalsPerMinute, 30), ProcessorElsewhere: cfg.ProcessorAddr != ""}, web.Deps{
 		Store: a.store, Payments: a.Payments, Accounts: a.Accounts, Vault: a.Vault, Audit: a.Audit, Refusals: a.Refusals,
 		ACS: a.ACS, KaspiApp: a.Kaspi, Events: a.Webhooks, Idem: a.Idem, Registry: a.Registry, Logger: log, CSRFKey: a.Vault.DeriveKey("csrf"),
 	})
@@ -193,7 +200,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Accounts.Now = a.now
 	a.Audit = audit.New(a.store)
 	a.Audit.Now = a.now
-	a.Audit.Keep = cfg.AuditMaxRecords
+	a.Audit.Keep = int(setting(int64(cfg.AuditMaxRecords), 1_000_000))
 	return a, nil
 }
 

@@ -290,6 +290,7 @@ type browser struct {
 	e      *env
 	c      *http.Client
 	lang   string
+	xff    string            // X-Forwarded-For, as a proxy in front would set it
 	tokens map[string]string // the last CSRF token seen per session
 }
 
@@ -321,6 +322,9 @@ func (b *browser) do(method, u string, form url.Values) page {
 	}
 	if b.lang != "" {
 		req.Header.Set("Accept-Language", b.lang)
+	}
+	if b.xff != "" {
+		req.Header.Set("X-Forwarded-For", b.xff)
 	}
 	resp, err := b.c.Do(req)
 	if err != nil {

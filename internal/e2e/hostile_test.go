@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -74,10 +75,18 @@ func TestRefusalFlood(t *testing.T) {
 	}
 }
 
-// The refusal limit is off at 0, as every limit.
+// The refusal limit is 30 a minute by default, and off when set so (the
+// settings' 0), as every limit.
 func TestRefusalLimitOff(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envOpts{})
+	def := newEnv(t, envOpts{})
+	for i := 1; i <= 31; i++ {
+		st, _, _ := def.api("POST", "/v1/detokenize", "", map[string]any{})
+		if want := map[bool]int{true: http.StatusTooManyRequests, false: http.StatusUnauthorized}[i > 30]; st != want {
+			t.Fatalf("refusal %d by default: %d, want %d", i, st, want)
+		}
+	}
+	e := newEnv(t, envOpts{refusals: -1})
 	for i := 0; i < 100; i++ {
 		if st, _, _ := e.api("POST", "/v1/detokenize", "", map[string]any{}); st != http.StatusUnauthorized {
 			t.Fatalf("call %d: %d", i, st)
@@ -109,6 +118,78 @@ func TestProcessorAPIApart(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != 404 && resp.StatusCode != 405 {
 			t.Errorf("the processor address serves %s: %d", path, resp.StatusCode)
+		}
+	}
+}
+
+// luhnCard is a Visa-like number that is no sandbox card, valid by Luhn.
+func luhnCard(i int) string {
+	body := fmt.Sprintf("411111111%06d", i)
+	sum := 0
+	for j := len(body) - 1; j >= 0; j-- {
+		d := int(body[j] - '0')
+		if (len(body)-j)%2 == 1 {
+			if d *= 2; d > 9 {
+				d -= 9
+			}
+		}
+		sum += d
+	}
+	return body + strconv.Itoa((10-sum%10)%10)
+}
+
+// TestDistributedCardTesting: a card-testing run that spreads over
+// addresses and cards, each under its own limit, is stopped by the
+// merchant's velocity limit, and the shopper is told; the other shops go
+// on. An IPv6 client rotating addresses inside its /64 is one client.
+func TestDistributedCardTesting(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{trusted: "127.0.0.0/8"})
+	e.app.Limiter.Merchant.Max = 5
+	for i := 1; i <= 6; i++ {
+		id := e.session(map[string]any{"locale": "en"})["id"].(string)
+		b := e.browser()
+		b.xff = fmt.Sprintf("198.51.100.%d", i)
+		p := b.pay(id, luhnCard(i), "981")
+		if i <= 5 && p.status != http.StatusSeeOther {
+			t.Fatalf("submission %d: %d\n%s", i, p.status, p.body)
+		}
+		if i == 6 {
+			if p.status != http.StatusTooManyRequests || !strings.Contains(p.body, "Too many payments are being made to this shop") {
+				t.Fatalf("the sixth submission to the shop: %d\n%s", p.status, p.body)
+			}
+			if _, s, _ := e.api("GET", "/v1/sessions/"+id, e.key, nil); s["payment"] != nil {
+				t.Fatal("a refused submission made a payment")
+			}
+		}
+	}
+	if !strings.Contains(e.logs.String(), `"msg":"limit reached","limit":"merchant"`) {
+		t.Error("the log does not say which limit")
+	}
+	other, err := e.app.Accounts.AddMerchant(context.Background(), "Other Shop", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, s, _ := e.api("POST", "/v1/sessions", other.SecretKey, map[string]any{"amount": 100, "currency": "KZT",
+		"success_url": "https://other.example/ok", "cancel_url": "https://other.example/no"})
+	if st != http.StatusCreated {
+		t.Fatalf("other shop's session: %d %v", st, s)
+	}
+	b := e.browser()
+	b.xff = "198.51.100.99"
+	if p := b.pay(s["id"].(string), luhnCard(99), "981"); p.status != http.StatusSeeOther {
+		t.Fatalf("another shop during the run: %d", p.status)
+	}
+
+	// One IPv6 /64 is one client, however it rotates.
+	e.app.Limiter.Merchant.Max, e.app.Limiter.Client.Max = 0, 2
+	for i := 1; i <= 3; i++ {
+		id := e.session(map[string]any{"locale": "en"})["id"].(string)
+		b := e.browser()
+		b.xff = fmt.Sprintf("2001:db8:7:7::%x", i*1000)
+		p := b.pay(id, luhnCard(200+i), "981")
+		if want := map[bool]int{true: http.StatusTooManyRequests, false: http.StatusSeeOther}[i == 3]; p.status != want {
+			t.Fatalf("IPv6 address %d of one /64: %d, want %d", i, p.status, want)
 		}
 	}
 }

@@ -9,9 +9,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/paypage/paypage/pkg/apperr"
+	"github.com/paypage/paypage/pkg/clientaddr"
 	"github.com/paypage/paypage/pkg/store"
 )
 
@@ -78,30 +80,47 @@ type Submission struct {
 	CardKey  string // a keyed hash of the card number; "" for a Kaspi QR
 }
 
-// Submissions are the card-testing limits: per client address and per
-// card, across merchants.
+// Submissions are the card-testing limits: per client address (an IPv6
+// client counted by its /64, all of which it holds) and per card, across
+// merchants; and, for card submissions, two velocity limits that a
+// distributed run (many addresses, many cards) cannot spread itself under:
+// per merchant, and over the whole service.
 type Submissions struct {
-	Counter *Counter
-	Client  Rule
-	Card    Rule
+	Counter  *Counter
+	Client   Rule
+	Card     Rule
+	Merchant Rule // card submissions to one merchant's pages
+	Global   Rule // card submissions to every merchant's pages
 }
 
 // Submission counts s against each limit and refuses it when one is over.
 func (l *Submissions) Submission(ctx context.Context, s Submission) error {
-	if err := l.Counter.Hit(ctx, l.Client, s.ClientIP); err != nil {
+	client := s.ClientIP
+	if a, err := netip.ParseAddr(client); err == nil {
+		client = clientaddr.Bucket(a)
+	}
+	if err := l.Counter.Hit(ctx, l.Client, client); err != nil {
 		return err
 	}
 	if s.CardKey == "" {
 		return nil
 	}
-	return l.Counter.Hit(ctx, l.Card, s.CardKey)
+	if err := l.Counter.Hit(ctx, l.Card, s.CardKey); err != nil {
+		return err
+	}
+	if err := l.Counter.Hit(ctx, l.Merchant, s.Merchant); err != nil {
+		return err
+	}
+	return l.Counter.Hit(ctx, l.Global, "all")
 }
 
 // DefaultSubmissions are the production limits.
 func DefaultSubmissions(c *Counter) *Submissions {
 	return &Submissions{
-		Counter: c,
-		Client:  Rule{Name: "client", Max: 20, Window: time.Hour},
-		Card:    Rule{Name: "card", Max: 10, Window: 24 * time.Hour},
+		Counter:  c,
+		Client:   Rule{Name: "client", Max: 20, Window: time.Hour},
+		Card:     Rule{Name: "card", Max: 10, Window: 24 * time.Hour},
+		Merchant: Rule{Name: "merchant", Max: 600, Window: time.Minute},
+		Global:   Rule{Name: "global", Max: 6000, Window: time.Minute},
 	}
 }

@@ -81,7 +81,7 @@ func TestTemplateKeysExist(t *testing.T) {
 	}
 	// The limits a shopper can hit, each told apart.
 	l := limit.DefaultSubmissions(nil)
-	for _, r := range []string{l.Card.Name, l.Client.Name} {
+	for _, r := range []string{l.Card.Name, l.Client.Name, l.Merchant.Name, l.Global.Name} {
 		if !c.Has("limit." + r) {
 			missing = append(missing, "limit."+r)
 		}
