@@ -90,8 +90,10 @@ func (p PAN) Digits() string { return p.digits }
 // Brand returns the card scheme.
 func (p PAN) Brand() Brand { return p.brand }
 
-// BIN returns the first six digits.
-func (p PAN) BIN() string { return first(p.digits, 6) }
+// BIN returns the leading digits that may be kept and shown in clear: the
+// first six of a number of 16 digits or more, none of a shorter one. It is
+// exactly what Mask shows before the hidden digits.
+func (p PAN) BIN() string { return p.digits[:shown(len(p.digits))] }
 
 // Last4 returns the last four digits.
 func (p PAN) Last4() string { return last(p.digits, 4) }
@@ -118,18 +120,25 @@ func (p PAN) LogValue() slog.Value { return slog.StringValue(p.Mask()) }
 // MarshalText returns the mask, so encoders never write the number.
 func (p PAN) MarshalText() ([]byte, error) { return []byte(p.Mask()), nil }
 
-// Mask hides all but the first six and the last four digits of a number
-// (fewer when the number is short, so at least half stays hidden).
+// Mask hides all but the first six and the last four digits of a number of
+// 16 digits or more, and all but the last four of a shorter one: PCI DSS
+// 3.4.1 allows at most the BIN and the last four, and for a 13- or 15-digit
+// number six and four would leave only three or five digits hidden.
 func Mask(digits string) string {
 	n := len(digits)
 	if n == 0 {
 		return ""
 	}
-	head, tail := 6, 4
-	if n < 16 { // keep at least as many hidden as shown
-		head, tail = min(6, n/4), min(4, n/4)
-	}
+	head, tail := shown(n), min(4, n/2)
 	return digits[:head] + strings.Repeat("•", n-head-tail) + digits[n-tail:]
+}
+
+// shown is how many leading digits of an n-digit number may be shown.
+func shown(n int) int {
+	if n >= 16 {
+		return 6
+	}
+	return 0
 }
 
 // Luhn reports whether a string of digits passes the Luhn (mod 10) check.
@@ -311,5 +320,4 @@ func atoi(s string, maxLen int) (int, bool) {
 	return n, true
 }
 
-func first(s string, n int) string { return s[:min(n, len(s))] }
 func last(s string, n int) string  { return s[len(s)-min(n, len(s)):] }

@@ -117,18 +117,43 @@ func TestPANNeverPrintsItself(t *testing.T) {
 	}
 }
 
-func TestMaskShowsAtMostSixAndFour(t *testing.T) {
-	for _, d := range []string{"4222222222222", "378282246310005", "4242424242424242", "2200000000000000004"} {
-		m := card.Mask(d)
-		shown := 0
-		for _, r := range m {
-			if r >= '0' && r <= '9' {
-				shown++
+// TestMaskAndBINAgreeWithPCI checks, for every length a PAN can have, that
+// Mask shows at most the BIN and the last four (PCI DSS 3.4.1), none of the
+// leading digits below 16, and that BIN (what the vault keeps in clear) is
+// never more than the leading digits Mask shows.
+func TestMaskAndBINAgreeWithPCI(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		digits     string
+		head, tail int
+	}{
+		{"501800000009", 0, 4},        // 12: Maestro
+		{"4222222222222", 0, 4},       // 13: Visa
+		{"30569309025904", 0, 4},      // 14: Diners
+		{"378282246310005", 0, 4},     // 15: American Express
+		{"4242424242424242", 6, 4},    // 16
+		{"22000000000000004", 6, 4},   // 17: MIR
+		{"353011133330000001", 6, 4},  // 18: JCB
+		{"2200000000000000004", 6, 4}, // 19: MIR
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(len(tt.digits)), func(t *testing.T) {
+			n := len(tt.digits)
+			want := tt.digits[:tt.head] + strings.Repeat("•", n-tt.head-tt.tail) + tt.digits[n-tt.tail:]
+			if got := card.Mask(tt.digits); got != want {
+				t.Errorf("Mask = %s, want %s", got, want)
 			}
-		}
-		if shown > 10 || (len(d) < 16 && shown > len(d)/2) || !strings.HasSuffix(m, d[len(d)-min(4, len(d)/4):]) {
-			t.Errorf("Mask(%s) = %s shows %d digits", d, m, shown)
-		}
+			p := card.PANOf(tt.digits)
+			if p.Mask() != want {
+				t.Errorf("PAN.Mask = %s, want %s", p.Mask(), want)
+			}
+			if bin := p.BIN(); bin != tt.digits[:tt.head] || !strings.HasPrefix(p.Mask(), bin) {
+				t.Errorf("BIN = %q keeps more than Mask shows (%s)", bin, p.Mask())
+			}
+			if p.Last4() != tt.digits[n-4:] {
+				t.Errorf("Last4 = %s", p.Last4())
+			}
+		})
 	}
 }
 
