@@ -320,4 +320,4 @@ func atoi(s string, maxLen int) (int, bool) {
 	return n, true
 }
 
-func last(s string, n int) string  { return s[len(s)-min(n, len(s)):] }
+func last(s string, n int) string { return s[len(s)-min(n, len(s)):] }
