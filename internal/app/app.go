@@ -125,7 +125,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Web, err = web.New(web.Config{PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, DetokenizePerSecond: cfg.DetokenizePerSecond,
 		RefusalsPerMinute: setting(cfg.RefusalsPerMinute, 30), ProcessorElsewhere: cfg.ProcessorAddr != ""}, web.Deps{
 		Store: a.store, Payments: a.Payments, Accounts: a.Accounts, Vault: a.Vault, Audit: a.Audit, Refusals: a.Refusals,
-		ACS: a.ACS, KaspiApp: a.Kaspi, Events: a.Webhooks, Idem: a.Idem, Registry: a.Registry, Logger: log, CSRFKey: a.Vault.DeriveKey("csrf"),
+		ACS: a.ACS, KaspiApp: a.Kaspi, Events: a.Webhooks, Idem: a.Idem, Registry: a.Registry, Logger: log, CSRFKeys: a.Vault.CSRFKeys,
 	})
 	if err != nil {
 		a.Close()

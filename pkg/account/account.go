@@ -225,9 +225,13 @@ func (s *Service) AddMerchant(ctx context.Context, name, webhookURL string) (New
 	id := vault.NewID("mer_")
 	secret, key := s.newKey(KindMerchant, id)
 	out := NewMerchant{ID: id, SecretKey: secret, WebhookSecret: randomSecret("whsec_")}
+	sealed, err := s.vault.SealSecret(webhookPurpose(id), []byte(out.WebhookSecret))
+	if err != nil {
+		return NewMerchant{}, err
+	}
 	m := Merchant{
 		ID: id, Name: strings.TrimSpace(name), WebhookURL: webhookURL, Created: s.Now().UTC(),
-		WebhookSecret: s.vault.SealSecret("webhook|"+id, []byte(out.WebhookSecret)),
+		WebhookSecret: sealed,
 		Credentials:   Credentials{Rev: 1, Keys: []Key{key}},
 	}
 	b, _ := json.Marshal(m)
@@ -597,7 +601,7 @@ func list[T any](ctx context.Context, s *Service, kind string, view func(T) Prin
 
 // WebhookSecret returns a merchant's webhook signing secret.
 func (s *Service) WebhookSecret(ctx context.Context, m Merchant) (string, error) {
-	b, err := s.vault.OpenSecret(ctx, "webhook|"+m.ID, m.WebhookSecret)
+	b, err := s.vault.OpenSecret(ctx, webhookPurpose(m.ID), m.WebhookSecret)
 	return string(b), err
 }
 
@@ -613,7 +617,10 @@ func (s *Service) SetWebhookURL(ctx context.Context, id, webhookURL string) erro
 // once; deliveries from then on are signed with it.
 func (s *Service) RollWebhookSecret(ctx context.Context, id string) (string, error) {
 	secret := randomSecret("whsec_")
-	sealed := s.vault.SealSecret("webhook|"+id, []byte(secret))
+	sealed, err := s.vault.SealSecret(webhookPurpose(id), []byte(secret))
+	if err != nil {
+		return "", err
+	}
 	return secret, s.updateMerchant(ctx, id, func(m *Merchant) { m.WebhookSecret = sealed })
 }
 

@@ -164,7 +164,11 @@ func (svc *Service) SubmitCard(ctx context.Context, sessionID string, in CardInp
 	a.Stage = StageAuthenticating
 	a.Lease = svc.lease()
 	svc.startPayment(st)
-	hold := Held{Kind: HeldCVV, Ref: a.ID, Sealed: svc.vault.SealHeld(HeldCVV, s.Merchant, a.ID, []byte(cvv.Digits())), TTL: svc.timing.CVVHold}
+	sealed, err := svc.vault.SealHeld(HeldCVV, s.Merchant, a.ID, []byte(cvv.Digits()))
+	if err != nil {
+		return svc.abandon(ctx, st, err)
+	}
+	hold := Held{Kind: HeldCVV, Ref: a.ID, Sealed: sealed, TTL: svc.timing.CVVHold}
 	if err := svc.repo.Save(ctx, st, Change{Hold: []Held{hold}}); err != nil {
 		return Outcome{}, err
 	}
@@ -205,7 +209,11 @@ func (svc *Service) afterAuthentication(ctx context.Context, st *State, res thre
 		st.Payment.Status = StatusProcessing
 		var hold []Held
 		if res.AuthValue != "" {
-			hold = append(hold, Held{Kind: HeldAuth, Ref: a.ID, Sealed: svc.vault.SealHeld(HeldAuth, st.Session.Merchant, a.ID, []byte(res.AuthValue)), TTL: svc.timing.CVVHold})
+			sealed, err := svc.vault.SealHeld(HeldAuth, st.Session.Merchant, a.ID, []byte(res.AuthValue))
+			if err != nil {
+				return outcome(st), err // the vault sealed meanwhile: the attempt stays, and the reconciler asks again
+			}
+			hold = append(hold, Held{Kind: HeldAuth, Ref: a.ID, Sealed: sealed, TTL: svc.timing.CVVHold})
 		}
 		if err := svc.repo.Save(ctx, st, Change{Hold: hold}); err != nil {
 			if errors.Is(err, ErrConflict) {

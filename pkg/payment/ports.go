@@ -83,7 +83,7 @@ type Vault interface {
 	// CardKey is a keyed hash of the PAN alone, for limits across merchants.
 	CardKey(pan card.PAN) string
 	// SealHeld seals a secret of a kind for a merchant, bound to ref.
-	SealHeld(kind, merchant, ref string, plain []byte) []byte
+	SealHeld(kind, merchant, ref string, plain []byte) ([]byte, error)
 	// OpenHeld opens what SealHeld sealed with the same kind, merchant and ref.
 	OpenHeld(ctx context.Context, kind, merchant, ref string, sealed []byte) ([]byte, error)
 }

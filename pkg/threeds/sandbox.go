@@ -38,7 +38,7 @@ var SandboxStatus = map[string]string{
 // which knows its own cards, and keeps its authentication values sealed.
 type Cards interface {
 	Lookup(ctx context.Context, token string) (vault.Card, vault.Info, error)
-	SealSecret(purpose string, plain []byte) []byte
+	SealSecret(purpose string, plain []byte) ([]byte, error)
 	OpenSecret(ctx context.Context, purpose string, sealed []byte) ([]byte, error)
 }
 
@@ -100,10 +100,12 @@ func txKey(id string) store.Key { return store.K("acs_tx", id) }
 var ErrUnknownTransaction = apperr.E(apperr.NotFound, "unknown 3-D Secure transaction")
 
 // newAuthValue makes an authentication value for t, sealed for its record.
-func (s *Sandbox) newAuthValue(t *Transaction) {
+func (s *Sandbox) newAuthValue(t *Transaction) error {
 	b := make([]byte, 20)
 	_, _ = rand.Read(b)
-	t.AuthValue = s.cards.SealSecret(authPurpose(t.ID), []byte(base64.StdEncoding.EncodeToString(b)))
+	sealed, err := s.cards.SealSecret(authPurpose(t.ID), []byte(base64.StdEncoding.EncodeToString(b)))
+	t.AuthValue = sealed
+	return err
 }
 
 func authPurpose(id string) string { return "acs-auth|" + id }
@@ -132,7 +134,9 @@ func (s *Sandbox) Authenticate(ctx context.Context, r Request) (Result, error) {
 	}
 	if status == Authenticated {
 		t.ECI = ECI(info.Brand, status)
-		s.newAuthValue(&t)
+		if err := s.newAuthValue(&t); err != nil {
+			return Result{}, err
+		}
 	}
 	if err := s.save(ctx, t, 0); err != nil {
 		return Result{}, err
@@ -224,11 +228,12 @@ func (t *Transaction) fail(reason string) {
 // SubmitCode checks an SMS code. The right code authenticates; the third
 // wrong one fails the transaction. It returns the transaction after the try.
 func (s *Sandbox) SubmitCode(ctx context.Context, id, code string) (Transaction, error) {
-	return s.update(ctx, id, func(t *Transaction) bool {
+	var sealErr error // the vault sealed meanwhile: nothing changes
+	t, err := s.update(ctx, id, func(t *Transaction) bool {
 		if code == SandboxCode {
 			t.Status, t.ECI = Authenticated, ECI(t.Brand, Authenticated)
-			s.newAuthValue(t)
-			return true
+			sealErr = s.newAuthValue(t)
+			return sealErr == nil
 		}
 		t.Tries++
 		if t.Tries >= MaxCodeTries {
@@ -236,6 +241,10 @@ func (s *Sandbox) SubmitCode(ctx context.Context, id, code string) (Transaction,
 		}
 		return true
 	})
+	if sealErr != nil {
+		return t, sealErr
+	}
+	return t, err
 }
 
 // Resend "sends" the SMS again, up to MaxResends times.

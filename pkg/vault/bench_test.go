@@ -94,6 +94,8 @@ func BenchmarkSeal(b *testing.B) {
 	k := vault.CVVKey("att", "g")
 	b.ReportAllocs()
 	for b.Loop() {
-		_ = v.SealCVV("mer_a", k, cvv, time.Minute)
+		if _, err := v.SealCVV("mer_a", k, cvv, time.Minute); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

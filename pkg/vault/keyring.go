@@ -4,47 +4,129 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/store"
 )
 
-// The keyring is one store record: the data-encrypting keys (DEKs), each
-// wrapped by the KEK, in sequential versions; the newest is active. It is
-// changed copy-on-write with a compare-and-set, so replicas agree.
-var keyringKey = store.K("keyring", "main")
+// The keyring is one store record: key terms in sequential versions, each a
+// data-encrypting key (DEK), a fingerprint key and a CSRF key, all wrapped by
+// the KEK; the newest is active. It is changed copy-on-write with a
+// compare-and-set, so replicas agree. Beside it, in the same group (so one
+// commit changes both), a small head record that every change rewrites:
+// replicas poll the head, not the ring, to notice a rotation.
+var (
+	keyringKey = store.K("keyring", "main")
+	headKey    = store.Key{Kind: "keyring", ID: "head", Group: "main"}
+)
 
 type keyringDoc struct {
-	KEKID          string       `json:"kek_id"`
-	FingerprintKey []byte       `json:"fingerprint_key"` // wrapped; never rotates, so fingerprints stay stable
+	KEKID string `json:"kek_id"`
+	// FingerprintKey is the fingerprint key of keyrings made before keys
+	// had terms: version 1's, when version 1 has none of its own.
+	FingerprintKey []byte       `json:"fingerprint_key,omitempty"`
 	Versions       []keyVersion `json:"versions"`
+	Retired        []retired    `json:"retired,omitempty"`
 }
 
 type keyVersion struct {
+	Version     uint32    `json:"version"`
+	Wrapped     []byte    `json:"wrapped"`               // the data key
+	Fingerprint []byte    `json:"fingerprint,omitempty"` // the fingerprint key (absent: version 1 of an old ring)
+	CSRF        []byte    `json:"csrf,omitempty"`        // the CSRF key (absent: derived, version 1 of an old ring)
+	Created     time.Time `json:"created"`
+}
+
+// retired records a version whose keys were destroyed.
+type retired struct {
 	Version uint32    `json:"version"`
-	Wrapped []byte    `json:"wrapped"`
-	Created time.Time `json:"created"`
+	At      time.Time `json:"at"`
+}
+
+// clone returns a deep enough copy to change Versions and Retired.
+func (d keyringDoc) clone() keyringDoc {
+	d.Versions = slices.Clone(d.Versions)
+	d.Retired = slices.Clone(d.Retired)
+	return d
+}
+
+// without returns a copy of the ring without version v, recorded as retired
+// at now. Like OpenBao's Keyring.RemoveKey it never changes the receiver and
+// refuses the active version.
+func (d keyringDoc) without(v uint32, now time.Time) (keyringDoc, error) {
+	i := slices.IndexFunc(d.Versions, func(kv keyVersion) bool { return kv.Version == v })
+	if i < 0 {
+		return d, apperr.E(apperr.NotFound, "key version %d is not in the keyring (retired already, or never made)", v)
+	}
+	if v == d.active() {
+		return d, apperr.E(apperr.Conflict, "key version %d is the active one: rotate first", v)
+	}
+	out := d.clone()
+	out.Versions = slices.Delete(out.Versions, i, i+1)
+	out.Retired = append(out.Retired, retired{Version: v, At: now.UTC()})
+	return out, nil
+}
+
+func (d keyringDoc) active() uint32 {
+	var a uint32
+	for _, kv := range d.Versions {
+		a = max(a, kv.Version)
+	}
+	return a
+}
+
+// next is the version a rotation adds: never one used before, retired or not.
+func (d keyringDoc) next() uint32 {
+	n := d.active()
+	for _, r := range d.Retired {
+		n = max(n, r.Version)
+	}
+	return n + 1
+}
+
+// term is one key version opened under the KEK.
+type term struct {
+	version uint32
+	aead    cipher.AEAD
+	fp      []byte // fingerprint key
+	csrf    []byte
+	created time.Time
 }
 
 // ring is the keyring opened under the KEK.
 type ring struct {
 	storeVersion int64
 	doc          keyringDoc
-	aeads        map[uint32]cipher.AEAD
+	terms        map[uint32]*term
 	active       uint32
-	fpKey        []byte
+	oldest       uint32 // the oldest live version: fingerprints are made under it
+}
+
+// wipe clears the key bytes the ring holds. (The AES key schedules inside
+// the AEADs are out of reach; dropping the ring leaves them to the collector.)
+func (r *ring) wipe() {
+	for _, t := range r.terms {
+		clear(t.fp)
+		clear(t.csrf)
+	}
+	clear(r.terms)
 }
 
 // ErrWrongKEK means the master key does not open the keyring in the store.
 var ErrWrongKEK = apperr.E(apperr.Internal, "the master key does not open the keyring in this store: wrong --master-key-file?")
 
-func dekAD(v uint32) []byte { return fmt.Appendf(nil, "paypage/dek/v%d", v) }
+func dekAD(v uint32) []byte  { return fmt.Appendf(nil, "paypage/dek/v%d", v) }
+func fpkAD(v uint32) []byte  { return fmt.Appendf(nil, "paypage/fingerprint-key/v%d", v) }
+func csrfAD(v uint32) []byte { return fmt.Appendf(nil, "paypage/csrf-key/v%d", v) }
 
 var fpAD = []byte("paypage/fingerprint-key")
 
@@ -68,21 +150,34 @@ func gcm(key []byte) cipher.AEAD {
 	return a
 }
 
+// newVersion makes a key term: three fresh keys wrapped under kek.
+func newVersion(kek KEK, v uint32, now time.Time) (keyVersion, error) {
+	kv := keyVersion{Version: v, Created: now.UTC()}
+	for _, k := range []struct {
+		into *[]byte
+		ad   []byte
+	}{{&kv.Wrapped, dekAD(v)}, {&kv.Fingerprint, fpkAD(v)}, {&kv.CSRF, csrfAD(v)}} {
+		key := newKey()
+		w, err := kek.Wrap(key, k.ad)
+		clear(key)
+		if err != nil {
+			return kv, err
+		}
+		*k.into = w
+	}
+	return kv, nil
+}
+
 // loadRing reads the keyring, creating it with version 1 on a new store.
 func loadRing(ctx context.Context, s store.Store, kek KEK, now time.Time) (*ring, error) {
 	rec, err := s.Get(ctx, keyringKey)
 	if errors.Is(err, store.ErrNotFound) {
-		doc := keyringDoc{KEKID: kek.ID()}
-		if doc.FingerprintKey, err = kek.Wrap(newKey(), fpAD); err != nil {
-			return nil, err
-		}
-		w, err := kek.Wrap(newKey(), dekAD(1))
+		kv, err := newVersion(kek, 1, now)
 		if err != nil {
 			return nil, err
 		}
-		doc.Versions = []keyVersion{{Version: 1, Wrapped: w, Created: now.UTC()}}
-		b, _ := json.Marshal(doc)
-		err = s.Commit(ctx, store.Create(keyringKey, b, 0))
+		doc := keyringDoc{KEKID: kek.ID(), Versions: []keyVersion{kv}}
+		err = s.Commit(ctx, doc.ops(0)...)
 		if err != nil && !errors.Is(err, store.ErrConflict) { // conflict: another replica made it first
 			return nil, err
 		}
@@ -96,25 +191,61 @@ func loadRing(ctx context.Context, s store.Store, kek KEK, now time.Time) (*ring
 	return openRing(rec, kek)
 }
 
+// ops writes the keyring over the version it was read at (0: new), and
+// rewrites the head so that polling replicas notice.
+func (d keyringDoc) ops(at int64) []store.Op {
+	b, _ := json.Marshal(d)
+	head, _ := json.Marshal(map[string]uint32{"active": d.active()})
+	return []store.Op{
+		{Key: keyringKey, Value: b, IfVersion: at},
+		store.Put(headKey, head),
+	}
+}
+
 func openRing(rec store.Record, kek KEK) (*ring, error) {
 	var doc keyringDoc
 	if err := json.Unmarshal(rec.Value, &doc); err != nil || len(doc.Versions) == 0 {
 		return nil, apperr.E(apperr.Internal, "the keyring record in the store is corrupt")
 	}
-	r := &ring{storeVersion: rec.Version, doc: doc, aeads: map[uint32]cipher.AEAD{}}
-	fp, err := kek.Unwrap(doc.FingerprintKey, fpAD)
-	if err != nil {
-		return nil, ErrWrongKEK
-	}
-	r.fpKey = fp
-	for _, kv := range doc.Versions {
-		k, err := kek.Unwrap(kv.Wrapped, dekAD(kv.Version))
+	r := &ring{storeVersion: rec.Version, doc: doc, terms: map[uint32]*term{}}
+	unwrap := func(w, ad []byte) ([]byte, error) {
+		k, err := kek.Unwrap(w, ad)
 		if err != nil {
+			r.wipe()
 			return nil, ErrWrongKEK
 		}
-		r.aeads[kv.Version] = gcm(k)
+		return k, nil
+	}
+	for _, kv := range doc.Versions {
+		t := &term{version: kv.Version, created: kv.Created}
+		k, err := unwrap(kv.Wrapped, dekAD(kv.Version))
+		if err != nil {
+			return nil, err
+		}
+		t.aead = gcm(k)
 		clear(k)
+		if kv.Fingerprint != nil {
+			t.fp, err = unwrap(kv.Fingerprint, fpkAD(kv.Version))
+		} else {
+			t.fp, err = unwrap(doc.FingerprintKey, fpAD)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if kv.CSRF != nil {
+			if t.csrf, err = unwrap(kv.CSRF, csrfAD(kv.Version)); err != nil {
+				return nil, err
+			}
+		} else { // what the first keyrings derived, so forms open at the upgrade keep working
+			m := hmac.New(sha256.New, t.fp)
+			m.Write([]byte("derive|csrf"))
+			t.csrf = m.Sum(nil)
+		}
+		r.terms[kv.Version] = t
 		r.active = max(r.active, kv.Version)
+		if r.oldest == 0 || kv.Version < r.oldest {
+			r.oldest = kv.Version
+		}
 	}
 	return r, nil
 }
@@ -123,11 +254,11 @@ func openRing(rec store.Record, kek KEK) (*ring, error) {
 const formatV1 = 1
 
 // ErrCorrupt means a ciphertext does not open: damaged, moved to another
-// record, or sealed under a key this keyring lacks.
-var ErrCorrupt = apperr.E(apperr.Internal, "sealed data does not open: corrupt, moved, or under an unknown key")
+// record, or sealed under a key this keyring lacks (a retired one, say).
+var ErrCorrupt = apperr.E(apperr.Internal, "sealed data does not open: corrupt, moved, or under an unknown or retired key")
 
 func (r *ring) seal(plain, ad []byte) []byte {
-	a := r.aeads[r.active]
+	a := r.terms[r.active].aead
 	out := make([]byte, 5, 5+a.NonceSize()+len(plain)+a.Overhead())
 	out[0] = formatV1
 	binary.BigEndian.PutUint32(out[1:], r.active)
@@ -139,8 +270,9 @@ func (r *ring) seal(plain, ad []byte) []byte {
 	return a.Seal(out, nonce, plain, ad)
 }
 
-// keyVersionOf returns the key version a ciphertext names.
-func keyVersionOf(sealed []byte) (uint32, bool) {
+// KeyVersionOf returns the key version a ciphertext names, for counting
+// sealed values by version; false when it is not a ciphertext of ours.
+func KeyVersionOf(sealed []byte) (uint32, bool) {
 	if len(sealed) < 5 || sealed[0] != formatV1 {
 		return 0, false
 	}
@@ -148,15 +280,28 @@ func keyVersionOf(sealed []byte) (uint32, bool) {
 }
 
 func (r *ring) open(sealed, ad []byte) ([]byte, error) {
-	v, ok := keyVersionOf(sealed)
-	a := r.aeads[v]
-	if !ok || a == nil || len(sealed) < 5+a.NonceSize()+a.Overhead() {
+	v, ok := KeyVersionOf(sealed)
+	t := r.terms[v]
+	if !ok || t == nil || len(sealed) < 5+t.aead.NonceSize()+t.aead.Overhead() {
 		return nil, ErrCorrupt
 	}
-	n := a.NonceSize()
-	p, err := a.Open(nil, sealed[5:5+n], sealed[5+n:], ad)
+	n := t.aead.NonceSize()
+	p, err := t.aead.Open(nil, sealed[5:5+n], sealed[5+n:], ad)
 	if err != nil {
 		return nil, ErrCorrupt
 	}
 	return p, nil
+}
+
+// fingerprint is the keyed hash of s under version v's fingerprint key,
+// named with its version: "fp_" + hex for version 1 (as the first keyrings
+// made them), "fp_v<N>_" + hex after.
+func (r *ring) fingerprint(v uint32, s string) string {
+	m := hmac.New(sha256.New, r.terms[v].fp)
+	m.Write([]byte(s))
+	sum := fmt.Sprintf("%x", m.Sum(nil)[:12])
+	if v == 1 {
+		return "fp_" + sum
+	}
+	return fmt.Sprintf("fp_v%d_%s", v, sum)
 }

@@ -1,88 +1,263 @@
 package vault
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
+	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/store"
 )
+
+// Kind is a kind of store record that holds values the vault sealed: keys
+// status counts its records per key version, keys reencrypt moves them, and
+// keys retire refuses a version one of them still uses. The package that
+// owns the record describes it; the operator commands walk every Kind with
+// Store.Scan (nothing on a timer does).
+type Kind struct {
+	Name      string   // as keys status shows it: "cards", "cvv_holds", "webhook_secrets", ...
+	StoreKind string   // the store kind its records live under
+	Seals     []string // the seal kinds (KindCard, ...) its values are sealed as
+	// Versions returns the key versions a record's values use.
+	Versions func(value []byte) ([]uint32, error)
+	// Key names a record by its ID; nil: store.K(StoreKind, id).
+	Key func(id string) store.Key
+	// Reseal returns the record with every sealed value moved under the
+	// active key through move (which leaves a value already there as it
+	// is). Nil for a kind that expires instead of moving.
+	Reseal func(ctx context.Context, id string, value []byte, move Mover) ([]byte, error)
+}
+
+// Mover re-seals one sealed value of a seal kind under the active key; a
+// value already under it comes back unchanged.
+type Mover func(kind, bind string, sealed []byte) ([]byte, error)
+
+// CVVHolds is the Kind of held security codes (SealHeld with KindCVV, stored
+// raw under the store kind "cvv"). They are not moved: a hold lives minutes
+// (its TTL), so a retirement waits for the old ones to expire.
+func CVVHolds() Kind { return held("cvv_holds", KindCVV) }
+
+// AuthHolds is the Kind of held 3-D Secure authentication values (SealHeld
+// with KindAuth, stored raw under "auth"), which live as long as a CVV hold
+// and expire likewise.
+func AuthHolds() Kind { return held("auth_holds", KindAuth) }
+
+// held is the Kind of raw sealed values stored under the seal kind's name.
+func held(name, kind string) Kind {
+	return Kind{
+		Name: name, StoreKind: kind, Seals: []string{kind},
+		Versions: func(value []byte) ([]uint32, error) {
+			if kv, ok := KeyVersionOf(value); ok {
+				return []uint32{kv}, nil
+			}
+			return nil, ErrCorrupt
+		},
+	}
+}
+
+// Cards is the Kind of card records. A card uses its data key version (the
+// sealed PAN) and its fingerprint key version (under which it is recognised
+// again); moving it re-seals the PAN and writes an alias of its fingerprint
+// under the active fingerprint key, so the same card at the same shop keeps
+// its first fingerprint after the old key is retired.
+func (v *Vault) Cards() Kind {
+	return Kind{
+		Name: "cards", StoreKind: "card", Seals: []string{KindCard}, Key: cardKey,
+		Versions: func(value []byte) ([]uint32, error) {
+			var rec record
+			if err := json.Unmarshal(value, &rec); err != nil {
+				return nil, ErrCorrupt
+			}
+			return []uint32{rec.KeyVersion, rec.fpVersion()}, nil
+		},
+		Reseal: v.moveCard,
+	}
+}
+
+func (v *Vault) moveCard(ctx context.Context, _ string, value []byte, move Mover) ([]byte, error) {
+	var rec record
+	if err := json.Unmarshal(value, &rec); err != nil {
+		return nil, ErrCorrupt
+	}
+	r, err := v.current()
+	if err != nil {
+		return nil, err
+	}
+	bind := cardBind(rec.Merchant, rec.Token)
+	if rec.fpVersion() != r.active {
+		plain, err := v.OpenValue(ctx, KindCard, bind, rec.Sealed)
+		if err != nil {
+			return nil, err
+		}
+		var s secret
+		err = json.Unmarshal(plain, &s)
+		clear(plain)
+		if err != nil {
+			return nil, ErrCorrupt
+		}
+		alias := fingerprintKey(r.fingerprint(r.active, "merchant|"+rec.Merchant+"|"+s.PAN))
+		s.PAN = ""
+		err = v.store.Commit(ctx, store.Create(alias, []byte(rec.Fingerprint), 0))
+		if err != nil && !errors.Is(err, store.ErrConflict) { // conflict: another token of the card made it
+			return nil, err
+		}
+		rec.FPVersion = r.active
+	}
+	if rec.Sealed, err = move(KindCard, bind, rec.Sealed); err != nil {
+		return nil, err
+	}
+	if kv, _ := KeyVersionOf(rec.Sealed); kv != 0 {
+		rec.KeyVersion = kv
+	}
+	b, _ := json.Marshal(rec)
+	return b, nil
+}
 
 // KeyStatus describes one data key version.
 type KeyStatus struct {
 	Version uint32    `json:"version"`
 	Created time.Time `json:"created"`
 	Active  bool      `json:"active"`
-	Records int       `json:"records"` // card records sealed under it
+	// Seals is how many values the key has sealed, as counted in blocks
+	// (so up to a block per replica above the truth); SealKinds what kinds.
+	Seals     uint64   `json:"seals"`
+	SealKinds []string `json:"seal_kinds"`
+	// Records counts, per Kind, the records that still use this version.
+	Records map[string]int `json:"records"`
+	// InUse is the sum of Records: a version can be retired at 0.
+	InUse int `json:"in_use"`
+}
+
+// RetiredStatus is a version whose keys were destroyed.
+type RetiredStatus struct {
+	Version uint32    `json:"version"`
+	At      time.Time `json:"retired_at"`
 }
 
 // Status is the keyring's state, for `paypage keys status`.
 type Status struct {
-	KEK      string      `json:"kek"`
-	Active   uint32      `json:"active_version"`
-	Versions []KeyStatus `json:"versions"`
-	Records  int         `json:"records"`
+	KEK        string          `json:"kek"`
+	Active     uint32          `json:"active_version"`
+	SealBudget uint64          `json:"seal_budget"`
+	Versions   []KeyStatus     `json:"versions"`
+	Retired    []RetiredStatus `json:"retired,omitempty"`
+	// Records counts every record of each Kind.
+	Records map[string]int `json:"records"`
 }
 
-// Status counts card records by key version.
-func (v *Vault) Status(ctx context.Context) (Status, error) {
+// Status counts, for each key version, the records of every kind that use it.
+func (v *Vault) Status(ctx context.Context, kinds ...Kind) (Status, error) {
 	r, err := v.reload(ctx)
 	if err != nil {
 		return Status{}, err
 	}
-	counts := map[uint32]int{}
-	total := 0
-	err = v.store.Scan(ctx, "card", func(_ string, rec store.Record) error {
-		var c record
-		if json.Unmarshal(rec.Value, &c) == nil {
-			counts[c.KeyVersion]++
-			total++
-		}
-		return nil
-	})
+	use, totals, err := v.usage(ctx, kinds)
 	if err != nil {
 		return Status{}, err
 	}
-	s := Status{KEK: r.doc.KEKID, Active: r.active, Records: total}
+	seals, _, err := v.readSeals(ctx)
+	if err != nil {
+		return Status{}, err
+	}
+	s := Status{KEK: r.doc.KEKID, Active: r.active, SealBudget: v.opts.SealBudget, Records: totals}
 	for _, kv := range r.doc.Versions {
-		s.Versions = append(s.Versions, KeyStatus{Version: kv.Version, Created: kv.Created, Active: kv.Version == r.active, Records: counts[kv.Version]})
+		ks := KeyStatus{Version: kv.Version, Created: kv.Created, Active: kv.Version == r.active, Records: map[string]int{}}
+		for _, k := range kinds {
+			ks.Records[k.Name] = use[kv.Version][k.Name]
+			ks.InUse += ks.Records[k.Name]
+		}
+		ks.SealKinds = legacyKinds
+		if u := seals.Versions[kv.Version]; u != nil {
+			ks.Seals, ks.SealKinds = u.Count, u.Kinds
+		}
+		s.Versions = append(s.Versions, ks)
 	}
 	sort.Slice(s.Versions, func(i, j int) bool { return s.Versions[i].Version < s.Versions[j].Version })
+	for _, rt := range r.doc.Retired {
+		s.Retired = append(s.Retired, RetiredStatus(rt))
+	}
 	return s, nil
 }
 
-// Rotate adds a new data key version and makes it active. Records sealed
-// under older versions still open; Reencrypt moves them forward.
+// usage scans every kind and counts its records per key version.
+func (v *Vault) usage(ctx context.Context, kinds []Kind) (map[uint32]map[string]int, map[string]int, error) {
+	use := map[uint32]map[string]int{}
+	totals := map[string]int{}
+	for _, k := range kinds {
+		totals[k.Name] = 0
+		err := v.store.Scan(ctx, k.StoreKind, func(id string, rec store.Record) error {
+			vs, err := k.Versions(rec.Value)
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", k.Name, id, err)
+			}
+			totals[k.Name]++
+			slices.Sort(vs)
+			for _, kv := range slices.Compact(vs) {
+				if use[kv] == nil {
+					use[kv] = map[string]int{}
+				}
+				use[kv][k.Name]++
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	return use, totals, nil
+}
+
+// Rotate adds a new key version (data, fingerprint and CSRF keys) and makes
+// it active. Records sealed under older versions still open; Reencrypt moves
+// them forward, and every replica seals under the new key once it rereads
+// the keyring's head (Watch).
 func (v *Vault) Rotate(ctx context.Context) (uint32, error) {
+	next, _, err := v.rotateFrom(ctx, 0)
+	return next, err
+}
+
+// rotateFrom rotates when the active version is from (0: whatever it is);
+// it reports false when another process rotated away from it first.
+func (v *Vault) rotateFrom(ctx context.Context, from uint32) (uint32, bool, error) {
 	for {
 		r, err := v.reload(ctx)
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
-		next := r.active + 1
+		if from != 0 && r.active != from {
+			return r.active, false, nil
+		}
 		v.mu.RLock()
 		kek := v.kek
 		v.mu.RUnlock()
-		w, err := kek.Wrap(newKey(), dekAD(next))
-		if err != nil {
-			return 0, err
+		if kek == nil {
+			return 0, false, ErrSealed
 		}
-		doc := r.doc
-		doc.Versions = append(append([]keyVersion(nil), doc.Versions...), keyVersion{Version: next, Wrapped: w, Created: v.Now().UTC()})
-		b, _ := json.Marshal(doc)
-		err = v.store.Commit(ctx, store.Update(keyringKey, b, r.storeVersion))
+		next := r.doc.next()
+		kv, err := newVersion(kek, next, v.Now())
+		if err != nil {
+			return 0, false, err
+		}
+		doc := r.doc.clone()
+		doc.Versions = append(doc.Versions, kv)
+		err = v.store.Commit(ctx, doc.ops(r.storeVersion)...)
 		if errors.Is(err, store.ErrConflict) {
-			continue // another replica rotated at the same time: take its ring and go again
+			continue // the ring changed meanwhile: take the new one and go again
 		}
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		if _, err := v.reload(ctx); err != nil {
-			return 0, err
+			return 0, false, err
 		}
-		return next, nil
+		return next, true, nil
 	}
 }
 
@@ -90,54 +265,151 @@ func (v *Vault) Rotate(ctx context.Context) (uint32, error) {
 type ReencryptResult struct {
 	Moved   int `json:"moved"`   // re-sealed under the active key
 	Current int `json:"current"` // already under it
+	// Expiring counts records of kinds that are not moved (CVV holds) still
+	// under an older key: they end with their time to live.
+	Expiring int `json:"expiring"`
 }
 
-// Reencrypt re-seals every card record that is under an older key version
-// with the active one. Each record moves in its own compare-and-set, so the
+// Reencrypt moves every record of every kind that uses an older key version
+// to the active one. Each record moves in its own compare-and-set, so the
 // work can be interrupted and run again: it resumes where records are still old.
-func (v *Vault) Reencrypt(ctx context.Context) (ReencryptResult, error) {
+func (v *Vault) Reencrypt(ctx context.Context, kinds ...Kind) (ReencryptResult, error) {
 	var res ReencryptResult
 	r, err := v.reload(ctx)
 	if err != nil {
 		return res, err
 	}
-	err = v.store.Scan(ctx, "card", func(token string, st store.Record) error {
-		var rec record
-		if err := json.Unmarshal(st.Value, &rec); err != nil {
-			return ErrCorrupt
+	move := func(kind, bind string, sealed []byte) ([]byte, error) {
+		if kv, _ := KeyVersionOf(sealed); kv == r.active {
+			return sealed, nil
 		}
-		if rec.KeyVersion == r.active {
-			res.Current++
+		plain, err := v.OpenValue(ctx, kind, bind, sealed)
+		if err != nil {
+			return nil, err
+		}
+		defer clear(plain)
+		return v.SealValue(kind, bind, plain)
+	}
+	for _, k := range kinds {
+		err := v.store.Scan(ctx, k.StoreKind, func(id string, st store.Record) error {
+			vs, err := k.Versions(st.Value)
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", k.Name, id, err)
+			}
+			if !slices.ContainsFunc(vs, func(kv uint32) bool { return kv != r.active }) {
+				res.Current++
+				return nil
+			}
+			if k.Reseal == nil {
+				res.Expiring++
+				return nil
+			}
+			b, err := k.Reseal(ctx, id, st.Value, move)
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", k.Name, id, err)
+			}
+			if bytes.Equal(b, st.Value) {
+				res.Current++
+				return nil
+			}
+			key := store.K(k.StoreKind, id)
+			if k.Key != nil {
+				key = k.Key(id)
+			}
+			err = v.store.Commit(ctx, store.Update(key, b, st.Version))
+			if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+				return nil // changed or gone meanwhile; a later run takes it
+			}
+			if err != nil {
+				return err
+			}
+			res.Moved++
+			if v.OnReencrypt != nil {
+				v.OnReencrypt()
+			}
 			return nil
-		}
-		ad := cardAD(rec.Merchant, rec.Token)
-		plain, err := r.open(rec.Sealed, ad)
+		})
 		if err != nil {
-			return err
+			return res, err
 		}
-		rec.Sealed, rec.KeyVersion = r.seal(plain, ad), r.active
-		clear(plain)
-		b, _ := json.Marshal(rec)
-		err = v.store.Commit(ctx, store.Update(cardKey(token), b, st.Version))
-		if errors.Is(err, store.ErrConflict) {
-			return nil // changed meanwhile; a later run takes it
-		}
-		if err != nil {
-			return err
-		}
-		res.Moved++
-		if v.OnReencrypt != nil {
-			v.OnReencrypt()
-		}
-		return nil
-	})
-	return res, err
+	}
+	return res, nil
 }
 
-// Rewrap re-wraps every data key and the fingerprint key under a new KEK
-// (the master key's own rotation). Records are not touched: their data keys
-// stay the same. Afterwards only the new KEK opens the keyring, so every
-// replica must be restarted with it; until then they keep working on the
+// RetireSettle is how long after the rotation that replaced it a version
+// can be retired: longer than replicas take to notice a rotation, so none
+// still seals under it.
+const RetireSettle = time.Minute
+
+// Retire destroys key version n: its wrapped data, fingerprint and CSRF keys
+// leave the keyring, so nothing sealed under it opens again. It refuses the
+// active version, a version replaced less than RetireSettle ago, a version
+// that sealed a kind none of kinds counts, and a version any record of kinds
+// still uses (run Reencrypt; CVV holds expire).
+func (v *Vault) Retire(ctx context.Context, n uint32, kinds ...Kind) error {
+	for {
+		r, err := v.reload(ctx)
+		if err != nil {
+			return err
+		}
+		doc, err := r.doc.without(n, v.Now())
+		if err != nil {
+			return err
+		}
+		if age := v.Now().Sub(r.terms[r.active].created); age < RetireSettle {
+			return apperr.E(apperr.Conflict, "the active key is %s old: replicas may still seal under the one before; retry when it is %s old",
+				age.Round(time.Second), RetireSettle)
+		}
+		if err := v.covered(ctx, n, kinds); err != nil {
+			return err
+		}
+		use, _, err := v.usage(ctx, kinds)
+		if err != nil {
+			return err
+		}
+		if u := use[n]; len(u) > 0 {
+			var parts []string
+			for _, name := range slices.Sorted(maps.Keys(u)) {
+				parts = append(parts, fmt.Sprintf("%d %s", u[name], name))
+			}
+			return apperr.E(apperr.Conflict, "key version %d is still used by %s: run keys reencrypt (CVV holds expire within minutes) and retry",
+				n, strings.Join(parts, ", "))
+		}
+		ops := doc.ops(r.storeVersion)
+		err = v.store.Commit(ctx, ops...)
+		if errors.Is(err, store.ErrConflict) {
+			continue // rotated meanwhile: check again on the new ring
+		}
+		if err != nil {
+			return err
+		}
+		_, err = v.reload(ctx)
+		return err
+	}
+}
+
+// covered checks that kinds count every kind of value version n sealed.
+func (v *Vault) covered(ctx context.Context, n uint32, kinds []Kind) error {
+	seals, _, err := v.readSeals(ctx)
+	if err != nil {
+		return err
+	}
+	sealed := legacyKinds
+	if u := seals.Versions[n]; u != nil {
+		sealed = u.Kinds
+	}
+	for _, s := range sealed {
+		if !slices.ContainsFunc(kinds, func(k Kind) bool { return slices.Contains(k.Seals, s) }) {
+			return apperr.E(apperr.Conflict, "key version %d sealed values of kind %q that nothing counts: cannot prove it unused", n, s)
+		}
+	}
+	return nil
+}
+
+// Rewrap re-wraps every key under a new KEK (the master key's own
+// rotation). Records are not touched: their keys stay the same. Afterwards
+// only the new KEK opens the keyring, so every replica must be restarted
+// with it (or unsealed with its shares); until then they keep working on the
 // keys they hold in memory.
 func (v *Vault) Rewrap(ctx context.Context, next KEK) error {
 	for {
@@ -145,27 +417,40 @@ func (v *Vault) Rewrap(ctx context.Context, next KEK) error {
 		if err != nil {
 			return err
 		}
-		doc := keyringDoc{KEKID: next.ID()}
-		if doc.FingerprintKey, err = next.Wrap(r.fpKey, fpAD); err != nil {
-			return err
-		}
 		v.mu.RLock()
 		kek := v.kek
 		v.mu.RUnlock()
-		for _, kv := range r.doc.Versions {
-			plain, err := kek.Unwrap(kv.Wrapped, dekAD(kv.Version))
-			if err != nil {
-				return ErrWrongKEK
-			}
-			w, err := next.Wrap(plain, dekAD(kv.Version))
-			clear(plain)
-			if err != nil {
-				return err
-			}
-			doc.Versions = append(doc.Versions, keyVersion{Version: kv.Version, Wrapped: w, Created: kv.Created})
+		if kek == nil {
+			return ErrSealed
 		}
-		b, _ := json.Marshal(doc)
-		err = v.store.Commit(ctx, store.Update(keyringKey, b, r.storeVersion))
+		doc := r.doc.clone()
+		doc.KEKID = next.ID()
+		rewrap := func(w, oldAD, newAD []byte) ([]byte, error) {
+			if w == nil {
+				return nil, nil
+			}
+			plain, err := kek.Unwrap(w, oldAD)
+			if err != nil {
+				return nil, ErrWrongKEK
+			}
+			defer clear(plain)
+			return next.Wrap(plain, newAD)
+		}
+		if doc.FingerprintKey, err = rewrap(doc.FingerprintKey, fpAD, fpAD); err != nil {
+			return err
+		}
+		for i, kv := range doc.Versions {
+			for _, k := range []struct {
+				w  *[]byte
+				ad []byte
+			}{{&kv.Wrapped, dekAD(kv.Version)}, {&kv.Fingerprint, fpkAD(kv.Version)}, {&kv.CSRF, csrfAD(kv.Version)}} {
+				if *k.w, err = rewrap(*k.w, k.ad, k.ad); err != nil {
+					return err
+				}
+			}
+			doc.Versions[i] = kv
+		}
+		err = v.store.Commit(ctx, doc.ops(r.storeVersion)...)
 		if errors.Is(err, store.ErrConflict) {
 			continue // rotated meanwhile: wrap the new ring
 		}

@@ -17,8 +17,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/paypage/paypage/pkg/apperr"
@@ -26,35 +30,142 @@ import (
 	"github.com/paypage/paypage/pkg/store"
 )
 
-// Vault tokenizes and detokenizes cards.
+// Vault tokenizes and detokenizes cards, and seals other secrets. It starts
+// sealed when it is made without a master key (NewSealed): every operation
+// then answers ErrSealed until Unseal is given the key.
 type Vault struct {
 	store store.Store
-	kek   KEK
+	opts  Options
+	log   *slog.Logger
 	Now   func() time.Time
 	// OnReencrypt, when set, is called after each record Reencrypt moves
 	// (progress reports; tests use it to interrupt a run).
 	OnReencrypt func()
 
 	mu   sync.RWMutex
-	ring *ring
+	kek  KEK   // nil while sealed
+	ring *ring // nil while sealed
+	head int64 // the head record's version when the ring was read
+
+	seals           counter
+	budgetRotations atomic.Int64
+	shares          unsealer
 }
+
+// Options are a vault's settings.
+type Options struct {
+	// SealBudget is how many values one data key may seal (AES-GCM with
+	// random nonces); the vault rotates before a key reaches it. 0: DefaultSealBudget.
+	SealBudget uint64
+	// Logger receives warnings (a key near its budget); nil: slog.Default().
+	Logger *slog.Logger
+	// UnsealThreshold is how many key shares AddShare needs (--unseal-shares).
+	UnsealThreshold int
+}
+
+// DefaultSealBudget is 2^30 seals per data key, far below the 2^32 random
+// nonces NIST SP 800-38D allows one AES-GCM key.
+const DefaultSealBudget = 1 << 30
+
+// ErrSealed is returned by every operation of a sealed vault.
+var ErrSealed = apperr.E(apperr.Unavailable, "the vault is sealed: the custodians must unseal it")
 
 // Open loads the keyring from the store (creating it on a new store) and
 // checks that the KEK opens it.
 func Open(ctx context.Context, s store.Store, kek KEK) (*Vault, error) {
-	v := &Vault{store: s, kek: kek, Now: time.Now}
-	r, err := loadRing(ctx, s, kek, v.Now())
-	if err != nil {
+	return OpenWith(ctx, s, kek, Options{})
+}
+
+// OpenWith is Open with settings.
+func OpenWith(ctx context.Context, s store.Store, kek KEK, opts Options) (*Vault, error) {
+	v := NewSealed(s, opts)
+	if err := v.Unseal(ctx, kek); err != nil {
 		return nil, err
 	}
-	v.ring = r
 	return v, nil
 }
 
-func (v *Vault) current() *ring {
+// NewSealed returns a vault without its master key: sealed until Unseal.
+func NewSealed(s store.Store, opts Options) *Vault {
+	if opts.SealBudget == 0 {
+		opts.SealBudget = DefaultSealBudget
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Vault{store: s, opts: opts, log: opts.Logger, Now: time.Now}
+}
+
+// Unseal opens the keyring with kek: ErrWrongKEK when kek is not the master
+// key the store's keyring was wrapped with.
+func (v *Vault) Unseal(ctx context.Context, kek KEK) error {
+	head, err := v.readHead(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := loadRing(ctx, v.store, kek, v.Now())
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.ring != nil {
+		v.ring.wipe()
+	}
+	v.kek, v.ring, v.head = kek, r, head
+	return nil
+}
+
+// Seal drops the master key and the opened keys and clears the key bytes
+// the vault holds; until Unseal every operation answers ErrSealed.
+func (v *Vault) Seal() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.ring != nil {
+		v.ring.wipe()
+	}
+	v.kek, v.ring = nil, nil
+}
+
+// Sealed reports whether the vault lacks its master key.
+func (v *Vault) Sealed() bool {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	return v.ring
+	return v.ring == nil
+}
+
+// KEKID names the keyring's master key, as the store records it ("" while
+// sealed): what a rebuilt master key must match.
+func (v *Vault) KEKID(ctx context.Context) (string, error) {
+	rec, err := v.store.Get(ctx, keyringKey)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var doc keyringDoc
+	if err := json.Unmarshal(rec.Value, &doc); err != nil {
+		return "", apperr.E(apperr.Internal, "the keyring record in the store is corrupt")
+	}
+	return doc.KEKID, nil
+}
+
+func (v *Vault) current() (*ring, error) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if v.ring == nil {
+		return nil, ErrSealed
+	}
+	return v.ring, nil
+}
+
+func (v *Vault) readHead(ctx context.Context) (int64, error) {
+	rec, err := v.store.Get(ctx, headKey)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil
+	}
+	return rec.Version, err
 }
 
 // reload rereads the keyring, for a key version another replica added.
@@ -62,22 +173,75 @@ func (v *Vault) reload(ctx context.Context) (*ring, error) {
 	v.mu.RLock()
 	kek := v.kek
 	v.mu.RUnlock()
+	if kek == nil {
+		return nil, ErrSealed
+	}
+	head, err := v.readHead(ctx)
+	if err != nil {
+		return nil, err
+	}
 	r, err := loadRing(ctx, v.store, kek, v.Now())
 	if err != nil {
 		return nil, err
 	}
 	v.mu.Lock()
-	v.ring = r
-	v.mu.Unlock()
+	defer v.mu.Unlock()
+	if v.kek != kek { // sealed or rewrapped meanwhile
+		r.wipe()
+		return v.ring, nil
+	}
+	v.ring, v.head = r, head
 	return r, nil
+}
+
+// Refresh reads the keyring's small head record and, when another process
+// changed the ring (a rotation, a retirement), rereads the ring. It reports
+// whether it did.
+func (v *Vault) Refresh(ctx context.Context) (bool, error) {
+	v.mu.RLock()
+	sealed, seen := v.ring == nil, v.head
+	v.mu.RUnlock()
+	if sealed {
+		return false, nil
+	}
+	head, err := v.readHead(ctx)
+	if err != nil || head == seen {
+		return false, err
+	}
+	_, err = v.reload(ctx)
+	return err == nil, err
+}
+
+// Watch calls Refresh every interval until ctx ends, so a key rotated by
+// another process is used here within that interval.
+func (v *Vault) Watch(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if changed, err := v.Refresh(ctx); err != nil && ctx.Err() == nil {
+			v.log.Warn("rereading the keyring", "err", err.Error())
+		} else if changed {
+			r, _ := v.current()
+			if r != nil {
+				v.log.Info("keyring changed: sealing under the active data key", "active_version", r.active)
+			}
+		}
+	}
 }
 
 // open decrypts with the cached ring, rereading it once when the ciphertext
 // names a key version the cache does not have.
 func (v *Vault) open(ctx context.Context, sealed, ad []byte) ([]byte, error) {
-	r := v.current()
-	if kv, ok := keyVersionOf(sealed); ok && r.aeads[kv] == nil {
-		var err error
+	r, err := v.current()
+	if err != nil {
+		return nil, err
+	}
+	if kv, ok := KeyVersionOf(sealed); ok && r.terms[kv] == nil {
 		if r, err = v.reload(ctx); err != nil {
 			return nil, err
 		}
@@ -111,15 +275,21 @@ type record struct {
 	Token       string     `json:"token"`
 	Merchant    string     `json:"merchant"`
 	Brand       card.Brand `json:"brand"`
-	BIN         string     `json:"bin"`
+	BIN         string     `json:"bin,omitempty"` // only what card.Mask shows: none under 16 digits
 	Last4       string     `json:"last4"`
 	ExpMonth    int        `json:"exp_month"`
 	ExpYear     int        `json:"exp_year"`
 	Fingerprint string     `json:"fingerprint"`
-	KeyVersion  uint32     `json:"key_version"`
-	Sealed      []byte     `json:"sealed"`
-	Created     time.Time  `json:"created"`
+	// FPVersion is the fingerprint key version under which this card is
+	// recognised again: its fingerprint's own, or the one of an alias that
+	// re-encryption made (0: 1, from before keys had terms).
+	FPVersion  uint32    `json:"fp_version,omitempty"`
+	KeyVersion uint32    `json:"key_version"`
+	Sealed     []byte    `json:"sealed"`
+	Created    time.Time `json:"created"`
 }
+
+func (r record) fpVersion() uint32 { return max(1, r.FPVersion) }
 
 type secret struct {
 	PAN  string `json:"pan"`
@@ -159,27 +329,86 @@ func ValidID(s, prefix string) bool {
 	return true
 }
 
-func cardAD(merchant, token string) []byte {
-	return []byte("paypage/card/v1|" + merchant + "|" + token)
-}
-func cvvAD(merchant, ref string) []byte { return []byte("paypage/cvv/v1|" + merchant + "|" + ref) }
+// What the vault seals, each kind bound to its own additional data. Seal
+// refuses other kinds, so that every kind has a counter in keys status
+// before a key version that sealed it can be retired.
+const (
+	KindCard   = "card"   // a card record's PAN and name, bound to merchant|token
+	KindCVV    = "cvv"    // a held security code, bound to merchant|attempt
+	KindSecret = "secret" // a webhook signing secret and the like, bound to its purpose
+	KindAuth   = "auth"   // a 3-D Secure authentication value, bound to its record
+)
+
+var sealKinds = []string{KindCard, KindCVV, KindSecret, KindAuth}
+
+// ad is the additional data of a sealed value: its kind and what it is bound
+// to, so a ciphertext moved to another record or kind does not open.
+func ad(kind, bind string) []byte { return []byte("paypage/" + kind + "/v1|" + bind) }
+
+func cardBind(merchant, token string) string { return merchant + "|" + token }
 
 func cardKey(token string) store.Key { return store.K("card", token) }
 
-// Fingerprint is a keyed hash of the PAN for one merchant: the same card gives
-// the same fingerprint there, and different ones at different merchants.
-func (v *Vault) Fingerprint(merchant string, pan card.PAN) string {
-	m := hmac.New(sha256.New, v.current().fpKey)
-	m.Write([]byte("merchant|" + merchant + "|" + pan.Digits()))
-	return "fp_" + hex.EncodeToString(m.Sum(nil)[:12])
+// fingerprintKey is an alias: a card's keyed hash under a newer fingerprint
+// key, holding the fingerprint the card was first shown with.
+func fingerprintKey(fp string) store.Key { return store.K("fingerprint", fp) }
+
+// SealValue seals plain under the active data key as a value of kind, bound to
+// bind (the record it belongs to): it opens only with the same kind and bind.
+// The seal is counted against the key's budget.
+func (v *Vault) SealValue(kind, bind string, plain []byte) ([]byte, error) {
+	if !slices.Contains(sealKinds, kind) {
+		return nil, apperr.E(apperr.Internal, "vault: unknown sealed kind %q", kind)
+	}
+	r, err := v.current()
+	if err != nil {
+		return nil, err
+	}
+	out := r.seal(plain, ad(kind, bind))
+	v.count(r, kind)
+	return out, nil
+}
+
+// OpenValue opens what SealValue sealed with the same kind and bind.
+func (v *Vault) OpenValue(ctx context.Context, kind, bind string, sealed []byte) ([]byte, error) {
+	return v.open(ctx, sealed, ad(kind, bind))
+}
+
+// fingerprint returns the fingerprint to show for a card at a merchant, and
+// the key version under which it is recognised. A card keeps the fingerprint
+// it was first shown with across rotations: it is made under the oldest live
+// fingerprint key, and an alias under a newer key (which re-encryption
+// writes before the old key can be retired) carries the first one forward.
+func (v *Vault) fingerprint(ctx context.Context, r *ring, merchant string, pan card.PAN) (string, uint32, error) {
+	msg := "merchant|" + merchant + "|" + pan.Digits()
+	for _, kv := range r.doc.Versions {
+		rec, err := v.store.Get(ctx, fingerprintKey(r.fingerprint(kv.Version, msg)))
+		if err == nil {
+			return string(rec.Value), kv.Version, nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return "", 0, err
+		}
+	}
+	return r.fingerprint(r.oldest, msg), r.oldest, nil
 }
 
 // CardKey is a keyed hash of the PAN alone, for limits across merchants
-// (card-testing protection). It is never shown.
+// (card-testing protection). It is never shown. It is made under the oldest
+// live fingerprint key, so it stays the same across a rotation and changes
+// once, when that key is retired ("" while sealed).
 func (v *Vault) CardKey(pan card.PAN) string {
-	m := hmac.New(sha256.New, v.current().fpKey)
+	r, err := v.current()
+	if err != nil {
+		return ""
+	}
+	m := hmac.New(sha256.New, r.terms[r.oldest].fp)
 	m.Write([]byte("card|" + pan.Digits()))
-	return hex.EncodeToString(m.Sum(nil)[:16])
+	sum := hex.EncodeToString(m.Sum(nil)[:16])
+	if r.oldest == 1 {
+		return sum
+	}
+	return fmt.Sprintf("v%d_%s", r.oldest, sum)
 }
 
 // Tokenize seals a card for a merchant and returns its new token's Info.
@@ -187,16 +416,23 @@ func (v *Vault) Tokenize(ctx context.Context, merchant string, c Card) (Info, er
 	if merchant == "" || c.PAN.IsZero() {
 		return Info{}, apperr.E(apperr.Invalid, "tokenize needs a merchant and a card")
 	}
+	r, err := v.current()
+	if err != nil {
+		return Info{}, err
+	}
+	fp, fpv, err := v.fingerprint(ctx, r, merchant, c.PAN)
+	if err != nil {
+		return Info{}, err
+	}
 	token := NewID(tokenPrefix)
-	r := v.current()
 	plain, _ := json.Marshal(secret{PAN: c.PAN.Digits(), Name: c.Name})
 	defer clear(plain)
 	rec := record{
 		Token: token, Merchant: merchant, Brand: c.PAN.Brand(), BIN: c.PAN.BIN(), Last4: c.PAN.Last4(),
-		ExpMonth: c.Expiry.Month, ExpYear: c.Expiry.Year, Fingerprint: v.Fingerprint(merchant, c.PAN),
-		KeyVersion: r.active,
-		Sealed:     r.seal(plain, cardAD(merchant, token)), Created: v.Now().UTC(),
+		ExpMonth: c.Expiry.Month, ExpYear: c.Expiry.Year, Fingerprint: fp, FPVersion: fpv,
+		KeyVersion: r.active, Sealed: r.seal(plain, ad(KindCard, cardBind(merchant, token))), Created: v.Now().UTC(),
 	}
+	v.count(r, KindCard)
 	b, _ := json.Marshal(rec)
 	if err := v.store.Commit(ctx, store.Create(cardKey(token), b, 0)); err != nil {
 		return Info{}, err
@@ -283,7 +519,7 @@ func (v *Vault) LookupFor(ctx context.Context, token string, allowed func(mercha
 }
 
 func (v *Vault) unseal(ctx context.Context, rec record) (Card, Info, error) {
-	plain, err := v.open(ctx, rec.Sealed, cardAD(rec.Merchant, rec.Token))
+	plain, err := v.open(ctx, rec.Sealed, ad(KindCard, cardBind(rec.Merchant, rec.Token)))
 	if err != nil {
 		return Card{}, Info{}, err
 	}
@@ -304,14 +540,21 @@ func CVVKey(ref, group string) store.Key { return store.Key{Kind: "cvv", ID: ref
 
 // SealCVV returns the op that holds a CVV sealed for ttl under key, to commit
 // with the state change that needs it. ref names its use (an attempt).
-func (v *Vault) SealCVV(merchant string, key store.Key, cvv card.CVV, ttl time.Duration) store.Op {
-	sealed := v.current().seal([]byte(cvv.Digits()), cvvAD(merchant, key.ID))
-	return store.Op{Key: key, Value: sealed, IfVersion: store.Any, TTL: ttl}
+func (v *Vault) SealCVV(merchant string, key store.Key, cvv card.CVV, ttl time.Duration) (store.Op, error) {
+	sealed, err := v.SealValue(KindCVV, cardBind(merchant, key.ID), []byte(cvv.Digits()))
+	if err != nil {
+		return store.Op{}, err
+	}
+	return store.Op{Key: key, Value: sealed, IfVersion: store.Any, TTL: ttl}, nil
 }
 
 // HoldCVV holds a CVV sealed for ttl.
 func (v *Vault) HoldCVV(ctx context.Context, merchant string, key store.Key, cvv card.CVV, ttl time.Duration) error {
-	return v.store.Commit(ctx, v.SealCVV(merchant, key, cvv, ttl))
+	op, err := v.SealCVV(merchant, key, cvv, ttl)
+	if err != nil {
+		return err
+	}
+	return v.store.Commit(ctx, op)
 }
 
 // ErrCVVGone means the held CVV expired or was used already.
@@ -319,6 +562,9 @@ var ErrCVVGone = apperr.E(apperr.NotFound, "the security code is no longer held"
 
 // TakeCVV returns a held CVV and deletes it in the same step.
 func (v *Vault) TakeCVV(ctx context.Context, merchant string, key store.Key) (card.CVV, error) {
+	if v.Sealed() { // do not destroy a hold that could not be opened
+		return card.CVV{}, ErrSealed
+	}
 	sealed, err := v.store.Take(ctx, key)
 	if errors.Is(err, store.ErrNotFound) {
 		return card.CVV{}, ErrCVVGone
@@ -326,7 +572,7 @@ func (v *Vault) TakeCVV(ctx context.Context, merchant string, key store.Key) (ca
 	if err != nil {
 		return card.CVV{}, err
 	}
-	plain, err := v.open(ctx, sealed, cvvAD(merchant, key.ID))
+	plain, err := v.OpenValue(ctx, KindCVV, cardBind(merchant, key.ID), sealed)
 	if err != nil {
 		return card.CVV{}, err
 	}
@@ -334,38 +580,53 @@ func (v *Vault) TakeCVV(ctx context.Context, merchant string, key store.Key) (ca
 }
 
 // SealSecret seals a non-card secret (a webhook signing secret, say) under the
-// active data key, bound to purpose.
-func (v *Vault) SealSecret(purpose string, plain []byte) []byte {
-	return v.current().seal(plain, []byte("paypage/secret/v1|"+purpose))
+// active data key, bound to purpose: SealValue(KindSecret, purpose, plain).
+func (v *Vault) SealSecret(purpose string, plain []byte) ([]byte, error) {
+	return v.SealValue(KindSecret, purpose, plain)
 }
 
 // OpenSecret opens what SealSecret sealed for the same purpose.
 func (v *Vault) OpenSecret(ctx context.Context, purpose string, sealed []byte) ([]byte, error) {
-	return v.open(ctx, sealed, []byte("paypage/secret/v1|"+purpose))
+	return v.OpenValue(ctx, KindSecret, purpose, sealed)
 }
 
-// DeriveKey returns a 32-byte key for a purpose (CSRF tokens, say), derived
-// from the keyring so that every replica derives the same one.
-func (v *Vault) DeriveKey(purpose string) []byte {
-	m := hmac.New(sha256.New, v.current().fpKey)
-	m.Write([]byte("derive|" + purpose))
-	return m.Sum(nil)
-}
+// CSRFGrace is how long after a rotation forms made under the previous
+// key version still post: the longest a payment session lives.
+const CSRFGrace = 24 * time.Hour
 
-// heldAD binds a held secret to its kind, merchant and the attempt it serves
-// ("paypage/cvv/v1|..." for a security code, as cvvAD).
-func heldAD(kind, merchant, ref string) []byte {
-	return []byte("paypage/" + kind + "/v1|" + merchant + "|" + ref)
+// CSRFKeys returns the keys CSRF tokens are checked with: the active
+// version's first (new tokens use it), then the previous version's until
+// CSRFGrace after the rotation, so a form open in a tab survives it. Nil
+// while sealed.
+func (v *Vault) CSRFKeys() [][]byte {
+	r, err := v.current()
+	if err != nil {
+		return nil
+	}
+	a := r.terms[r.active]
+	keys := [][]byte{a.csrf}
+	var prev *term
+	for ver, t := range r.terms {
+		if ver < r.active && (prev == nil || ver > prev.version) {
+			prev = t
+		}
+	}
+	if prev != nil && v.Now().Sub(a.created) < CSRFGrace {
+		keys = append(keys, prev.csrf)
+	}
+	return keys
 }
 
 // SealHeld seals a secret that waits for an attempt (a security code, a 3-D
-// Secure authentication value) under the active data key, bound to its kind,
-// merchant and attempt: it opens for none other.
-func (v *Vault) SealHeld(kind, merchant, ref string, plain []byte) []byte {
-	return v.current().seal(plain, heldAD(kind, merchant, ref))
+// Secure authentication value: KindCVV, KindAuth) under the active data key,
+// bound to its kind, merchant and attempt: it opens for none other. It is
+// SealValue(kind, merchant+"|"+ref, plain), counted like every seal;
+// ErrSealed while the vault is sealed.
+func (v *Vault) SealHeld(kind, merchant, ref string, plain []byte) ([]byte, error) {
+	return v.SealValue(kind, cardBind(merchant, ref), plain)
 }
 
 // OpenHeld opens what SealHeld sealed for the same kind, merchant and attempt.
 func (v *Vault) OpenHeld(ctx context.Context, kind, merchant, ref string, sealed []byte) ([]byte, error) {
-	return v.open(ctx, sealed, heldAD(kind, merchant, ref))
+	return v.OpenValue(ctx, kind, cardBind(merchant, ref), sealed)
 }

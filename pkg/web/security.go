@@ -7,26 +7,44 @@ import (
 	"encoding/base64"
 	"net/http"
 	"strings"
+
+	"github.com/paypage/paypage/pkg/vault"
 )
 
-// securityHeaders sets the headers every answer carries: a strict
-// Content-Security-Policy (our own origin only, no framing), no referrer, no
-// caching, no sniffing. Pages that post to another origin (a real issuer's
-// 3-D Secure page) widen form-action for themselves only, and the pages of a
-// merchant that invites framing name its origins in frame-ancestors (render).
+// cspReportPath is where browsers send Content-Security-Policy violation reports.
+const cspReportPath = "/csp-report"
+
+// SecurityHeaders are the headers every answer carries, for a service
+// reached at publicURL: a strict Content-Security-Policy (our own origin
+// only, no framing, violations reported to us), no referrer, no caching, no
+// sniffing. The page manifest lists them, and verify-page checks them.
+func SecurityHeaders(publicURL string) map[string]string {
+	h := map[string]string{
+		"Content-Security-Policy":      csp("'self'", nil),
+		"Reporting-Endpoints":          `csp="` + publicURL + cspReportPath + `"`,
+		"X-Frame-Options":              "DENY",
+		"X-Content-Type-Options":       "nosniff",
+		"Referrer-Policy":              "no-referrer",
+		"Cache-Control":                "no-store",
+		"Cross-Origin-Opener-Policy":   "same-origin",
+		"Cross-Origin-Resource-Policy": "same-origin",
+		"Permissions-Policy":           "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
+	}
+	if strings.HasPrefix(publicURL, "https://") {
+		h["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
+	}
+	return h
+}
+
+// securityHeaders sets SecurityHeaders on every answer. Pages that post to
+// another origin (a real issuer's 3-D Secure page) widen form-action for
+// themselves only, and the pages of a merchant that invites framing name its
+// origins in frame-ancestors (render).
 func (s *Server) securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Content-Security-Policy", csp("'self'", nil))
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("Cache-Control", "no-store")
-		h.Set("Cross-Origin-Opener-Policy", "same-origin")
-		h.Set("Cross-Origin-Resource-Policy", "same-origin")
-		h.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=(), usb=()")
-		if strings.HasPrefix(s.cfg.PublicURL, "https://") {
-			h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+		for k, v := range s.headers {
+			h.Set(k, v)
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -34,14 +52,17 @@ func (s *Server) securityHeaders(next http.Handler) http.Handler {
 
 // csp is the Content-Security-Policy with form-action and frame-ancestors
 // as given; no framers is frame-ancestors 'none'. The framers are origins
-// account.ParseFrameOrigin checked, so none can add a directive.
+// account.ParseFrameOrigin checked, so none can add a directive. Violations
+// go to our report endpoint: report-to for browsers with the Reporting API,
+// report-uri for older ones (a browser that knows report-to ignores it).
 func csp(formAction string, framers []string) string {
 	ancestors := "'none'"
 	if len(framers) > 0 {
 		ancestors = strings.Join(framers, " ")
 	}
 	return "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
-		"form-action " + formAction + "; frame-ancestors " + ancestors + "; base-uri 'none'"
+		"form-action " + formAction + "; frame-ancestors " + ancestors + "; base-uri 'none'; " +
+		"report-uri " + cspReportPath + "; report-to csp"
 }
 
 // setFramers lets the origins framers frame this answer: frame-ancestors
@@ -53,8 +74,33 @@ func setFramers(h http.Header, formAction string, framers []string) {
 	}
 }
 
+// sealedGate answers 503 to the shopper pages and the APIs while the vault
+// is sealed (a service started with --unseal-shares, before the custodians
+// unseal it, or after paypage seal). Health, static files, the page
+// manifest and CSP reports stay up.
+func (s *Server) sealedGate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.Vault == nil || !s.Vault.Sealed() {
+			next.ServeHTTP(w, r)
+			return
+		}
+		p := r.URL.Path
+		switch {
+		case strings.HasPrefix(p, "/v1/"):
+			s.writeError(w, r, vault.ErrSealed)
+		case strings.HasPrefix(p, "/pay/"), strings.HasPrefix(p, "/sandbox/"):
+			s.pageError(w, r, vault.ErrSealed)
+		default:
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
 // CSRF: a random cookie per browser, and in each form a token that is the
-// HMAC of that cookie and the session it acts on. A post without both fails.
+// HMAC of that cookie and the session it acts on, under the active key
+// version's CSRF key. A post without both fails. Tokens made under the
+// previous version are accepted for a while after a rotation
+// (vault.CSRFGrace), so a form open in a tab survives it.
 const csrfCookie = "pp_csrf"
 
 // A page that others may frame sets its cookie SameSite=None and
@@ -78,21 +124,30 @@ func (s *Server) csrfToken(w http.ResponseWriter, r *http.Request, scope string,
 		}
 		http.SetCookie(w, c)
 	}
-	return s.csrfMAC(val, scope)
+	keys := s.CSRFKeys()
+	if len(keys) == 0 {
+		return "" // sealed: the post will fail, and the page says why
+	}
+	return csrfMAC(keys[0], val, scope)
 }
 
-func (s *Server) csrfMAC(cookie, scope string) string {
-	m := hmac.New(sha256.New, s.csrfKey)
+func csrfMAC(key []byte, cookie, scope string) string {
+	m := hmac.New(sha256.New, key)
 	m.Write([]byte(cookie + "|" + scope))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-// csrfOK checks a posted form's token against the cookie.
+// csrfOK checks a posted form's token against the cookie, under each key
+// still accepted.
 func (s *Server) csrfOK(r *http.Request, scope string) bool {
 	c, err := r.Cookie(csrfCookie)
 	if err != nil || c.Value == "" {
 		return false
 	}
-	want := s.csrfMAC(c.Value, scope)
-	return hmac.Equal([]byte(want), []byte(r.PostFormValue("csrf")))
+	got := []byte(r.PostFormValue("csrf"))
+	ok := false
+	for _, k := range s.CSRFKeys() {
+		ok = hmac.Equal([]byte(csrfMAC(k, c.Value, scope)), got) || ok
+	}
+	return ok
 }

@@ -70,7 +70,9 @@ type Deps struct {
 	Idem     *idempotency.Keys
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
-	CSRFKey  []byte
+	// CSRFKeys returns the keys CSRF tokens are made with (the first) and
+	// checked with (each): vault.Vault.CSRFKeys.
+	CSRFKeys func() [][]byte
 }
 
 // Server is the HTTP handler of paypage.
@@ -86,7 +88,8 @@ type Server struct {
 	pages   map[string]*template.Template
 	metrics *metrics
 	log     *slog.Logger
-	csrfKey []byte
+	headers map[string]string // SecurityHeaders
+	csp     *cspReports
 }
 
 // New builds the server and its routes.
@@ -99,6 +102,9 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	if d.Logger == nil {
 		d.Logger = slog.Default()
+	}
+	if d.CSRFKeys == nil {
+		return nil, errors.New("web: no CSRF keys")
 	}
 	if d.Registry == nil {
 		d.Registry = prometheus.NewRegistry()
@@ -115,7 +121,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Deps: d, cfg: cfg, cat: cat, assets: assets, log: d.Logger, csrfKey: d.CSRFKey, pages: map[string]*template.Template{},
+	s := &Server{Deps: d, cfg: cfg, cat: cat, assets: assets, log: d.Logger, headers: SecurityHeaders(cfg.PublicURL), pages: map[string]*template.Template{},
 		clients: clientaddr.New(cfg.TrustedProxies)}
 	for _, p := range []string{"pay", "redirect", "acs", "kaspi", "sbkaspi"} {
 		t, err := template.ParseFS(templates.FS, "layout.html", p+".html")
@@ -125,6 +131,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		s.pages[p] = t
 	}
 	s.metrics = newMetrics(d.Registry)
+	s.csp = newCSPReports(d.Registry)
 	s.routes()
 	return s, nil
 }
@@ -139,6 +146,8 @@ func (s *Server) MetricsHandler() http.Handler {
 func (s *Server) routes() {
 	r := mux.NewRouter()
 	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet)
+	r.HandleFunc(ManifestPath, s.manifest).Methods(http.MethodGet)
+	r.HandleFunc(cspReportPath, s.cspReport).Methods(http.MethodPost)
 	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet)
 	r.PathPrefix("/static/").HandlerFunc(s.assets.serve).Methods(http.MethodGet)
 
@@ -182,7 +191,7 @@ func (s *Server) chain(r *mux.Router) http.Handler {
 	r.Use(markRoute)
 	r.NotFoundHandler = http.HandlerFunc(s.notFound)
 	r.MethodNotAllowedHandler = http.HandlerFunc(s.methodNotAllowed)
-	return s.realIP(s.observe(s.securityHeaders(s.limitBody(s.refuseUnknownMethods(r)))))
+	return s.realIP(s.observe(s.securityHeaders(s.limitBody(s.refuseUnknownMethods(s.sealedGate(r))))))
 }
 
 // ProcessorHandler serves the processor API alone, with the same
@@ -216,6 +225,10 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
+	if s.Vault != nil && s.Vault.Sealed() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "sealed"})
+		return
+	}
 	if err := s.Store.Ping(ctx); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "store": "unreachable"})
 		return
