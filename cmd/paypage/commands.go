@@ -50,9 +50,19 @@ var commands = []entry{
 	{name: "processor list", summary: "the processors, the merchants each serves, their keys' hints and last use (never the keys)",
 		new: func() command { return &listCmd{kind: account.KindProcessor} }},
 
-	{name: "keys status", summary: "the data key versions, and how many cards each seals", new: func() command { return &keysStatusCmd{} }},
-	{name: "keys rotate", summary: "add a data key version; new records use it", audit: "keys.rotate", new: func() command { return &keysRotateCmd{} }},
-	{name: "keys reencrypt", summary: "move old records to the newest data key (resumable)", audit: "keys.reencrypt", new: func() command { return &keysReencryptCmd{} }},
+	{name: "keys status", summary: "the key versions: per version, the records of every sealed kind that use it, and its seal count", new: func() command { return &keysStatusCmd{} }},
+	{name: "keys rotate", summary: "add a key version (data, fingerprint and CSRF keys); every replica seals under it within seconds", audit: "keys.rotate", new: func() command { return &keysRotateCmd{} }},
+	{name: "keys reencrypt", summary: "move every sealed record to the active key version (resumable); CVV holds expire instead", audit: "keys.reencrypt", new: func() command { return &keysReencryptCmd{} }},
+	{name: "keys retire", args: "--version N", summary: "destroy a key version nothing uses any more: what it sealed never opens again", audit: "keys.retire",
+		new: func() command { return &keysRetireCmd{} }},
+	{name: "keys split", args: "--shares N --threshold K", summary: "split the master key into N custodians' shares, any K of which unseal; printed once", audit: "keys.split",
+		new: func() command { return &keysSplitCmd{} }},
+	{name: "unseal", args: "[--share S]", summary: "give a sealed service one custodian's share (or on standard input); at the threshold it unseals", audit: "keys.unseal",
+		reads: []*setting{settingNamed("unseal-shares")}, new: func() command { return &unsealCmd{} }},
+	{name: "seal", summary: "wipe the master key from a running service's memory: it answers 503 until unsealed", audit: "keys.seal",
+		new: func() command { return &sealCmd{} }},
+	{name: "verify-page", args: "URL", summary: "fetch a live payment page and its assets; name each difference from the page manifest (exit 1 if any)",
+		reads: []*setting{}, new: func() command { return &verifyPageCmd{} }},
 	{name: "keys rewrap", args: "--new-master-key-file F", summary: "wrap the data keys under a new master key; then restart every replica with it", audit: "keys.rewrap",
 		new: func() command { return &keysRewrapCmd{} }},
 
@@ -121,6 +131,11 @@ type operation interface {
 type serviceOnly interface {
 	operation
 	serviceOnly()
+}
+
+// positional is a command that takes arguments after its flags (verify-page URL).
+type positional interface {
+	setArgs(args []string) error
 }
 
 // checker is an operation whose arguments are checked before it is sent.

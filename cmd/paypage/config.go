@@ -61,6 +61,24 @@ var settings = []*setting{
 		set: func(c *Config, v string) (err error) { c.RefusalsPerMinute, err = parseLimit(v); return err }},
 	{flag: "audit-max-records", env: "PAYPAGE_AUDIT_MAX_RECORDS", def: "1000000", arg: "N", help: "cap the audit trail at this many records by removing the oldest that \"audit export\" has written out; records not exported are never removed (0: no cap)",
 		set: func(c *Config, v string) error { n, err := parseLimit(v); c.AuditMaxRecords = int(n); return err }},
+	{flag: "unseal-shares", env: "PAYPAGE_UNSEAL_SHARES", arg: "K", help: "start sealed, without a master key file: the key is rebuilt from K custodians' shares (paypage keys split, then paypage unseal)",
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 2 || n > 255 {
+				return fmt.Errorf("%q is not a number of shares from 2 to 255", v)
+			}
+			c.UnsealShares = n
+			return nil
+		}},
+	{flag: "key-seal-budget", env: "PAYPAGE_KEY_SEAL_BUDGET", def: "1073741824", arg: "N", help: "values one data key may seal (AES-GCM random nonces); the service rotates the key at seven eighths of it",
+		set: func(c *Config, v string) error {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil || n < 1024 {
+				return fmt.Errorf("%q is not a number of seals of at least 1024", v)
+			}
+			c.KeySealBudget = n
+			return nil
+		}},
 	{flag: "log-level", env: "PAYPAGE_LOG_LEVEL", def: "info", arg: "LEVEL", help: "debug, info, warn or error",
 		set: func(c *Config, v string) error {
 			switch v {

@@ -96,7 +96,11 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		fmt.Fprintf(m.Stderr, "Run \"paypage %s --help\" for its flags.\n", e.name)
 		return usagef("%v", err)
 	}
-	if fs.NArg() > 0 {
+	if p, ok := cmd.(positional); ok {
+		if err := p.setArgs(fs.Args()); err != nil {
+			return usagef("%s: %v", e.name, err)
+		}
+	} else if fs.NArg() > 0 {
 		return usagef("%s: unexpected argument %q", e.name, fs.Arg(0))
 	}
 	finishConfig(&m.Config, m.Getenv)

@@ -80,6 +80,12 @@ type Config struct {
 	// WrapProcessor, when set, puts a line between the payments and the
 	// sandbox processor (tests use it to lose answers on the way).
 	WrapProcessor func(processor.Processor) processor.Processor
+	// UnsealShares, when set, is how many custodians' key shares unseal the
+	// service: it starts sealed, without a master key file.
+	UnsealShares int
+	// KeySealBudget is how many values one data key seals before the
+	// service rotates it (0: vault.DefaultSealBudget).
+	KeySealBudget uint64
 }
 
 // App is the opened store, keys and services.
@@ -87,7 +93,6 @@ type App struct {
 	cfg      Config
 	log      *slog.Logger
 	store    store.Store
-	kek      *vault.LocalKEK
 	Vault    *vault.Vault
 	Accounts *account.Service
 	Audit    *audit.Log
@@ -121,6 +126,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		a.Close()
 		return nil, err
 	}
+	a.Registry.MustRegister(a.vaultCollectors()...)
 	a.Refusals = audit.NewRefusals(a.Audit, refusalWindow, refusalSources, log)
 	a.Web, err = web.New(web.Config{PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, DetokenizePerSecond: cfg.DetokenizePerSecond,
 		RefusalsPerMinute: setting(cfg.RefusalsPerMinute, 30), ProcessorElsewhere: cfg.ProcessorAddr != ""}, web.Deps{
@@ -187,11 +193,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.kek, err = a.loadKEK(); err != nil {
-		a.store.Close()
-		return nil, err
-	}
-	if a.Vault, err = vault.Open(ctx, a.store, a.kek); err != nil {
+	if err := a.openVault(ctx); err != nil {
 		a.store.Close()
 		return nil, err
 	}
@@ -227,6 +229,25 @@ func (a *App) devKeyAllowed() bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback()
+}
+
+// openVault opens the vault with the master key, or, with --unseal-shares,
+// leaves it sealed until the custodians' shares unseal it.
+func (a *App) openVault(ctx context.Context) error {
+	opts := vault.Options{SealBudget: a.cfg.KeySealBudget, Logger: a.log, UnsealThreshold: a.cfg.UnsealShares}
+	if a.cfg.UnsealShares > 0 {
+		if a.cfg.MasterKey != "" || a.cfg.MasterKeyFile != "" {
+			return errors.New("--unseal-shares replaces the master key: set it, or --master-key-file / PAYPAGE_MASTER_KEY, not both")
+		}
+		a.Vault = vault.NewSealed(a.store, opts)
+		return nil
+	}
+	kek, err := a.loadKEK()
+	if err != nil {
+		return err
+	}
+	a.Vault, err = vault.OpenWith(ctx, a.store, kek, opts)
+	return err
 }
 
 // loadKEK reads the master key file, or in development makes one in the

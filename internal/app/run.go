@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -201,8 +202,20 @@ func (a *App) Serve(ctx context.Context, l Listeners) error {
 	}
 	workers, cancelWorkers := context.WithCancel(context.Background())
 	defer cancelWorkers()
+	// The workers need the keys: on a sealed service they start once it is unsealed.
 	reconciled := make(chan struct{})
-	go func() { defer close(reconciled); a.Runner.Run(workers) }()
+	go func() {
+		defer close(reconciled)
+		a.whenUnsealed(workers, func() {
+			var wg sync.WaitGroup
+			wg.Go(func() { a.Vault.Watch(workers, keyringPoll) })
+			a.Runner.Run(workers)
+			wg.Wait()
+		})
+	}()
+	if a.Vault.Sealed() {
+		a.log.Warn("vault sealed: pages and APIs answer 503 until the custodians unseal it (paypage unseal)", "shares_needed", a.cfg.UnsealShares)
+	}
 	audited := make(chan struct{}) // refusal records flushed and the trail capped, until the end
 	go func() { defer close(audited); a.Refusals.Run(workers, 10*time.Second) }()
 	a.log.Info("paypage serving", "addr", ln.Addr().String(), "public_url", a.cfg.PublicURL, "store", storeKind(a.cfg.Store))

@@ -106,6 +106,7 @@ type envOpts struct {
 	poll time.Duration
 	// timing shortens the timing of attempts in flight.
 	timing payment.Timing
+	unseal int // start sealed: this many key shares unseal (--unseal-shares)
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -130,7 +131,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if sched == nil {
 		sched = []time.Duration{200 * time.Millisecond, 400 * time.Millisecond}
 	}
-	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerSecond: o.detokenize, RefusalsPerMinute: o.refusals, TLSCert: o.tlsCert, TLSKey: o.tlsKey, WebhookTimeout: time.Second, WrapProcessor: o.wrap, Timing: o.timing}
+	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerSecond: o.detokenize, RefusalsPerMinute: o.refusals, TLSCert: o.tlsCert, TLSKey: o.tlsKey, WebhookTimeout: time.Second, WrapProcessor: o.wrap, Timing: o.timing, UnsealShares: o.unseal}
 	if cfg.TrustedProxies, err = clientaddr.ParsePrefixes(o.trusted); err != nil {
 		t.Fatal(err)
 	}

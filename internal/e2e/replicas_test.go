@@ -38,7 +38,8 @@ type replica struct {
 
 // startServe starts `paypage serve` on a free address (metrics off, unless
 // extra names an address) with the environment base plus extra, and waits
-// until it is ready; it is stopped when the test ends, if it still runs.
+// until it is ready (or up and sealed); it is stopped when the test ends,
+// if it still runs.
 func startServe(t *testing.T, bin string, base []string, extra ...string) *replica {
 	t.Helper()
 	addr := freeAddr(t)
@@ -48,8 +49,9 @@ func startServe(t *testing.T, bin string, base []string, extra ...string) *repli
 	e := &env{t: t, url: "http://" + addr, seen: &syncBuffer{}, logs: logs}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if resp, err := http.Get(e.url + "/readyz"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == 200 {
+			if resp.StatusCode == 200 || strings.Contains(string(b), `"sealed"`) { // sealed: up, waiting for its custodians
 				break
 			}
 		}

