@@ -395,7 +395,8 @@ func TestBrowserWithoutJavaScript(t *testing.T) {
 	}
 }
 
-func startChromeWith(t *testing.T, flag, value string) *rod.Browser {
+// startChromeWith starts Chromium with extra flags, given as name, value pairs.
+func startChromeWith(t *testing.T, flagValues ...string) *rod.Browser {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("needs chromium: skipped with -short")
@@ -407,8 +408,10 @@ func startChromeWith(t *testing.T, flag, value string) *rod.Browser {
 	l := launcher.New().Bin(bin).Headless(true).NoSandbox(true).Leakless(false).
 		Set("disable-gpu").Set("disable-quic").Set("no-first-run").Set("disable-background-networking").
 		Set("disable-component-update").Set("disable-sync").UserDataDir(t.TempDir())
-	if flag != "" {
-		l = l.Set(flags.Flag(flag), value)
+	for i := 0; i+1 < len(flagValues); i += 2 {
+		if flagValues[i] != "" {
+			l = l.Set(flags.Flag(flagValues[i]), flagValues[i+1])
+		}
 	}
 	u, err := l.Launch()
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/paypage/paypage/pkg/pagecheck"
 	"github.com/paypage/paypage/pkg/vault"
@@ -230,4 +231,54 @@ func get(t *testing.T, u string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// TestBrowserReportsCSPViolation makes Chromium break the payment page's
+// Content-Security-Policy (an image from another origin, an inline script)
+// and sees the reports it sends recorded and counted.
+func TestBrowserReportsCSPViolation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs chromium")
+	}
+	// Over https, as in production: Chromium sends Reporting API reports
+	// only to a secure endpoint (over plain http it keeps retrying).
+	certFile, keyFile := writeCert(t, t.TempDir(), 1)
+	e := newEnv(t, envOpts{metrics: true, tlsCert: certFile, tlsKey: keyFile})
+	b := startChromeWith(t, "short-reporting-delay", "", "ignore-certificate-errors", "") // send at once, not after a minute
+	id := e.session(nil)["id"].(string)
+	p := b.MustPage(e.url + "/pay/" + id)
+	t.Cleanup(func() { _ = p.Close() })
+	p.MustWaitLoad()
+	p.MustEval(`() => {
+		const img = document.createElement("img");
+		img.src = "https://skimmer.example/pixel.png";
+		document.body.appendChild(img);
+		const s = document.createElement("script");
+		s.textContent = "window.skimmed = 1";
+		document.body.appendChild(s);
+	}`)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		m := get(t, e.metrics+"/metrics")
+		if strings.Contains(m, `paypage_csp_violations_total{directive="img-src"}`) &&
+			strings.Contains(m, `paypage_csp_violations_total{directive="script-src-elem"}`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no violation counted in 10 s:\n%s\n%s", grepLines(m, "csp"), grepLines(e.logs.String(), "\"http\""))
+		}
+	}
+	if p.MustEval(`() => window.skimmed === 1`).Bool() {
+		t.Fatal("the injected inline script ran")
+	}
+	ents, err := e.app.Store().Read(context.Background(), "csp-reports", "", 10)
+	if err != nil || len(ents) < 2 {
+		t.Fatalf("%d reports recorded: %v", len(ents), err)
+	}
+	all := ""
+	for _, en := range ents {
+		all += string(en.Data)
+	}
+	if !strings.Contains(all, `"blocked":"https://skimmer.example"`) || !strings.Contains(all, `"page":"/pay/{id}"`) || strings.Contains(all, id) {
+		t.Fatalf("recorded reports: %s", all)
+	}
 }
