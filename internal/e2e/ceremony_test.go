@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -155,5 +156,83 @@ func TestKeyCeremonyOnRedis(t *testing.T) {
 		if _, kv := pay(e); kv != 2 {
 			t.Fatalf("after retirement a card sealed under %d", kv)
 		}
+	}
+
+	// Dual control: two more replicas start with --unseal-shares 3 and no
+	// master key, each with its own data directory (its operator socket).
+	// Each is sealed until three custodians give it their shares.
+	shares := split["shares"].([]any)
+	share := func(i int) string { return shares[i].(map[string]any)["share"].(string) }
+	var sealed []*env
+	var dataDirs []string
+	for i := range 2 {
+		d := filepath.Join(dir, fmt.Sprintf("replica%d", i))
+		dataDirs = append(dataDirs, d)
+		envv := append(os.Environ(), "PAYPAGE_STORE="+redisAddr, "PAYPAGE_DATA="+d, "PAYPAGE_METRICS_ADDR=off", "PAYPAGE_UNSEAL_SHARES=3")
+		sealed = append(sealed, startServe(t, bin, envv, m["secret_key"].(string), m["id"].(string)))
+	}
+	unseal := func(i int, stdin string, args ...string) (map[string]any, string, error) {
+		cmd := exec.Command(bin, append([]string{"unseal"}, args...)...)
+		cmd.Env = append(os.Environ(), "PAYPAGE_STORE="+redisAddr, "PAYPAGE_DATA="+dataDirs[i])
+		cmd.Stdin = strings.NewReader(stdin)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		v := map[string]any{}
+		_ = json.Unmarshal(out.Bytes(), &v)
+		return v, out.String() + errb.String(), err
+	}
+	isSealed := func(e *env) bool {
+		status, body, _ := e.api("GET", "/readyz", "", nil)
+		return status == 503 && body["status"] == "sealed"
+	}
+	for _, e := range sealed {
+		if !isSealed(e) {
+			t.Fatal("a replica started with --unseal-shares is not sealed")
+		}
+		if p := e.browser().get("/pay/ses_aaaaaaaaaaaaaaaaaaaaaaaaaa"); p.status != 503 {
+			t.Fatalf("pay page of a sealed replica: %d", p.status)
+		}
+	}
+	if p, out, err := unseal(0, "", "--share", share(0)); err != nil || p["shares_given"].(float64) != 1 {
+		t.Fatalf("first share: %v\n%s", err, out)
+	}
+	if _, out, err := unseal(0, "", "--share", share(0)); err == nil || !strings.Contains(out, "given already") {
+		t.Fatalf("repeated share: %v\n%s", err, out)
+	}
+	if _, out, err := unseal(0, "", "--share", "ppk1-nonsense"); err == nil || !strings.Contains(out, "not a key share") {
+		t.Fatalf("malformed share: %v\n%s", err, out)
+	}
+	for _, i := range []int{2, 4} {
+		if _, out, err := unseal(0, "", "--share", share(i)); err != nil {
+			t.Fatalf("share %d: %v\n%s", i, err, out)
+		}
+	}
+	if isSealed(sealed[0]) || !isSealed(sealed[1]) {
+		t.Fatal("three shares to replica 0 must unseal it, and it alone")
+	}
+	for _, i := range []int{1, 3, 4} { // other custodians, on standard input
+		if _, out, err := unseal(1, share(i)+"\n"); err != nil {
+			t.Fatalf("share %d on stdin: %v\n%s", i, err, out)
+		}
+	}
+	for _, e := range sealed {
+		if isSealed(e) {
+			t.Fatal("still sealed after three shares")
+		}
+		if _, kv := pay(e); kv != 2 {
+			t.Fatalf("unsealed replica sealed a card under %d", kv)
+		}
+	}
+	cmd := exec.Command(bin, "seal")
+	cmd.Env = append(os.Environ(), "PAYPAGE_STORE="+redisAddr, "PAYPAGE_DATA="+dataDirs[0])
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("seal: %v\n%s", err, out)
+	}
+	if !isSealed(sealed[0]) || isSealed(sealed[1]) {
+		t.Fatal("paypage seal must seal the replica it reached, and it alone")
+	}
+	if _, out, err := cli("audit", "list", "--limit", "1000"); err != nil || !strings.Contains(out, `"keys.unseal"`) || !strings.Contains(out, `"keys.seal"`) {
+		t.Fatalf("audit trail lacks unseal and seal: %v\n%s", err, out)
 	}
 }
