@@ -63,7 +63,8 @@ func newTestServer(t testing.TB, cfg Config) *testServer {
 	}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	al := audit.New(st)
-	s, err := New(cfg, Deps{Store: st, Audit: al, Refusals: audit.NewRefusals(al, time.Minute, 100, log), Registry: reg, Logger: log})
+	s, err := New(cfg, Deps{Store: st, Audit: al, Refusals: audit.NewRefusals(al, time.Minute, 100, log), Registry: reg, Logger: log,
+		CSRFKeys: func() [][]byte { return [][]byte{make([]byte, 32)} }})
 	if err != nil {
 		t.Fatal(err)
 	}
