@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/paypage/paypage/pkg/account"
+	"github.com/paypage/paypage/pkg/threeds"
 	"github.com/paypage/paypage/pkg/vault"
 )
 
@@ -18,7 +19,7 @@ import (
 // of record adds its vault.Kind here (keys retire refuses a version that
 // sealed a kind no entry counts).
 func (a *App) SealedKinds() []vault.Kind {
-	return []vault.Kind{a.Vault.Cards(), vault.CVVHolds(), account.WebhookSecrets()}
+	return []vault.Kind{a.Vault.Cards(), vault.CVVHolds(), vault.AuthHolds(), account.WebhookSecrets(), threeds.SandboxAuthValues()}
 }
 
 // MasterKey returns the configured master key, for keys split. The caller

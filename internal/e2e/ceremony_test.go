@@ -168,8 +168,9 @@ func TestKeyCeremonyOnRedis(t *testing.T) {
 	for i := range 2 {
 		d := filepath.Join(dir, fmt.Sprintf("replica%d", i))
 		dataDirs = append(dataDirs, d)
-		envv := append(os.Environ(), "PAYPAGE_STORE="+redisAddr, "PAYPAGE_DATA="+d, "PAYPAGE_METRICS_ADDR=off", "PAYPAGE_UNSEAL_SHARES=3")
-		sealed = append(sealed, startServe(t, bin, envv, m["secret_key"].(string), m["id"].(string)))
+		r := startServe(t, bin, os.Environ(), "PAYPAGE_STORE="+redisAddr, "PAYPAGE_DATA="+d, "PAYPAGE_UNSEAL_SHARES=3")
+		r.key, r.merchant = m["secret_key"].(string), m["id"].(string)
+		sealed = append(sealed, r.env)
 	}
 	unseal := func(i int, stdin string, args ...string) (map[string]any, string, error) {
 		cmd := exec.Command(bin, append([]string{"unseal"}, args...)...)
