@@ -81,7 +81,7 @@ func (a *App) build() error {
 	a.Idem.Now = a.now
 	a.Runner.Handle(paystore.KindSession, 32, func(ctx context.Context, k store.Key) error { return a.Payments.Drive(ctx, k.ID) })
 	a.Runner.Handle(paystore.KindPayment, 8, func(ctx context.Context, k store.Key) error { return a.Payments.Settle(ctx, k.ID) })
-	a.Runner.Handle(event.Kind, 16, a.Webhooks.Handle)
+	a.Runner.Handle(event.Kind, webhookWorkers, a.Webhooks.Handle)
 	return nil
 }
 

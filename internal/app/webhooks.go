@@ -10,9 +10,12 @@ import (
 	"github.com/paypage/paypage/pkg/webhook"
 )
 
+// webhookWorkers is how many deliveries a replica runs at once.
+const webhookWorkers = 16
+
 func (a *App) newWorker() (*webhook.Worker, error) {
 	return webhook.New(a.store, a.Accounts, a.log, webhook.Options{
-		Schedule: a.cfg.WebhookSchedule, Timeout: a.cfg.WebhookTimeout, AllowPrivate: a.cfg.WebhookAllowPrivate, Now: a.now,
+		Schedule: a.cfg.WebhookSchedule, Timeout: a.cfg.WebhookTimeout, Workers: webhookWorkers, AllowPrivate: a.cfg.WebhookAllowPrivate, Now: a.now,
 	})
 }
 

@@ -1,15 +1,20 @@
 // Package due is the reconciler's engine: on every replica it reads the
-// store's due index (what is due now, earliest first) and hands each due key
-// to the handler of its kind, a few at a time per kind. It never scans
-// records: the cost of a look follows the work that is due. Handlers take an
-// item with a compare-and-set (a lease, or by moving its due time on), so two
-// replicas that see the same key do its work once.
+// store's due index, kind by kind (what is due now, earliest first), and
+// hands each due key to the handler of its kind, a few at a time per kind: a
+// kind whose workers are all busy is not read, and delays no other. It never
+// scans records: the cost of a look follows the work that is due. Handlers
+// take an item with a compare-and-set (a lease, or by moving its due time
+// on), so two replicas that see the same key do its work once. A handler that
+// fails (or panics) is logged and its key rests, doubling from a second to a
+// few minutes, before it is handed out again on this replica.
 package due
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -22,8 +27,15 @@ import (
 type Handler func(ctx context.Context, k store.Key) error
 
 type kind struct {
+	name   string
 	handle Handler
 	slots  chan struct{}
+}
+
+// rest is a failing key's back-off on this replica.
+type rest struct {
+	until time.Time
+	fails int
 }
 
 // Runner reads the due index and runs handlers.
@@ -33,14 +45,16 @@ type Runner struct {
 	now   func() time.Time
 	// Poll is the longest wait between looks (a wake can come sooner).
 	Poll time.Duration
-	// Batch is how many due keys one look reads.
-	Batch int
+	// MaxRest bounds how long a failing key rests before it is handed out again.
+	MaxRest time.Duration
 
 	mu       sync.Mutex
-	kinds    map[string]*kind
+	kinds    []*kind
 	inflight map[store.Key]bool
+	resting  map[store.Key]rest
 	idle     *sync.Cond // signalled when a handler returns
 	next     time.Time  // the earliest wake asked for
+	lookNow  bool       // a wake for now came
 	wake     chan struct{}
 	wg       sync.WaitGroup
 }
@@ -57,8 +71,8 @@ func New(s store.Store, log *slog.Logger, now func() time.Time) (*Runner, error)
 		now = time.Now
 	}
 	r := &Runner{
-		store: s, log: log, now: now, Poll: time.Second, Batch: 200,
-		kinds: map[string]*kind{}, inflight: map[store.Key]bool{}, wake: make(chan struct{}, 1),
+		store: s, log: log, now: now, Poll: time.Second, MaxRest: 5 * time.Minute,
+		inflight: map[store.Key]bool{}, resting: map[store.Key]rest{}, wake: make(chan struct{}, 1),
 	}
 	r.idle = sync.NewCond(&r.mu)
 	return r, nil
@@ -68,14 +82,22 @@ func New(s store.Store, log *slog.Logger, now func() time.Time) (*Runner, error)
 func (r *Runner) Handle(kindName string, workers int, h Handler) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.kinds[kindName] = &kind{handle: h, slots: make(chan struct{}, max(1, workers))}
+	r.kinds = append(r.kinds, &kind{name: kindName, handle: h, slots: make(chan struct{}, max(1, workers))})
 }
 
-// Wake asks for a look at time at (at once when it has come): a commit that
-// filed something due calls it, so this replica does not wait for the poll.
+// Wake asks for a look at time at: a commit that filed something due calls
+// it, so this replica does not wait for the poll. A time still to come only
+// moves the next look earlier (when it is before the poll); it does not
+// read the index now.
 func (r *Runner) Wake(at time.Time) {
 	r.mu.Lock()
-	if r.next.IsZero() || at.Before(r.next) {
+	now := !at.After(r.now())
+	if now {
+		r.lookNow = true
+	} else if !r.next.IsZero() && !at.Before(r.next) || at.Sub(r.now()) >= r.Poll {
+		r.mu.Unlock()
+		return // the poll, or an earlier wake, comes first anyway
+	} else {
 		r.next = at
 	}
 	r.mu.Unlock()
@@ -91,16 +113,23 @@ func (r *Runner) Run(ctx context.Context) {
 	defer r.wg.Wait()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	look := true
 	for {
-		if _, err := r.Look(ctx); err != nil && ctx.Err() == nil {
-			r.log.Warn("due index", "err", err.Error())
+		if look {
+			if _, err := r.Look(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("due index", "err", err.Error())
+			}
 		}
 		timer.Reset(r.wait())
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+			look = true
 		case <-r.wake:
+			r.mu.Lock()
+			look, r.lookNow = r.lookNow, false
+			r.mu.Unlock()
 		}
 	}
 }
@@ -118,8 +147,9 @@ func (r *Runner) wait() time.Duration {
 	return d
 }
 
-// Look reads what is due now and starts a handler for each key that is not
-// being handled here already and whose kind has a free worker; the others
+// Look reads, for each kind with a free worker, what of it is due now, and
+// starts a handler for each key that is not being handled here already nor
+// resting after a failure, as long as the kind has free workers; the others
 // stay due for the next look. It returns how many it started.
 func (r *Runner) Look(ctx context.Context) (int, error) {
 	now := r.now()
@@ -127,48 +157,103 @@ func (r *Runner) Look(ctx context.Context) (int, error) {
 	if !r.next.IsZero() && !now.Before(r.next) {
 		r.next = time.Time{}
 	}
+	kinds := append([]*kind(nil), r.kinds...)
 	r.mu.Unlock()
-	keys, err := r.store.Due(ctx, now, r.Batch)
-	if err != nil {
-		return 0, err
-	}
 	started := 0
-	for _, dk := range keys {
-		k := dk.Key
+	var errs []error
+	for _, kd := range kinds {
+		free := cap(kd.slots) - len(kd.slots)
+		if free == 0 {
+			continue // all its workers busy: reading its backlog would only skip it
+		}
 		r.mu.Lock()
-		kd := r.kinds[k.Kind]
-		if kd == nil || r.inflight[k] {
-			r.mu.Unlock()
-			continue
-		}
-		select {
-		case kd.slots <- struct{}{}:
-		default:
-			r.mu.Unlock()
-			continue
-		}
-		r.inflight[k] = true
-		r.wg.Add(1)
+		want := free + r.held(kd.name)
 		r.mu.Unlock()
-		started++
-		go func() {
-			defer r.wg.Done()
-			err := kd.handle(ctx, k)
-			r.mu.Lock()
-			delete(r.inflight, k)
-			<-kd.slots
-			r.idle.Broadcast()
-			r.mu.Unlock()
-			if err != nil && ctx.Err() == nil {
-				r.log.Warn("due work failed", "kind", k.Kind, "id", k.ID, "err", err.Error())
-				return
+		keys, err := r.store.Due(ctx, kd.name, now, want)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		more := len(keys) >= want // the read was full: more may be due behind it
+		for _, dk := range keys {
+			if r.start(ctx, kd, dk.Key, now, more) {
+				started++
 			}
-			if err == nil && len(keys) == r.Batch {
-				r.Wake(r.now()) // more may be due behind this batch
-			}
-		}()
+		}
 	}
-	return started, nil
+	return started, errors.Join(errs...)
+}
+
+// held counts the keys of a kind that are in flight or resting here: a look
+// reads that many more, to see past them. The caller holds mu.
+func (r *Runner) held(kindName string) int {
+	n := 0
+	for k := range r.inflight {
+		if k.Kind == kindName {
+			n++
+		}
+	}
+	for k := range r.resting {
+		if k.Kind == kindName {
+			n++
+		}
+	}
+	return n
+}
+
+// start hands k to its kind's handler, unless it is in flight here, resting,
+// or the kind has no free worker.
+func (r *Runner) start(ctx context.Context, kd *kind, k store.Key, now time.Time, more bool) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.inflight[k] {
+		return false
+	}
+	if rs, ok := r.resting[k]; ok && now.Before(rs.until) {
+		return false
+	}
+	select {
+	case kd.slots <- struct{}{}:
+	default:
+		return false
+	}
+	r.inflight[k] = true
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		err := r.run(ctx, kd, k)
+		r.mu.Lock()
+		delete(r.inflight, k)
+		<-kd.slots
+		if err != nil && ctx.Err() == nil {
+			rs := r.resting[k]
+			rs.fails++
+			rs.until = r.now().Add(min(time.Second<<min(rs.fails-1, 20), r.MaxRest))
+			r.resting[k] = rs
+		} else {
+			delete(r.resting, k)
+		}
+		r.idle.Broadcast()
+		r.mu.Unlock()
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("due work failed", "kind", k.Kind, "id", k.ID, "err", err.Error())
+		} else if more {
+			r.Wake(r.now()) // a worker is free and more is due: look again now
+		}
+	}()
+	return true
+}
+
+// run calls a handler, turning a panic into an error (with its stack in the
+// log), so one bad record cannot take the replica down.
+func (r *Runner) run(ctx context.Context, kd *kind, k store.Key) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.log.Error("due handler panicked", "kind", k.Kind, "id", k.ID, "stack", string(debug.Stack()))
+			err = fmt.Errorf("handler panicked")
+		}
+	}()
+	return kd.handle(ctx, k)
 }
 
 // Drain looks at what is due now and waits until no handler runs on this

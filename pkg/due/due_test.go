@@ -2,6 +2,7 @@ package due_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -60,9 +61,10 @@ func TestLookHandsDueKeysToTheirKind(t *testing.T) {
 	if seen["1"] != 1 || seen["2"] != 1 || seen["3"] != 1 || seen["4"] != 0 || seen["later"] != 0 {
 		t.Fatalf("handled %v: each due key of a handled kind once, nothing else", seen)
 	}
-	left, _ := db.Due(ctx, now.Add(2*time.Hour), 10)
-	if len(left) != 2 {
-		t.Fatalf("left in the index: %v (the unhandled kind and the later key)", left)
+	leftA, _ := db.Due(ctx, "a", now.Add(2*time.Hour), 10)
+	leftC, _ := db.Due(ctx, "c", now.Add(2*time.Hour), 10)
+	if len(leftA) != 1 || leftA[0].Key.ID != "later" || len(leftC) != 1 {
+		t.Fatalf("left in the index: %v %v (the later key and the unhandled kind)", leftA, leftC)
 	}
 }
 
@@ -95,4 +97,50 @@ func TestWakeBringsTheNextLookForward(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// A handler that panics or fails does not take the replica down: the key
+// rests, doubling, before it is handed out again here.
+func TestFailingHandlerRests(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := memory.New()
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	if err := db.Commit(ctx, store.Create(store.K("x", "1"), nil, 0).At(now)); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := due.New(db, nil, clock)
+	calls := 0
+	r.Handle("x", 1, func(context.Context, store.Key) error {
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		if n == 1 {
+			panic("a bad record")
+		}
+		return errors.New("still bad")
+	})
+	look := func() {
+		t.Helper()
+		if err := r.Drain(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	look() // panics: recovered
+	look() // resting for a second: not handed out
+	advance(1100 * time.Millisecond)
+	look() // fails
+	advance(1100 * time.Millisecond)
+	look() // resting for two seconds now
+	advance(time.Second)
+	look()
+	mu.Lock()
+	defer mu.Unlock()
+	if calls != 3 {
+		t.Fatalf("handled %d times, want 3 (a panic, then after one second, then after two)", calls)
+	}
 }

@@ -57,8 +57,9 @@ type Record struct {
 	Event
 	Delivery Delivery  `json:"delivery"`
 	History  []Try     `json:"history,omitempty"`
-	First    time.Time `json:"first"`  // when delivery began (retries end MaxAge after it)
-	Listed   bool      `json:"listed"` // in the merchant's list of events
+	First    time.Time `json:"first"`           // when delivery began (retries end MaxAge after it)
+	Listed   bool      `json:"listed"`          // in the merchant's list of events
+	Waits    int       `json:"waits,omitempty"` // times in a row it waited for its merchant's turn
 	Owner    string    `json:"owner,omitempty"`
 	Until    time.Time `json:"until,omitzero"` // the owner's lease
 }

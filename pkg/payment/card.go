@@ -137,6 +137,7 @@ func (svc *Service) startPayment(st *State) {
 // card in the vault and holds the security code sealed, then runs 3-D Secure
 // and authorization.
 func (svc *Service) SubmitCard(ctx context.Context, sessionID string, in CardInput, b threeds.Browser) (Outcome, error) {
+	ctx = detach(ctx)
 	st, err := svc.load(ctx, sessionID)
 	if err != nil {
 		return Outcome{}, err
@@ -184,7 +185,7 @@ func (svc *Service) SubmitCard(ctx context.Context, sessionID string, in CardInp
 	})
 	if err != nil {
 		// The issuer was not reached: not an attempt; the shopper may try again.
-		return svc.finish(ctx, st, a.ID, processor.Result{Code: processor.Unavailable, NetworkCode: processor.NetworkCodes[processor.Unavailable]}, false)
+		return svc.finish(ctx, st, a, processor.Result{Code: processor.Unavailable, NetworkCode: processor.NetworkCodes[processor.Unavailable]}, false)
 	}
 	return svc.afterAuthentication(ctx, st, res, false)
 }
@@ -205,7 +206,7 @@ func (svc *Service) afterAuthentication(ctx context.Context, st *State, res thre
 		}
 		return outcome(st), nil
 	case res.Success():
-		a.Stage, a.Challenge, a.Lease = StageAuthorizing, nil, svc.lease()
+		a.Stage, a.Challenge, a.Lease, a.Authorizing = StageAuthorizing, nil, svc.lease(), svc.now().UTC()
 		st.Payment.Status = StatusProcessing
 		var hold []Held
 		if res.AuthValue != "" {
@@ -224,15 +225,16 @@ func (svc *Service) afterAuthentication(ctx context.Context, st *State, res thre
 		return svc.authorize(ctx, st)
 	case res.Abandoned:
 		// The shopper never answered the bank: not an attempt.
-		return svc.finish(ctx, st, a.ID, processor.Result{Code: processor.TryAgain}, false)
+		return svc.finish(ctx, st, a, processor.Result{Code: processor.TryAgain}, false)
 	}
-	return svc.finish(ctx, st, a.ID, processor.Result{Code: processor.AuthenticationFailed}, true)
+	return svc.finish(ctx, st, a, processor.Result{Code: processor.AuthenticationFailed}, true)
 }
 
 // ChallengeReturn takes the shopper back from the issuer's page. The CRes
 // only names the transaction: the result is read from the 3-D Secure
 // server. A result for another attempt, or posted twice, changes nothing.
 func (svc *Service) ChallengeReturn(ctx context.Context, sessionID, rawCRes string) (Outcome, error) {
+	ctx = detach(ctx)
 	cres, err := threeds.DecodeCRes(rawCRes)
 	if err != nil {
 		return Outcome{}, apperr.Wrap(apperr.Invalid, err, "malformed challenge response")
@@ -273,7 +275,7 @@ func (svc *Service) challengeResult(ctx context.Context, st *State, patient bool
 	}
 	now := svc.now().UTC()
 	if now.Sub(a.Started) >= svc.timing.CVVHold {
-		return svc.finish(ctx, st, a.ID, processor.Result{Code: processor.TryAgain}, false)
+		return svc.finish(ctx, st, a, processor.Result{Code: processor.TryAgain}, false)
 	}
 	if rerr := svc.release(ctx, st, now.Add(svc.timing.Challenge)); rerr != nil {
 		return Outcome{}, rerr
@@ -294,7 +296,7 @@ func (svc *Service) authorize(ctx context.Context, st *State) (Outcome, error) {
 	s, a := &st.Session, st.Session.Live
 	sealed, err := svc.repo.Take(ctx, s.ID, HeldCVV, a.ID)
 	if errors.Is(err, ErrHeldGone) {
-		return svc.finish(ctx, st, a.ID, processor.Result{Code: processor.TryAgain}, false)
+		return svc.finish(ctx, st, a, processor.Result{Code: processor.TryAgain}, false)
 	}
 	if err != nil {
 		return Outcome{}, err
@@ -331,5 +333,5 @@ func (svc *Service) authorize(ctx context.Context, st *State) (Outcome, error) {
 		}
 		return outcome(st), apperr.Wrap(apperr.Unavailable, err, "%s", ErrPending.Message)
 	}
-	return svc.finish(ctx, st, a.ID, res, res.Code != processor.TryAgain)
+	return svc.finish(ctx, st, a, res, res.Code != processor.TryAgain)
 }

@@ -102,7 +102,7 @@ func (r *CreateRequest) Validate(l Limits) error {
 	if seen[MethodKaspi] && r.Currency != "KZT" {
 		return apperr.Field("methods", "kaspi_qr takes KZT only")
 	}
-	if r.ExpiresIn != 0 && (time.Duration(r.ExpiresIn)*time.Second < l.MinSessionTTL || time.Duration(r.ExpiresIn)*time.Second > l.MaxSessionTTL) {
+	if r.ExpiresIn != 0 && (r.ExpiresIn < int64(l.MinSessionTTL/time.Second) || r.ExpiresIn > int64(l.MaxSessionTTL/time.Second)) {
 		return apperr.Field("expires_in", "must be between %d and %d seconds", int(l.MinSessionTTL.Seconds()), int(l.MaxSessionTTL.Seconds()))
 	}
 	return nil

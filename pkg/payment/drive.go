@@ -52,7 +52,7 @@ func (svc *Service) Drive(ctx context.Context, sessionID string) error {
 	case StageKaspi:
 		_, err = svc.kaspiResult(ctx, st, false)
 	default: // claimed or authenticating: its owner went away before 3-D Secure answered
-		_, err = svc.finish(ctx, st, a.ID, processor.Result{Code: processor.TryAgain}, false)
+		_, err = svc.finish(ctx, st, a, processor.Result{Code: processor.TryAgain}, false)
 	}
 	if errors.Is(err, ErrPending) || apperr.Is(err, apperr.Unavailable) && st.Session.Live != nil {
 		return nil // asked for again later: it is filed for that
@@ -86,24 +86,35 @@ func (svc *Service) askAgain(ctx context.Context, st *State) error {
 		return err
 	})
 	if err == nil {
-		_, err = svc.finish(ctx, st, a.ID, res, res.Code != processor.TryAgain)
+		_, err = svc.finish(ctx, st, a, res, res.Code != processor.TryAgain)
 		return err
 	}
 	now := svc.now().UTC()
-	if now.Sub(a.Started) < svc.timing.GiveUpAfter {
-		a.Asks++
-		return svc.release(ctx, st, now.Add(svc.timing.AskAgain[min(a.Asks, len(svc.timing.AskAgain))-1]))
+	began := a.Authorizing
+	if began.IsZero() {
+		began = a.Started
 	}
-	// Given up: end the attempt and record the void to make in one save, then void.
-	voiding := Result{ID: a.ID, Method: a.Method, Time: now, Outcome: OutcomeVoiding, NextTry: now}
-	if a.Card != nil {
-		voiding.Last4, voiding.Brand = a.Card.Last4, string(a.Card.Brand)
+	if now.Sub(began) < svc.timing.GiveUpAfter {
+		a.Asks++ // the first ask came AskAgain[0] after the lost answer; then the schedule on
+		return svc.release(ctx, st, now.Add(svc.timing.AskAgain[min(a.Asks, len(svc.timing.AskAgain)-1)]))
 	}
-	record := func(st *State) { st.Payment.Attempts = append(st.Payment.Attempts, voiding) }
-	if _, err := svc.finishWith(ctx, st, a.ID, processor.Result{Code: processor.TryAgain}, false, record); err != nil {
+	return svc.giveUp(ctx, st, a, "")
+}
+
+// giveUp ends an attempt whose answer stayed unknown (not counted), records
+// its authorization as to be voided in the same save, then voids it: a late
+// approval is cancelled, never captured.
+func (svc *Service) giveUp(ctx context.Context, st *State, a *Attempt, ref string) error {
+	voiding := svc.voiding(a, ref)
+	record := func(st *State) {
+		if st.Payment != nil {
+			st.Payment.Attempts = append(st.Payment.Attempts, voiding)
+		}
+	}
+	if _, err := svc.finishWith(ctx, st, a, processor.Result{Code: processor.TryAgain}, false, record); err != nil {
 		return err
 	}
-	_, err = svc.void(ctx, st, a.ID)
+	_, err := svc.void(ctx, st, a.ID)
 	return err
 }
 
@@ -127,14 +138,14 @@ func (svc *Service) Settle(ctx context.Context, paymentID string) error {
 	// now finds it not due.
 	var refunds, voids []string
 	for i, r := range p.Refunds {
-		if r.Status == RefundPending && !now.Before(r.NextTry) {
-			p.Refunds[i].NextTry = now.Add(svc.timing.RefundRetry)
+		if r.Status == RefundPending && !now.Before(r.NextTry.Truncate(time.Millisecond)) {
+			p.Refunds[i].NextTry = now.Add(svc.timing.RefundRetry).Truncate(time.Millisecond)
 			refunds = append(refunds, r.ID)
 		}
 	}
 	for i, r := range p.Attempts {
-		if r.Outcome == OutcomeVoiding && !now.Before(r.NextTry) {
-			p.Attempts[i].NextTry = now.Add(svc.timing.RefundRetry)
+		if r.Outcome == OutcomeVoiding && !now.Before(r.NextTry.Truncate(time.Millisecond)) {
+			p.Attempts[i].NextTry = now.Add(svc.timing.RefundRetry).Truncate(time.Millisecond)
 			voids = append(voids, r.ID)
 		}
 	}

@@ -376,12 +376,12 @@ func (r *rig) count(kind string) int {
 // due returns when the session is filed in the due index (zero: not filed).
 func (r *rig) due(id string) time.Time {
 	r.t.Helper()
-	keys, err := r.db.Due(context.Background(), r.clock.Now().Add(1000*time.Hour), 1000)
+	keys, err := r.db.Due(context.Background(), paystore.KindSession, r.clock.Now().Add(1000*time.Hour), 1000)
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	for _, k := range keys {
-		if k.Key.Kind == paystore.KindSession && k.Key.ID == id {
+		if k.Key.ID == id {
 			return k.At
 		}
 	}
@@ -392,10 +392,15 @@ func (r *rig) due(id string) time.Time {
 func (r *rig) drive() {
 	r.t.Helper()
 	ctx := context.Background()
-	keys, err := r.db.Due(ctx, r.clock.Now(), 1000)
-	if err != nil {
-		r.t.Fatal(err)
+	var keys []store.DueKey
+	for _, kind := range []string{paystore.KindSession, paystore.KindPayment} {
+		ks, err := r.db.Due(ctx, kind, r.clock.Now(), 1000)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		keys = append(keys, ks...)
 	}
+	var err error
 	for _, k := range keys {
 		switch k.Key.Kind {
 		case paystore.KindSession:

@@ -13,16 +13,16 @@ import (
 // recorded (and counted when it reached the issuer or the processor). The
 // attempt's held secrets are deleted in the same step. An approval for an
 // attempt that has ended already is voided, never dropped.
-func (svc *Service) finish(ctx context.Context, st *State, attempt string, res processor.Result, counted bool) (Outcome, error) {
+func (svc *Service) finish(ctx context.Context, st *State, attempt *Attempt, res processor.Result, counted bool) (Outcome, error) {
 	return svc.finishWith(ctx, st, attempt, res, counted, nil)
 }
 
 // finishWith is finish with one more change to the state, made in the same
 // save (again after each reload).
-func (svc *Service) finishWith(ctx context.Context, st *State, attempt string, res processor.Result, counted bool, also func(*State)) (Outcome, error) {
+func (svc *Service) finishWith(ctx context.Context, st *State, attempt *Attempt, res processor.Result, counted bool, also func(*State)) (Outcome, error) {
 	for {
 		a := st.Session.Live
-		if a == nil || a.ID != attempt {
+		if a == nil || a.ID != attempt.ID {
 			if res.Approved {
 				return svc.lateApproval(ctx, st, attempt, res)
 			}
@@ -32,7 +32,7 @@ func (svc *Service) finishWith(ctx context.Context, st *State, attempt string, r
 			also(st)
 		}
 		events := st.end(res, counted, svc.now().UTC())
-		err := svc.repo.Save(ctx, st, Change{Events: events, Drop: []Held{{Kind: HeldCVV, Ref: attempt}, {Kind: HeldAuth, Ref: attempt}}})
+		err := svc.repo.Save(ctx, st, Change{Events: events, Drop: []Held{{Kind: HeldCVV, Ref: attempt.ID}, {Kind: HeldAuth, Ref: attempt.ID}}})
 		if err == nil {
 			if svc.metrics != nil {
 				svc.metrics.AttemptEnded(a.Method, outcomeOf(res))
@@ -60,6 +60,12 @@ func outcomeOf(res processor.Result) string {
 func (st *State) end(res processor.Result, counted bool, now time.Time) []Event {
 	s, p, a := &st.Session, st.Payment, st.Session.Live
 	s.Live = nil
+	if p == nil {
+		// Ended before its payment was made (its owner went away before the
+		// card was sealed): nothing reached anyone, nothing to record but why.
+		s.LastDecline = &Decline{Code: res.Code, NetworkCode: res.NetworkCode}
+		return s.expireIfDue(now, nil)
+	}
 	r := Result{ID: a.ID, Method: a.Method, Time: now, Outcome: outcomeOf(res), ProcessorRef: res.Reference}
 	if a.Card != nil {
 		r.Last4, r.Brand = a.Card.Last4, string(a.Card.Brand)
@@ -86,6 +92,11 @@ func (st *State) end(res processor.Result, counted bool, now time.Time) []Event 
 			s.Status = SessionFailed
 		}
 	}
+	return s.expireIfDue(now, events)
+}
+
+// expireIfDue expires an open session past its time, adding its event.
+func (s *Session) expireIfDue(now time.Time, events []Event) []Event {
 	if s.Status == SessionOpen && !now.Before(s.ExpiresAt) {
 		s.Status = SessionExpired
 		events = append(events, Event{Type: EventSessionExpired})
@@ -97,27 +108,22 @@ func (st *State) end(res processor.Result, counted bool, now time.Time) []Event 
 // (its owner lost the lease, and another replica closed it): it is recorded
 // on the payment as being voided, then voided at the processor, so that a
 // session is captured at most once and every authorization is accounted for.
-func (svc *Service) lateApproval(ctx context.Context, st *State, attempt string, res processor.Result) (Outcome, error) {
+func (svc *Service) lateApproval(ctx context.Context, st *State, attempt *Attempt, res processor.Result) (Outcome, error) {
 	for {
 		p := st.Payment
 		if p == nil {
 			return outcome(st), nil
 		}
-		if i := slices.IndexFunc(p.Attempts, func(r Result) bool { return r.ID == attempt }); i >= 0 {
+		if i := slices.IndexFunc(p.Attempts, func(r Result) bool { return r.ID == attempt.ID }); i >= 0 {
 			if p.Attempts[i].Outcome == OutcomeVoiding {
-				return svc.void(ctx, st, attempt)
+				return svc.void(ctx, st, attempt.ID)
 			}
 			return outcome(st), nil // this approval is the one recorded, or it was voided already
 		}
-		now := svc.now().UTC()
-		p.Attempts = append(p.Attempts, Result{ID: attempt, Method: p.Method, Time: now, Outcome: OutcomeVoiding, ProcessorRef: res.Reference, NextTry: now.Add(svc.timing.RefundRetry)})
-		if p.Card != nil {
-			last := &p.Attempts[len(p.Attempts)-1]
-			last.Last4, last.Brand = p.Card.Last4, string(p.Card.Brand)
-		}
+		p.Attempts = append(p.Attempts, svc.voiding(attempt, res.Reference))
 		err := svc.repo.Save(ctx, st, Change{})
 		if err == nil {
-			return svc.void(ctx, st, attempt)
+			return svc.void(ctx, st, attempt.ID)
 		}
 		if !errors.Is(err, ErrConflict) {
 			return Outcome{}, err
@@ -126,6 +132,21 @@ func (svc *Service) lateApproval(ctx context.Context, st *State, attempt string,
 			return Outcome{}, err
 		}
 	}
+}
+
+// voiding is the record of an attempt's authorization to void, through the
+// attempt's own way (the processor for a card, Kaspi for a QR), by the
+// reference the approval came with (a QR's ID when none came).
+func (svc *Service) voiding(a *Attempt, ref string) Result {
+	now := svc.now().UTC()
+	r := Result{ID: a.ID, Method: a.Method, Time: now, Outcome: OutcomeVoiding, ProcessorRef: ref, NextTry: now.Add(svc.timing.RefundRetry).Truncate(time.Millisecond)}
+	if ref == "" && a.QR != nil {
+		r.ProcessorRef = a.QR.ID
+	}
+	if a.Card != nil {
+		r.Last4, r.Brand = a.Card.Last4, string(a.Card.Brand)
+	}
+	return r
 }
 
 // void asks the processor (or Kaspi, with a full refund) to void an

@@ -56,6 +56,7 @@ type Kaspi interface {
 // StartKaspi shows a Kaspi QR for the session: the one in flight while Kaspi
 // waits for it, else a new one. The page starts it with a POST.
 func (svc *Service) StartKaspi(ctx context.Context, sessionID, clientIP string) (Outcome, error) {
+	ctx = detach(ctx)
 	st, err := svc.load(ctx, sessionID)
 	if err != nil {
 		return Outcome{}, err
@@ -93,6 +94,11 @@ func (svc *Service) createQR(ctx context.Context, st *State) (Outcome, error) {
 		return err
 	})
 	if err != nil {
+		if !now.Before(expires) || !now.Before(a.Started.Add(svc.timing.KaspiQR)) {
+			// Kaspi never made it in the QR's lifetime. Whatever it made, we
+			// never showed: nobody can have paid it. Not an attempt.
+			return svc.finish(ctx, st, a, processor.Result{Code: processor.TryAgain}, false)
+		}
 		// Kaspi may have made it: the reconciler asks again under the same ID.
 		if rerr := svc.release(ctx, st, now.Add(svc.timing.KaspiPoll)); rerr != nil {
 			return Outcome{}, rerr
@@ -122,6 +128,7 @@ func (svc *Service) KaspiNotified(ctx context.Context, sessionID, qrID string) (
 }
 
 func (svc *Service) kaspiStep(ctx context.Context, sessionID, qrID string, cancel bool) (Outcome, error) {
+	ctx = detach(ctx)
 	st, err := svc.load(ctx, sessionID)
 	if err != nil {
 		return Outcome{}, err
@@ -161,6 +168,12 @@ func (svc *Service) kaspiResult(ctx context.Context, st *State, cancel bool) (Ou
 		return err
 	})
 	if err != nil {
+		if !now.Before(a.QR.ExpiresAt.Add(svc.timing.GiveUpAfter)) {
+			// Kaspi has not answered since the QR's time ran out: end the
+			// attempt, not counted, and have the QR refunded should it turn
+			// out paid.
+			return outcome(st), svc.giveUp(ctx, st, a, a.QR.ID)
+		}
 		if rerr := svc.release(ctx, st, now.Add(svc.timing.KaspiPoll)); rerr != nil {
 			return Outcome{}, rerr
 		}
@@ -168,12 +181,12 @@ func (svc *Service) kaspiResult(ctx context.Context, st *State, cancel bool) (Ou
 	}
 	switch ks.Status {
 	case KaspiPaid:
-		return svc.finish(ctx, st, a.ID, processor.Result{Approved: true, Reference: ks.Reference}, true)
+		return svc.finish(ctx, st, a, processor.Result{Approved: true, Reference: ks.Reference}, true)
 	case KaspiDeclined:
-		return svc.finish(ctx, st, a.ID, processor.Result{Code: ks.Code, NetworkCode: processor.NetworkCodes[ks.Code]}, true)
+		return svc.finish(ctx, st, a, processor.Result{Code: ks.Code, NetworkCode: processor.NetworkCodes[ks.Code]}, true)
 	case KaspiExpired, KaspiCancelled:
 		// Nobody paid: not an attempt. The shopper may show a new QR or use a card.
-		return svc.finish(ctx, st, a.ID, processor.Result{Code: processor.QRExpired}, false)
+		return svc.finish(ctx, st, a, processor.Result{Code: processor.QRExpired}, false)
 	}
 	if err := svc.release(ctx, st, now.Add(svc.timing.KaspiPoll)); err != nil {
 		return Outcome{}, err

@@ -102,11 +102,13 @@ type Attempt struct {
 	// holds it (the next poll of a challenge, a QR, or a lost answer).
 	Next time.Time
 	// Asks counts how often a lost answer was asked for again.
-	Asks      int
-	Card      *Card
-	Challenge *Challenge
-	ThreeDS   *ThreeDS
-	QR        *QR
+	Asks int
+	// Authorizing is when the processor was first asked (stage authorizing).
+	Authorizing time.Time
+	Card        *Card
+	Challenge   *Challenge
+	ThreeDS     *ThreeDS
+	QR          *QR
 }
 
 // Lease is a claim on an attempt: only its owner calls out for it until it ends.

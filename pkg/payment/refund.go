@@ -29,6 +29,7 @@ func NewRefundID() string { return vault.NewID("re_") }
 // an idempotency key finds the refund the first try made, and drives it on
 // when it is still pending).
 func (svc *Service) Refund(ctx context.Context, merchant, paymentID, refundID string, req RefundRequest) (Refund, error) {
+	ctx = detach(ctx)
 	if !ValidPaymentID(paymentID) {
 		return Refund{}, ErrPaymentNotFound
 	}
@@ -68,7 +69,7 @@ func (svc *Service) Refund(ctx context.Context, merchant, paymentID, refundID st
 			return Refund{}, apperr.Field("amount", "exceeds what is left to refund (%d)", left)
 		}
 		now := svc.now().UTC()
-		p.Refunds = append(p.Refunds, Refund{ID: refundID, Amount: amount, Currency: p.Currency, Status: RefundPending, Created: now, NextTry: now.Add(svc.timing.RefundRetry)})
+		p.Refunds = append(p.Refunds, Refund{ID: refundID, Amount: amount, Currency: p.Currency, Status: RefundPending, Created: now, NextTry: now.Add(svc.timing.RefundRetry).Truncate(time.Millisecond)})
 		err = svc.repo.Save(ctx, st, Change{})
 		if errors.Is(err, ErrConflict) {
 			continue // another refund or change came first: check again

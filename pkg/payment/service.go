@@ -110,6 +110,11 @@ func New(d Deps, l Limits, t Timing, notifyURL func(sessionID string) string) (*
 	}, nil
 }
 
+// detach keeps a request's values but not its cancellation: once a step has
+// begun the server finishes it, whatever the shopper's connection does (each
+// call out has a deadline of its own).
+func detach(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
+
 // Now is the service's clock.
 func (svc *Service) Now() time.Time { return svc.now() }
 
@@ -124,6 +129,7 @@ func (svc *Service) KaspiOffered() bool { return svc.kaspi != nil }
 // exists already, it returns that session, so a retry finds what the first
 // try made.
 func (svc *Service) CreateSession(ctx context.Context, merchant, id string, req CreateRequest) (Session, error) {
+	ctx = detach(ctx)
 	if err := req.Validate(svc.limits); err != nil {
 		return Session{}, err
 	}

@@ -234,18 +234,20 @@ type sessionRecord struct {
 }
 
 type attemptRecord struct {
-	ID        string           `json:"id"`
-	Method    string           `json:"method"`
-	Stage     string           `json:"stage"`
-	Started   time.Time        `json:"started"`
-	Owner     string           `json:"owner,omitempty"`
-	Until     time.Time        `json:"until,omitzero"`
-	Next      time.Time        `json:"next,omitzero"`
-	Asks      int              `json:"asks,omitempty"`
-	Card      *cardRecord      `json:"card,omitempty"`
-	Challenge *challengeRecord `json:"challenge,omitempty"`
-	ThreeDS   *threeDSRecord   `json:"three_ds,omitempty"`
-	QR        *qrRecord        `json:"qr,omitempty"`
+	ID      string    `json:"id"`
+	Method  string    `json:"method"`
+	Stage   string    `json:"stage"`
+	Started time.Time `json:"started"`
+	Owner   string    `json:"owner,omitempty"`
+	Until   time.Time `json:"until,omitzero"`
+	Next    time.Time `json:"next,omitzero"`
+	Asks    int       `json:"asks,omitempty"`
+	// Authorizing is when the processor was first asked.
+	Authorizing time.Time        `json:"authorizing,omitzero"`
+	Card        *cardRecord      `json:"card,omitempty"`
+	Challenge   *challengeRecord `json:"challenge,omitempty"`
+	ThreeDS     *threeDSRecord   `json:"three_ds,omitempty"`
+	QR          *qrRecord        `json:"qr,omitempty"`
 }
 
 type declineRecord struct {
@@ -337,7 +339,7 @@ func toSessionRecord(s *payment.Session, hasPayment bool) sessionRecord {
 	if a := s.Live; a != nil {
 		r.Live = &attemptRecord{
 			ID: a.ID, Method: a.Method, Stage: a.Stage, Started: a.Started, Owner: a.Lease.Owner, Until: a.Lease.Until,
-			Next: a.Next, Asks: a.Asks, Card: conv(a.Card, func(c payment.Card) cardRecord { return cardRecord(c) }),
+			Next: a.Next, Asks: a.Asks, Authorizing: a.Authorizing, Card: conv(a.Card, func(c payment.Card) cardRecord { return cardRecord(c) }),
 			Challenge: conv(a.Challenge, func(c payment.Challenge) challengeRecord { return challengeRecord(c) }),
 			ThreeDS:   conv(a.ThreeDS, func(t payment.ThreeDS) threeDSRecord { return threeDSRecord(t) }),
 			QR:        conv(a.QR, func(q payment.QR) qrRecord { return qrRecord(q) }),
@@ -356,7 +358,7 @@ func (r sessionRecord) domain() payment.Session {
 	if a := r.Live; a != nil {
 		s.Live = &payment.Attempt{
 			ID: a.ID, Method: a.Method, Stage: a.Stage, Started: a.Started, Lease: payment.Lease{Owner: a.Owner, Until: a.Until},
-			Next: a.Next, Asks: a.Asks, Card: conv(a.Card, func(c cardRecord) payment.Card { return payment.Card(c) }),
+			Next: a.Next, Asks: a.Asks, Authorizing: a.Authorizing, Card: conv(a.Card, func(c cardRecord) payment.Card { return payment.Card(c) }),
 			Challenge: conv(a.Challenge, func(c challengeRecord) payment.Challenge { return payment.Challenge(c) }),
 			ThreeDS:   conv(a.ThreeDS, func(t threeDSRecord) payment.ThreeDS { return payment.ThreeDS(t) }),
 			QR:        conv(a.QR, func(q qrRecord) payment.QR { return payment.QR(q) }),

@@ -10,8 +10,9 @@
 // The due index is how work is found: a commit may file a key under the time
 // it should be looked at again (Op.Due), or take it out (Op.Done, or a
 // delete), in the same atomic step as the change that makes the work; Due
-// lists what is due, earliest first. Its cost follows the work that is due,
-// never the number of records stored.
+// lists what of one kind is due, earliest first, so a backlog of one kind
+// never hides another's. Its cost follows the work that is due, never the
+// number of records stored.
 package store
 
 import (
@@ -119,9 +120,10 @@ type Store interface {
 	// tests can set it), and a clock behind the bucket's last spend adds no
 	// tokens. A bucket left alone until full is removed.
 	Allow(ctx context.Context, k Key, b Bucket, now time.Time) (time.Duration, error)
-	// Due returns up to limit keys filed in the due index at or before now,
-	// earliest first. A key stays filed until a commit moves or removes it.
-	Due(ctx context.Context, now time.Time, limit int) ([]DueKey, error)
+	// Due returns up to limit keys of a kind filed in the due index at or
+	// before now, earliest first. A key stays filed until a commit moves or
+	// removes it. Times are kept to the millisecond.
+	Due(ctx context.Context, kind string, now time.Time, limit int) ([]DueKey, error)
 	// Scan calls fn for every live record of a kind, in no particular order,
 	// until fn returns an error. It reads the whole kind: operator commands
 	// use it, never anything on a timer.

@@ -10,9 +10,13 @@
 // keeps its ID across tries.
 //
 // Fairness: a replica delivers at most PerMerchant events of one merchant at
-// once, and an endpoint that keeps failing is backed off as a whole (its due
-// events are moved to when it is tried again), so one merchant's dead
-// endpoint delays no one else's events.
+// once, and only one until the merchant's endpoint has answered 2xx here
+// (an endpoint that has not, or whose last try failed, is unproven); all
+// unproven endpoints together hold at most half the workers. An endpoint
+// that keeps failing is backed off as a whole (its due events are moved to
+// when it is tried again), and an event that waits for its merchant's turn
+// is moved on by a doubling delay. So however many shops' endpoints hang,
+// the others' events find free workers.
 package webhook
 
 import (
@@ -104,6 +108,9 @@ type Options struct {
 	Timeout time.Duration
 	// PerMerchant bounds one merchant's deliveries in flight on a replica.
 	PerMerchant int
+	// Workers is how many deliveries the reconciler runs at once on a
+	// replica (16); unproven endpoints hold at most half of them.
+	Workers int
 	// AllowPrivate permits private addresses, any port and plain http (development, tests).
 	AllowPrivate bool
 	Client       *http.Client
@@ -123,13 +130,15 @@ type Worker struct {
 
 	mu        sync.Mutex
 	busy      map[string]int       // a merchant's deliveries in flight here
-	endpoints map[string]*endpoint // merchants whose endpoint failed lately
+	endpoints map[string]*endpoint // what this replica knows of each endpoint
+	unproven  int                  // deliveries in flight to unproven endpoints
 }
 
-// endpoint is a failing endpoint's back-off, kept by each replica.
+// endpoint is what a replica knows of a merchant's endpoint.
 type endpoint struct {
-	fails  int       // in a row
-	openAt time.Time // not tried again before
+	proven bool      // its last try here was answered 2xx
+	fails  int       // failures in a row
+	openAt time.Time // backed off: not tried again before
 }
 
 // New returns a worker over s.
@@ -148,6 +157,9 @@ func New(s store.Store, accounts Accounts, log *slog.Logger, o Options) (*Worker
 	}
 	if o.PerMerchant == 0 {
 		o.PerMerchant = 4
+	}
+	if o.Workers == 0 {
+		o.Workers = 16
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -171,44 +183,65 @@ func (w *Worker) backoff(n int) time.Duration {
 	return d + j
 }
 
-// take reserves a delivery slot for a merchant; when the merchant is at its
-// cap or its endpoint is backed off, it returns false and when to come back.
-func (w *Worker) take(merchant string, now time.Time) (bool, time.Time) {
+// take reserves a delivery slot for a merchant. It says whether the slot is
+// an unproven endpoint's; when the merchant is at its cap, its endpoint is
+// backed off, or unproven endpoints hold their share of the workers, it
+// returns false and the earliest time worth coming back (zero: a slot may
+// free any moment).
+func (w *Worker) take(merchant string, now time.Time) (ok, unproven bool, later time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if ep := w.endpoints[merchant]; ep != nil && now.Before(ep.openAt) {
-		return false, ep.openAt
+	ep := w.endpoints[merchant]
+	if ep != nil && now.Before(ep.openAt) {
+		return false, false, ep.openAt
 	}
-	if w.busy[merchant] >= w.opts.PerMerchant {
-		return false, now.Add(time.Second)
+	unproven = ep == nil || !ep.proven
+	limit := w.opts.PerMerchant
+	if unproven {
+		limit = 1
+	}
+	if w.busy[merchant] >= limit || unproven && w.unproven >= max(1, w.opts.Workers/2) {
+		return false, false, time.Time{}
 	}
 	w.busy[merchant]++
-	return true, time.Time{}
+	if unproven {
+		w.unproven++
+	}
+	return true, unproven, time.Time{}
 }
 
-// done frees a merchant's slot and keeps the endpoint's record: after three
-// failures in a row it is backed off, doubling from 5 seconds to 5 minutes.
-func (w *Worker) done(merchant string, ok bool, now time.Time) {
+// done frees a merchant's slot and keeps the endpoint's record: a 2xx proves
+// it; after three failures in a row it is backed off, doubling from 5
+// seconds to 5 minutes.
+func (w *Worker) done(merchant string, unproven, ok bool, now time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.busy[merchant]--
 	if w.busy[merchant] <= 0 {
 		delete(w.busy, merchant)
 	}
-	if ok {
-		delete(w.endpoints, merchant)
-		return
+	if unproven {
+		w.unproven--
 	}
 	ep := w.endpoints[merchant]
 	if ep == nil {
 		ep = &endpoint{}
 		w.endpoints[merchant] = ep
 	}
+	if ok {
+		*ep = endpoint{proven: true}
+		return
+	}
+	ep.proven = false
 	ep.fails++
 	if ep.fails >= 3 {
 		ep.openAt = now.Add(min(5*time.Second<<min(ep.fails-3, 10), 5*time.Minute))
 	}
 }
+
+// wait is how long an event waits for its merchant's turn: doubling from a
+// second to half a minute with each wait in a row.
+func wait(waits int) time.Duration { return min(time.Second<<min(waits, 5), 30*time.Second) }
 
 // Handle delivers one due event: the reconciler's handler for event keys.
 func (w *Worker) Handle(ctx context.Context, k store.Key) error {
@@ -246,10 +279,14 @@ func (w *Worker) Handle(ctx context.Context, k store.Key) error {
 		rec.Delivery = event.Delivery{State: event.Disabled, Attempts: rec.Delivery.Attempts}
 		return w.save(ctx, k, r.Version, rec, time.Time{})
 	}
-	ok, later := w.take(m.ID, now)
+	ok, unproven, later := w.take(m.ID, now)
 	if !ok {
 		// The merchant is at its cap here, or its endpoint is backed off:
 		// move the event on rather than make others wait behind it.
+		if later.IsZero() {
+			later = now.Add(wait(rec.Waits))
+		}
+		rec.Waits++
 		rec.Delivery.NextAttemptAt = &later
 		if err := w.save(ctx, k, r.Version, rec, later); !errors.Is(err, store.ErrConflict) {
 			return err
@@ -257,7 +294,8 @@ func (w *Worker) Handle(ctx context.Context, k store.Key) error {
 		return nil
 	}
 	delivered := false
-	defer func() { w.done(m.ID, delivered, w.opts.Now()) }()
+	defer func() { w.done(m.ID, unproven, delivered, w.opts.Now()) }()
+	rec.Waits = 0
 	// Take the lease: one replica tries the event at a time.
 	rec.Owner, rec.Until = w.id, now.Add(w.opts.Timeout+5*time.Second)
 	if err := w.save(ctx, k, r.Version, rec, rec.Until); err != nil {
@@ -391,11 +429,13 @@ func (w *Worker) List(ctx context.Context, merchant, after string, limit int) ([
 		return nil, err
 	}
 	out := make([]event.Record, 0, len(entries))
+	seen := map[string]bool{}
 	for _, en := range entries {
 		var ix indexEntry
-		if json.Unmarshal(en.Data, &ix) != nil {
-			continue
+		if json.Unmarshal(en.Data, &ix) != nil || seen[ix.ID] {
+			continue // an event listed twice (two replicas at its first look) is shown once
 		}
+		seen[ix.ID] = true
 		r, err := w.store.Get(ctx, event.Key(ix.Group, ix.ID))
 		if err != nil {
 			continue

@@ -6,6 +6,7 @@
 package bolt
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -74,7 +75,8 @@ func mapErr(err error) error {
 func bucketName(kind string) []byte { return []byte("r:" + kind) }
 func logName(name string) []byte    { return []byte("l:" + name) }
 
-// Index buckets: due time + key -> nil, key -> due time, expiry time + key -> nil.
+// Index buckets: kind NUL due time + key -> nil, key -> due time, expiry
+// time + key -> nil.
 var (
 	dueBucket   = []byte("x:due")
 	dueOfBucket = []byte("x:dueof")
@@ -103,6 +105,17 @@ func timeKey(t time.Time, enc []byte) []byte {
 	return append(b, enc...)
 }
 
+// dueEntry is a due-index entry: the key's kind and a NUL, then its time key,
+// so each kind is a range of the bucket.
+func dueEntry(kind string, tk []byte) []byte {
+	return append(append([]byte(kind), 0), tk...)
+}
+
+func kindOf(enc []byte) string {
+	k, _, _ := strings.Cut(string(enc), "\x00")
+	return k
+}
+
 // setDue files enc at t (zero: takes it out), replacing an earlier filing.
 func setDue(tx *bbolt.Tx, enc []byte, t time.Time) error {
 	due, err := tx.CreateBucketIfNotExists(dueBucket)
@@ -114,7 +127,7 @@ func setDue(tx *bbolt.Tx, enc []byte, t time.Time) error {
 		return err
 	}
 	if old := of.Get(enc); len(old) == 8 {
-		if err := due.Delete(append(append([]byte(nil), old...), enc...)); err != nil {
+		if err := due.Delete(dueEntry(kindOf(enc), append(append([]byte(nil), old...), enc...))); err != nil {
 			return err
 		}
 		if err := of.Delete(enc); err != nil {
@@ -125,7 +138,7 @@ func setDue(tx *bbolt.Tx, enc []byte, t time.Time) error {
 		return nil
 	}
 	tk := timeKey(t, enc)
-	if err := due.Put(tk, nil); err != nil {
+	if err := due.Put(dueEntry(kindOf(enc), tk), nil); err != nil {
 		return err
 	}
 	return of.Put(enc, tk[:8])
@@ -289,10 +302,10 @@ func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64
 	return n, mapErr(err)
 }
 
-// Due lists filed keys due at or before now, earliest first: a cursor walk
-// from the start of the time-ordered bucket, which stops at the first key not
-// yet due.
-func (d *DB) Due(ctx context.Context, now time.Time, limit int) ([]store.DueKey, error) {
+// Due lists filed keys of a kind due at or before now, earliest first: a
+// cursor walk from the start of the kind's range of the time-ordered
+// bucket, which stops at the first key not yet due.
+func (d *DB) Due(ctx context.Context, kind string, now time.Time, limit int) ([]store.DueKey, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, mapErr(err)
 	}
@@ -303,8 +316,10 @@ func (d *DB) Due(ctx context.Context, now time.Time, limit int) ([]store.DueKey,
 		if b == nil {
 			return nil
 		}
+		prefix := append([]byte(kind), 0)
 		c := b.Cursor()
-		for tk, _ := c.First(); tk != nil && len(out) < limit; tk, _ = c.Next() {
+		for e, _ := c.Seek(prefix); e != nil && len(out) < limit && bytes.HasPrefix(e, prefix); e, _ = c.Next() {
+			tk := e[len(prefix):]
 			if len(tk) < 8 || binary.BigEndian.Uint64(tk) > end {
 				break
 			}

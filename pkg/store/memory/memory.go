@@ -101,7 +101,7 @@ func (d *DB) Commit(ctx context.Context, ops ...store.Op) error {
 		case op.Done:
 			delete(d.due, op.Key)
 		case !op.Due.IsZero():
-			d.due[op.Key] = op.Due
+			d.due[op.Key] = op.Due.Truncate(time.Millisecond)
 		}
 		r := store.Record{Value: slices.Clone(op.Value), Version: cur[i].Version + 1}
 		if op.TTL > 0 {
@@ -165,8 +165,8 @@ func (d *DB) Allow(ctx context.Context, k store.Key, b store.Bucket, now time.Ti
 	return wait, nil
 }
 
-// Due lists filed keys due at or before now, earliest first.
-func (d *DB) Due(ctx context.Context, now time.Time, limit int) ([]store.DueKey, error) {
+// Due lists filed keys of a kind due at or before now, earliest first.
+func (d *DB) Due(ctx context.Context, kind string, now time.Time, limit int) ([]store.DueKey, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.check(ctx); err != nil {
@@ -174,7 +174,7 @@ func (d *DB) Due(ctx context.Context, now time.Time, limit int) ([]store.DueKey,
 	}
 	var out []store.DueKey
 	for k, at := range d.due {
-		if !at.After(now) {
+		if k.Kind == kind && !at.After(now) {
 			out = append(out, store.DueKey{Key: k, At: at})
 		}
 	}

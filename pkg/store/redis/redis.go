@@ -1,11 +1,12 @@
 // Package redis is the store engine for several paypage replicas: Redis as a
 // single node, behind Sentinel, or as a Cluster, through go-redis's universal
 // client. On a single node (or behind Sentinel) a record lives at
-// "pp:{group}:kind:id" and the due index is one sorted set, "pp:due". On a
-// Cluster, groups are spread over a fixed number of shards, each one hash
-// slot: a record lives at "pp:{sN}:group:kind:id" beside its shard's due index
-// "pp:{sN}:due", so a Commit (one Lua script) changes records and their due
-// filings in one slot, atomically. Logs are Redis Streams.
+// "pp:{group}:kind:id" and the due index is a sorted set per kind,
+// "pp:due:kind". On a Cluster, groups are spread over a fixed number of
+// shards, each one hash slot: a record lives at "pp:{sN}:group:kind:id"
+// beside its shard's due index "pp:{sN}:due:kind", so a Commit (one Lua
+// script) changes records and their due filings in one slot, atomically.
+// Logs are Redis Streams.
 package redis
 
 import (
@@ -141,22 +142,22 @@ func (d *DB) key(k store.Key) string {
 	return "pp:{" + shard(k.G()) + "}:" + k.G() + ":" + k.Kind + ":" + k.ID
 }
 
-// dueKey is the sorted set that files a group's due keys.
-func (d *DB) dueKey(group string) string {
+// dueKey is the sorted set that files a group's due keys of a kind.
+func (d *DB) dueKey(kind, group string) string {
 	if !d.cluster {
-		return "pp:due"
+		return "pp:due:" + kind
 	}
-	return "pp:{" + shard(group) + "}:due"
+	return "pp:{" + shard(group) + "}:due:" + kind
 }
 
-// dueKeys are every due index.
-func (d *DB) dueKeys() []string {
+// dueKeys are every due index of a kind.
+func (d *DB) dueKeys(kind string) []string {
 	if !d.cluster {
-		return []string{"pp:due"}
+		return []string{"pp:due:" + kind}
 	}
 	keys := make([]string, clusterShards)
 	for i := range keys {
-		keys[i] = "pp:{s" + strconv.Itoa(i) + "}:due"
+		keys[i] = "pp:{s" + strconv.Itoa(i) + "}:due:" + kind
 	}
 	return keys
 }
@@ -250,7 +251,7 @@ func (d *DB) Commit(ctx context.Context, ops ...store.Op) error {
 	args = append(args, time.Now().UnixMilli())
 	for i, op := range ops {
 		keys[i] = d.key(op.Key)
-		keys[len(ops)+i] = d.dueKey(op.Key.G())
+		keys[len(ops)+i] = d.dueKey(op.Key.Kind, op.Key.G())
 		del := "0"
 		if op.Delete {
 			del = "1"
@@ -267,11 +268,11 @@ func (d *DB) Commit(ctx context.Context, ops ...store.Op) error {
 	return mapErr(commitScript.Run(ctx, d.c, keys, args...).Err())
 }
 
-// Due reads every due index (one sorted set, or one per Cluster shard in a
-// pipeline) from the start up to now.
-func (d *DB) Due(ctx context.Context, now time.Time, limit int) ([]store.DueKey, error) {
+// Due reads a kind's due index (one sorted set, or one per Cluster shard in
+// a pipeline) from the start up to now.
+func (d *DB) Due(ctx context.Context, kind string, now time.Time, limit int) ([]store.DueKey, error) {
 	by := &goredis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: int64(limit)}
-	keys := d.dueKeys()
+	keys := d.dueKeys(kind)
 	cmds := make([]*goredis.ZSliceCmd, len(keys))
 	_, err := d.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		for i, k := range keys {

@@ -1,6 +1,6 @@
 package due_test
 
-// Reproduction from the hostile review of issue 11 (branch review11).
+// Edge cases a hostile review of issue 11 found: each failed before its fix.
 
 import (
 	"context"
@@ -23,7 +23,7 @@ import (
 // timeouts) stop every session's Kaspi poll, lost-answer ask and expiry;
 // sessions asking a hanging processor (32 workers, 20 s deadlines) stop
 // every webhook and refund.
-func TestReview11BusyKindStarvesOthers(t *testing.T) {
+func TestBusyKindDelaysNoOther(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		busy    string
@@ -84,11 +84,11 @@ type countingStore struct {
 	dues int
 }
 
-func (c *countingStore) Due(ctx context.Context, now time.Time, limit int) ([]store.DueKey, error) {
+func (c *countingStore) Due(ctx context.Context, kind string, now time.Time, limit int) ([]store.DueKey, error) {
 	c.mu.Lock()
 	c.dues++
 	c.mu.Unlock()
-	return c.Store.Due(ctx, now, limit)
+	return c.Store.Due(ctx, kind, now, limit)
 }
 
 func (c *countingStore) count() int {
@@ -102,7 +102,7 @@ func (c *countingStore) count() int {
 // ahead, a lease's end 30 s ahead), and Wake makes Run look at once, whatever
 // that time: each commit costs a full read of the due index (32
 // ZRANGEBYSCOREs on a Cluster) although nothing it filed is due.
-func TestReview11WakeForLaterDoesNotLookNow(t *testing.T) {
+func TestWakeForLaterDoesNotLookNow(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -112,6 +112,7 @@ func TestReview11WakeForLaterDoesNotLookNow(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Poll = time.Hour
+	r.Handle("session", 4, func(context.Context, store.Key) error { return nil })
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()
 	time.Sleep(50 * time.Millisecond) // the first look

@@ -1,6 +1,6 @@
 package webhook_test
 
-// Reproductions from the hostile review of issue 11 (branch review11).
+// Edge cases a hostile review of issue 11 found: each failed before its fix.
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 // with hanging endpoints hold every worker: a fifth merchant's events wait
 // for the hangs (10 s each by default, again at each back-off's end),
 // however healthy its endpoint.
-func TestReview11FourHangingEndpointsStallEveryoneElse(t *testing.T) {
+func TestHangingEndpointsLeaveWorkersForOthers(t *testing.T) {
 	block := make(chan struct{})
 	defer close(block)
 	f := newFairRig(t, webhook.Options{Timeout: time.Minute, PerMerchant: 4})
@@ -66,7 +66,7 @@ func (b barrier) Append(ctx context.Context, log string, data []byte) (string, e
 // the same due event both append it, one then loses the lease (or a replica
 // dies between the append and the save), and GET /v1/events lists the event
 // twice.
-func TestReview11EventListedOnce(t *testing.T) {
+func TestEventListedOnce(t *testing.T) {
 	ok := newCounter(t, 200, nil)
 	f := newFairRig(t, webhook.Options{})
 	ctx := context.Background()
