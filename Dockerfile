@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # A small, non-root, static image of paypage.
-FROM golang:1.26-bookworm AS build
+FROM golang:1.26.11-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

@@ -2,7 +2,14 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: run test deps check bench fuzz build load screenshots
+.PHONY: run test deps check vulncheck bench fuzz build load screenshots
+
+# Every fuzz target, as package:Target (a test checks that none is missing).
+FUZZ_TARGETS := \
+	./pkg/card:FuzzParsePAN ./pkg/card:FuzzParseExpiry ./pkg/card:FuzzParseName ./pkg/card:FuzzParseCVV \
+	./pkg/payment:FuzzCardForm ./pkg/payment:FuzzReturnURL ./pkg/web:FuzzDecodeJSON ./pkg/threeds:FuzzDecodeCRes \
+	./pkg/webhook:FuzzVerify ./pkg/egress:FuzzCheckURL ./pkg/account:FuzzParseFrameOrigin ./pkg/clientaddr:FuzzClient
+FUZZTIME ?= 20s
 
 ## run: start the service with the embedded store and sandbox connectors (no set-up);
 ## the binary replaces the shell (exec), so Ctrl-C or a kill of make stops it
@@ -17,15 +24,21 @@ build:
 deps:
 	@./scripts/test-deps.sh
 
-## check: formatting, vet and staticcheck
-check:
+## check: formatting, vet, staticcheck, and known vulnerabilities in the module graph
+check: vulncheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet $(PKGS)
 	$(GO) tool staticcheck $(PKGS)
 
-## test: install test dependencies, check the code, run every test (real Redis, real Chromium)
+## vulncheck: govulncheck against the Go vulnerability database, from the
+## golang.org/x/vulndb module (pinned in the script) through the module proxy
+vulncheck:
+	@./scripts/vulncheck.sh
+
+## test: install test dependencies, check the code, run every test (real Redis, real Chromium), then every fuzz target for 3 s
 test: deps check
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
 ## bench: the benchmarks quoted in the README
 bench: deps
@@ -35,9 +48,10 @@ bench: deps
 load:
 	./scripts/load.sh 10s
 
-## fuzz: a short run of every fuzz target
+## fuzz: every fuzz target in turn for FUZZTIME (20s; make test: 3s)
 fuzz:
-	for f in FuzzParsePAN FuzzParseExpiry FuzzParseName FuzzParseCVV; do $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s ./pkg/card || exit 1; done
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
 
 ## screenshots: the README's screenshots, from the browser tests, into docs/screenshots
 screenshots: deps

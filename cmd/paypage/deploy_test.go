@@ -502,3 +502,35 @@ func TestDockerfile(t *testing.T) {
 	t.Parallel()
 	dockerfileEnv(t)
 }
+
+// make test runs every fuzz target: the Makefile's list names each Fuzz
+// function of the repository, with its package.
+func TestMakeFuzzesEveryTarget(t *testing.T) {
+	t.Parallel()
+	mk, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fuzz := regexp.MustCompile(`(?m)^func (Fuzz\w+)\(`)
+	n := 0
+	err = filepath.WalkDir("../..", func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range fuzz.FindAllStringSubmatch(string(b), -1) {
+			n++
+			target := "./" + filepath.ToSlash(filepath.Dir(strings.TrimPrefix(path, "../../"))) + ":" + m[1]
+			if !bytes.Contains(mk, []byte(target)) {
+				t.Errorf("the Makefile's FUZZ_TARGETS lack %s", target)
+			}
+		}
+		return nil
+	})
+	if err != nil || n < 12 {
+		t.Fatalf("%d fuzz targets found: %v", n, err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"testing"
 	"time"
 
@@ -174,4 +175,29 @@ func TestClient(t *testing.T) {
 	if _, err := egress.NewClient(time.Second, true).Do(req); err == nil {
 		t.Fatal("cancelled request went out")
 	}
+}
+
+// FuzzCheckURL: a webhook URL is the shop's to choose. No input panics,
+// and one that passes without allowPrivate is https, on port 443 or 80,
+// and, when its host is a literal address, a public one.
+func FuzzCheckURL(f *testing.F) {
+	for _, s := range []string{"https://shop.example/hooks", "https://[::ffff:10.0.0.1]/", "https://0x7f.1/", "https://2130706433/",
+		"https://shop.example:443@169.254.169.254/", "HTTPS://SHOP.EXAMPLE:80/", "https://[64:ff9b::a9fe:a9fe]:443/", "http://x", "https://%31%32%37.0.0.1/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		if egress.CheckURL(raw, false) != nil {
+			return
+		}
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "https" || u.User != nil {
+			t.Fatalf("accepted %q", raw)
+		}
+		if p := u.Port(); p != "" && p != "443" && p != "80" {
+			t.Fatalf("accepted %q on port %s", raw, p)
+		}
+		if ip, err := netip.ParseAddr(u.Hostname()); err == nil && egress.CheckAddr(ip) != nil {
+			t.Fatalf("accepted %q, a private address", raw)
+		}
+	})
 }

@@ -202,3 +202,26 @@ func TestFailingEndpointBacksOff(t *testing.T) {
 		}
 	}
 }
+
+// FuzzVerify: the signature header and body come from the network. No
+// header panics; a signature made for the body verifies, and no longer
+// does for another body or another secret.
+func FuzzVerify(f *testing.F) {
+	f.Add("t=1800000000,v1=00", []byte(`{"id":"evt_1"}`), "whsec_x")
+	f.Add("t=,v1=,v1=zz,t=1", []byte{}, "")
+	f.Add(",,,=,t=99999999999999999999", []byte("x"), "s")
+	now := time.Unix(1_800_000_000, 0)
+	f.Fuzz(func(t *testing.T, header string, body []byte, secret string) {
+		_ = webhook.Verify(secret, header, body, now, 5*time.Minute)
+		good := webhook.Sign(secret, now, body)
+		if err := webhook.Verify(secret, good, body, now, 5*time.Minute); err != nil {
+			t.Fatalf("its own signature refused: %v", err)
+		}
+		if err := webhook.Verify(secret, good, append(body, 'x'), now, 5*time.Minute); err == nil {
+			t.Fatal("a signature verified for another body")
+		}
+		if err := webhook.Verify(secret+"x", good, body, now, 5*time.Minute); err == nil {
+			t.Fatal("a signature verified under another secret")
+		}
+	})
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Checks the module graph against the Go vulnerability database, offline
+# from vuln.go.dev: the database is the golang.org/x/vulndb module at the
+# version pinned below, fetched through the module proxy like any module,
+# indexed once (its cmd/indexdb) into a cache directory, and read by
+# govulncheck (a tool pinned in go.mod) with -db file://. A vulnerability
+# reached from our code in a required module fails; one in the Go standard
+# library is listed with its fix (VULNCHECK_STRICT=1 fails on it too).
+# Update the database: set VULNDB_VERSION to a newer pseudo-version
+# (go list -m -versions golang.org/x/vulndb) and commit it here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+version=${VULNDB_VERSION:-v0.0.0-20261105234957-e22db6528018}
+cache=${PAYPAGE_VULNDB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/paypage/vulndb}/$version
+if [ ! -f "$cache/index/db.json" ]; then
+  echo "vulncheck: indexing golang.org/x/vulndb@$version into $cache (once)"
+  src=$(cd / && GOFLAGS=-mod=mod go mod download -json "golang.org/x/vulndb@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -d "$src/data/osv" ] || { echo "vulncheck: no data/osv in golang.org/x/vulndb@$version" >&2; exit 2; }
+  rm -rf "$cache.tmp"
+  mkdir -p "$(dirname "$cache")"
+  (cd / && GOFLAGS=-mod=mod go run "golang.org/x/vulndb/cmd/indexdb@$version" -vulns "$src/data/osv" -out "$cache.tmp")
+  mv "$cache.tmp" "$cache"
+fi
+strict=()
+[ "${VULNCHECK_STRICT:-}" = 1 ] && strict=(-strict)
+set +e
+go tool govulncheck -db "file://$cache" -format json ./... >"$cache.report.json"
+rc=$?
+set -e
+# govulncheck exits 3 when it finds something; other codes are failures to run.
+if [ $rc -ne 0 ] && [ $rc -ne 3 ]; then
+  echo "vulncheck: govulncheck failed ($rc)" >&2
+  exit $rc
+fi
+go run ./internal/tools/vulnreport "${strict[@]}" <"$cache.report.json"
