@@ -112,6 +112,27 @@ var settings = []*setting{
 			}
 			return nil
 		}},
+	{flag: "card-retention-unused", env: "PAYPAGE_CARD_RETENTION_UNUSED", def: "1h", arg: "DURATION", help: "delete a sealed card that paid nothing (declined, abandoned) this long after it was entered",
+		set: func(c *Config, v string) (err error) { c.CardRetentionUnused, err = parsePeriod(v); return err }},
+	{flag: "card-retention", env: "PAYPAGE_CARD_RETENTION", def: "400d", arg: "DURATION", help: "delete a card that paid this long after its payment's last change (refunds included): long enough for chargebacks",
+		set: func(c *Config, v string) (err error) { c.CardRetention, err = parsePeriod(v); return err }},
+	{flag: "record-retention", env: "PAYPAGE_RECORD_RETENTION", def: "400d", arg: "DURATION", help: "delete ended sessions, their payments and attempts, and webhook events this long after their last change",
+		set: func(c *Config, v string) (err error) { c.RecordRetention, err = parsePeriod(v); return err }},
+}
+
+// parsePeriod reads a retention period: a Go duration ("90m", "36h") or a
+// number of days ("400d").
+func parsePeriod(v string) (time.Duration, error) {
+	v = strings.TrimSpace(v)
+	if days, ok := strings.CutSuffix(v, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err == nil && n > 0 && n <= 100*365 {
+			return time.Duration(n) * 24 * time.Hour, nil
+		}
+	} else if d, err := time.ParseDuration(v); err == nil && d > 0 {
+		return d, nil
+	}
+	return 0, fmt.Errorf("%q is not a positive period: write it as a Go duration (36h) or in days (400d)", v)
 }
 
 // settingNamed returns the setting of a flag name.

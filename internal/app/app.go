@@ -77,6 +77,17 @@ type Config struct {
 	WebhookTimeout         time.Duration // one delivery try; zero: 10 seconds
 	// Timing of attempts in flight; zero: payment.DefaultTiming (tests shorten it).
 	Timing payment.Timing
+	// Retention: a card that paid nothing is deleted CardRetentionUnused
+	// after it was sealed (1 hour), one that paid CardRetention after its
+	// payment's last change (400 days); sessions, payments and events
+	// RecordRetention after their last change (400 days). Zero: the default.
+	// NoReconciler leaves the reconciler off on this replica: it serves,
+	// and other replicas drive what is due (tests, or a replica kept for
+	// pages only).
+	NoReconciler        bool
+	CardRetentionUnused time.Duration
+	CardRetention       time.Duration
+	RecordRetention     time.Duration
 	// WrapProcessor, when set, puts a line between the payments and the
 	// sandbox processor (tests use it to lose answers on the way).
 	WrapProcessor func(processor.Processor) processor.Processor
@@ -234,7 +245,8 @@ func (a *App) devKeyAllowed() bool {
 // openVault opens the vault with the master key, or, with --unseal-shares,
 // leaves it sealed until the custodians' shares unseal it.
 func (a *App) openVault(ctx context.Context) error {
-	opts := vault.Options{SealBudget: a.cfg.KeySealBudget, Logger: a.log, UnsealThreshold: a.cfg.UnsealShares}
+	opts := vault.Options{SealBudget: a.cfg.KeySealBudget, Logger: a.log, UnsealThreshold: a.cfg.UnsealShares,
+		CardReview: a.cfg.retention().cardUnused, TombstoneTTL: a.cfg.retention().records}
 	if a.cfg.UnsealShares > 0 {
 		if a.cfg.MasterKey != "" || a.cfg.MasterKeyFile != "" {
 			return errors.New("--unseal-shares replaces the master key: set it, or --master-key-file / PAYPAGE_MASTER_KEY, not both")
@@ -289,3 +301,21 @@ func (a *App) Close() error { return a.store.Close() }
 
 // Config returns the settings the app runs with.
 func (a *App) Config() Config { return a.cfg }
+
+// retentions are the retention periods in force.
+type retentions struct{ cardUnused, cardUsed, records time.Duration }
+
+// retention reads the retention periods, defaults filled in.
+func (c Config) retention() retentions {
+	r := retentions{cardUnused: time.Hour, cardUsed: payment.DefaultRetention, records: payment.DefaultRetention}
+	if c.CardRetentionUnused > 0 {
+		r.cardUnused = c.CardRetentionUnused
+	}
+	if c.CardRetention > 0 {
+		r.cardUsed = c.CardRetention
+	}
+	if c.RecordRetention > 0 {
+		r.records = c.RecordRetention
+	}
+	return r
+}

@@ -25,8 +25,10 @@ import (
 	"github.com/paypage/paypage/pkg/payment"
 	"github.com/paypage/paypage/pkg/paystore"
 	"github.com/paypage/paypage/pkg/processor"
+	"github.com/paypage/paypage/pkg/retention"
 	"github.com/paypage/paypage/pkg/store"
 	"github.com/paypage/paypage/pkg/threeds"
+	"github.com/paypage/paypage/pkg/vault"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -61,6 +63,7 @@ func (a *App) build() error {
 	if timing.Lease == 0 {
 		timing = payment.DefaultTiming
 	}
+	timing.Retention = a.cfg.retention().records
 	var proc processor.Processor = a.Sandbox
 	if a.cfg.WrapProcessor != nil {
 		proc = a.cfg.WrapProcessor(proc)
@@ -82,6 +85,11 @@ func (a *App) build() error {
 	a.Runner.Handle(paystore.KindSession, 32, func(ctx context.Context, k store.Key) error { return a.Payments.Drive(ctx, k.ID) })
 	a.Runner.Handle(paystore.KindPayment, 8, func(ctx context.Context, k store.Key) error { return a.Payments.Settle(ctx, k.ID) })
 	a.Runner.Handle(event.Kind, webhookWorkers, a.Webhooks.Handle)
+	cards, err := retention.New(a.Vault, a.Payments, a.store, a.cfg.retention().cardUnused, a.cfg.retention().cardUsed, a.now)
+	if err != nil {
+		return err
+	}
+	a.Runner.Handle(vault.KindCardRecord, 4, cards.Review)
 	return nil
 }
 
@@ -209,7 +217,9 @@ func (a *App) Serve(ctx context.Context, l Listeners) error {
 		a.whenUnsealed(workers, func() {
 			var wg sync.WaitGroup
 			wg.Go(func() { a.Vault.Watch(workers, keyringPoll) })
-			a.Runner.Run(workers)
+			if !a.cfg.NoReconciler {
+				a.Runner.Run(workers)
+			}
 			wg.Wait()
 		})
 	}()

@@ -15,7 +15,7 @@ const webhookWorkers = 16
 
 func (a *App) newWorker() (*webhook.Worker, error) {
 	return webhook.New(a.store, a.Accounts, a.log, webhook.Options{
-		Schedule: a.cfg.WebhookSchedule, Timeout: a.cfg.WebhookTimeout, Workers: webhookWorkers, AllowPrivate: a.cfg.WebhookAllowPrivate, Now: a.now,
+		Schedule: a.cfg.WebhookSchedule, Timeout: a.cfg.WebhookTimeout, Workers: webhookWorkers, Retention: a.cfg.retention().records, AllowPrivate: a.cfg.WebhookAllowPrivate, Now: a.now,
 	})
 }
 

@@ -144,7 +144,7 @@ func TestIdleCostsRedisAlmostNothing(t *testing.T) {
 // payment.
 func TestGetsChangeNothing(t *testing.T) {
 	srv := redistest.Start(t)
-	e := newEnv(t, envOpts{store: srv.URL(), poll: time.Hour})
+	e := newEnv(t, envOpts{store: srv.URL(), noReconciler: true})
 	b := e.browser()
 	open := e.session(nil)["id"].(string)
 	paid := e.session(nil)["id"].(string)

@@ -106,7 +106,9 @@ type envOpts struct {
 	poll time.Duration
 	// timing shortens the timing of attempts in flight.
 	timing payment.Timing
-	unseal int // start sealed: this many key shares unseal (--unseal-shares)
+	// noReconciler runs no reconciler: nothing moves but what the test does.
+	noReconciler bool
+	unseal       int // start sealed: this many key shares unseal (--unseal-shares)
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -131,7 +133,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if sched == nil {
 		sched = []time.Duration{200 * time.Millisecond, 400 * time.Millisecond}
 	}
-	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerSecond: o.detokenize, RefusalsPerMinute: o.refusals, TLSCert: o.tlsCert, TLSKey: o.tlsKey, WebhookTimeout: time.Second, WrapProcessor: o.wrap, Timing: o.timing, UnsealShares: o.unseal}
+	cfg := app.Config{Addr: ln.Addr().String(), Data: o.data, Store: o.store, PublicURL: e.url, WebhookAllowPrivate: true, WebhookSchedule: sched, DetokenizePerSecond: o.detokenize, RefusalsPerMinute: o.refusals, TLSCert: o.tlsCert, TLSKey: o.tlsKey, WebhookTimeout: time.Second, WrapProcessor: o.wrap, Timing: o.timing, UnsealShares: o.unseal, NoReconciler: o.noReconciler}
 	if cfg.TrustedProxies, err = clientaddr.ParsePrefixes(o.trusted); err != nil {
 		t.Fatal(err)
 	}

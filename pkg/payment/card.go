@@ -157,7 +157,11 @@ func (svc *Service) SubmitCard(ctx context.Context, sessionID string, in CardInp
 	if err := svc.limiter.Submission(ctx, limit.Submission{Merchant: s.Merchant, ClientIP: b.IP, CardKey: svc.vault.CardKey(c.PAN)}); err != nil {
 		return svc.abandon(ctx, st, err)
 	}
-	info, err := svc.vault.Tokenize(ctx, s.Merchant, c)
+	info, err := svc.vault.TokenizeFor(ctx, s.Merchant, c, s.ID)
+	if err != nil {
+		return svc.abandon(ctx, st, err)
+	}
+	sealed, err := svc.vault.SealHeld(HeldCVV, s.Merchant, a.ID, []byte(cvv.Digits()))
 	if err != nil {
 		return svc.abandon(ctx, st, err)
 	}
@@ -165,10 +169,6 @@ func (svc *Service) SubmitCard(ctx context.Context, sessionID string, in CardInp
 	a.Stage = StageAuthenticating
 	a.Lease = svc.lease()
 	svc.startPayment(st)
-	sealed, err := svc.vault.SealHeld(HeldCVV, s.Merchant, a.ID, []byte(cvv.Digits()))
-	if err != nil {
-		return svc.abandon(ctx, st, err)
-	}
 	hold := Held{Kind: HeldCVV, Ref: a.ID, Sealed: sealed, TTL: svc.timing.CVVHold}
 	if err := svc.repo.Save(ctx, st, Change{Hold: []Held{hold}}); err != nil {
 		return Outcome{}, err
@@ -206,7 +206,7 @@ func (svc *Service) afterAuthentication(ctx context.Context, st *State, res thre
 		}
 		return outcome(st), nil
 	case res.Success():
-		a.Stage, a.Challenge, a.Lease, a.Authorizing = StageAuthorizing, nil, svc.lease(), svc.now().UTC()
+		a.Stage, a.Challenge, a.Lease = StageAuthorizing, nil, svc.lease()
 		st.Payment.Status = StatusProcessing
 		var hold []Held
 		if res.AuthValue != "" {
@@ -294,6 +294,23 @@ func (svc *Service) challengeResult(ctx context.Context, st *State, patient bool
 // lease and the attempt is at stage authorizing.
 func (svc *Service) authorize(ctx context.Context, st *State) (Outcome, error) {
 	s, a := &st.Session, st.Session.Live
+	if svc.vault.Sealed() {
+		// Taking the code now would lose it: it could not be opened. The
+		// attempt waits (its hold lasts ten minutes) for the unseal.
+		if err := svc.release(ctx, st, svc.now().Add(svc.timing.AskAgain[0])); err != nil {
+			return Outcome{}, err
+		}
+		return outcome(st), vault.ErrSealed
+	}
+	// Written down before the code is taken: from here on the processor may
+	// have been asked, so a resume asks again instead of sending.
+	a.Authorizing, a.Lease = svc.now().UTC(), svc.lease()
+	if err := svc.repo.Save(ctx, st, Change{}); err != nil {
+		if errors.Is(err, ErrConflict) {
+			return outcome(st), ErrStaleResult
+		}
+		return Outcome{}, err
+	}
 	sealed, err := svc.repo.Take(ctx, s.ID, HeldCVV, a.ID)
 	if errors.Is(err, ErrHeldGone) {
 		return svc.finish(ctx, st, a, processor.Result{Code: processor.TryAgain}, false)

@@ -31,7 +31,10 @@ func (svc *Service) Drive(ctx context.Context, sessionID string) error {
 	}
 	a := st.Session.Live
 	if a == nil {
-		return svc.expire(ctx, st)
+		if st.Session.Status == SessionOpen {
+			return svc.expire(ctx, st)
+		}
+		return svc.purge(ctx, st)
 	}
 	if a.Lease.HeldAt(now) {
 		return nil
@@ -46,7 +49,11 @@ func (svc *Service) Drive(ctx context.Context, sessionID string) error {
 	case StageChallenge:
 		_, err = svc.challengeResult(ctx, st, true)
 	case StageAuthorizing:
-		err = svc.askAgain(ctx, st)
+		if a.Authorizing.IsZero() {
+			_, err = svc.authorize(ctx, st) // never sent (the vault was sealed, or its owner went away first)
+		} else {
+			err = svc.askAgain(ctx, st)
+		}
 	case StageKaspiStarting:
 		_, err = svc.createQR(ctx, st)
 	case StageKaspi:
@@ -54,8 +61,11 @@ func (svc *Service) Drive(ctx context.Context, sessionID string) error {
 	default: // claimed or authenticating: its owner went away before 3-D Secure answered
 		_, err = svc.finish(ctx, st, a, processor.Result{Code: processor.TryAgain}, false)
 	}
-	if errors.Is(err, ErrPending) || apperr.Is(err, apperr.Unavailable) && st.Session.Live != nil {
+	switch {
+	case errors.Is(err, ErrPending), apperr.Is(err, apperr.Unavailable) && st.Session.Live != nil:
 		return nil // asked for again later: it is filed for that
+	case errors.Is(err, ErrStaleResult), errors.Is(err, ErrInProgress):
+		return nil // someone else moved it meanwhile
 	}
 	return err
 }
@@ -66,6 +76,7 @@ func (svc *Service) expire(ctx context.Context, st *State) error {
 		return nil
 	}
 	st.Session.Status = SessionExpired
+	svc.keepUntil(st, st.Session.ExpiresAt)
 	err := svc.repo.Save(ctx, st, Change{Events: []Event{{Type: EventSessionExpired}}})
 	if errors.Is(err, ErrConflict) {
 		return nil // changed meanwhile: the next look decides again
@@ -169,4 +180,73 @@ func (svc *Service) Settle(ctx context.Context, paymentID string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// keepUntil sets when an ended session is purged: its retention from when
+// it ended.
+func (svc *Service) keepUntil(st *State, ended time.Time) {
+	if st.Session.Status != SessionOpen && st.Session.PurgeAt.IsZero() && svc.timing.Retention > 0 {
+		st.Session.PurgeAt = ended.UTC().Add(svc.timing.Retention).Truncate(time.Millisecond)
+	}
+}
+
+// purge deletes an ended session and its payment at the end of their
+// retention, counted from the payment's last change (a refund moves it on);
+// one with a refund or void still in flight waits for it.
+func (svc *Service) purge(ctx context.Context, st *State) error {
+	now := svc.now().UTC()
+	if p := st.Payment; p != nil {
+		next := time.Time{}
+		switch {
+		case !p.DueAt().IsZero():
+			next = now.Add(time.Hour)
+		case now.Before(p.Updated.Add(svc.timing.Retention)):
+			next = p.Updated.Add(svc.timing.Retention)
+		}
+		if !next.IsZero() {
+			st.Session.PurgeAt = next.Truncate(time.Millisecond)
+			if err := svc.repo.Save(ctx, st, Change{}); !errors.Is(err, ErrConflict) {
+				return err
+			}
+			return nil
+		}
+	}
+	if err := svc.repo.Delete(ctx, st); !errors.Is(err, ErrConflict) {
+		return err
+	}
+	return nil
+}
+
+// CardUse is what the retention review needs to know of a card sealed on a
+// session.
+type CardUse struct {
+	InFlight bool      // an attempt in flight uses it
+	Used     bool      // it paid the session
+	Settled  bool      // no refund or void of its payment is in flight
+	Last     time.Time // its payment's last change
+}
+
+// CardUse says how the card behind token, sealed on session sessionID, is
+// used: a card that paid stays for the card retention after its payment's
+// last change; one that did not (declined, abandoned, a double submit's) is
+// not used, and goes.
+func (svc *Service) CardUse(ctx context.Context, sessionID, token string) (CardUse, error) {
+	st, err := svc.load(ctx, sessionID)
+	if errors.Is(err, ErrSessionNotFound) {
+		return CardUse{}, nil
+	}
+	if err != nil {
+		return CardUse{}, err
+	}
+	var u CardUse
+	if a := st.Session.Live; a != nil && a.Card != nil && a.Card.Token == token {
+		u.InFlight = true
+	}
+	if p := st.Payment; p != nil && p.Card != nil && p.Card.Token == token {
+		switch p.Status {
+		case StatusSucceeded, StatusPartiallyRefunded, StatusRefunded:
+			u.Used, u.Settled, u.Last = true, p.DueAt().IsZero(), p.Updated
+		}
+	}
+	return u, nil
 }

@@ -31,7 +31,9 @@ func (svc *Service) finishWith(ctx context.Context, st *State, attempt *Attempt,
 		if also != nil {
 			also(st)
 		}
-		events := st.end(res, counted, svc.now().UTC())
+		now := svc.now().UTC()
+		events := st.end(res, counted, now)
+		svc.keepUntil(st, now)
 		err := svc.repo.Save(ctx, st, Change{Events: events, Drop: []Held{{Kind: HeldCVV, Ref: attempt.ID}, {Kind: HeldAuth, Ref: attempt.ID}}})
 		if err == nil {
 			if svc.metrics != nil {

@@ -88,6 +88,9 @@ type Session struct {
 	LastDecline *Decline
 	// Live is the attempt in flight: one at a time.
 	Live *Attempt
+	// PurgeAt is when an ended session (and its payment) is deleted, at
+	// the end of the record retention; zero: kept.
+	PurgeAt time.Time
 }
 
 // Attempt is an attempt in flight.
@@ -268,7 +271,7 @@ func (s *Session) DueAt() time.Time {
 	if s.Status == SessionOpen {
 		return s.ExpiresAt
 	}
-	return time.Time{}
+	return s.PurgeAt
 }
 
 // DueAt is when the payment needs the reconciler next: a pending refund or

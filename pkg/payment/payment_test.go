@@ -639,3 +639,37 @@ func TestRefundSettlesByItself(t *testing.T) {
 		t.Fatalf("events %v", ev)
 	}
 }
+
+// An ended session and its payment are deleted at the end of the record
+// retention, counted from the payment's last change: a refund moves it on,
+// a look that changes nothing does not.
+func TestPurgeAfterRetention(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	id := r.session()
+	if _, err := r.pay(id, "4242 4242 4242 4242"); err != nil {
+		t.Fatal(err)
+	}
+	day := 24 * time.Hour
+	r.clock.Advance(300 * day)
+	if _, err := r.svc.Refund(context.Background(), merchant, payment.PaymentIDFor(id), payment.NewRefundID(), payment.RefundRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	r.clock.Advance(101 * day) // past the session's own retention, inside the refund's
+	r.drive()
+	r.drive()
+	if _, _, err := r.svc.SessionForPage(context.Background(), id); err != nil {
+		t.Fatalf("purged 101 days after a refund: %v", err)
+	}
+	r.clock.Advance(300 * day)
+	r.drive()
+	if _, _, err := r.svc.SessionForPage(context.Background(), id); !errors.Is(err, payment.ErrSessionNotFound) {
+		t.Fatalf("after the retention: %v", err)
+	}
+	if n := r.count("payment"); n != 0 {
+		t.Fatalf("%d payments left", n)
+	}
+	if !r.due(id).IsZero() {
+		t.Fatal("a purged session is still filed")
+	}
+}

@@ -24,6 +24,9 @@ type State struct {
 type Rev struct {
 	Session int64
 	Payment int64
+	// PaymentSum is a digest of the payment as loaded: a save that leaves
+	// the payment as it was does not count as its change.
+	PaymentSum [32]byte
 }
 
 // Held is a secret held sealed beside a session until an attempt takes it:
@@ -67,6 +70,9 @@ type Repository interface {
 	// Forget takes a key the due index names out of it when its record is
 	// gone (expired or deleted).
 	Forget(ctx context.Context, kind, id string) error
+	// Delete removes a session and its payment, as loaded (ErrConflict when
+	// either changed since): the end of their retention.
+	Delete(ctx context.Context, st *State) error
 }
 
 // Errors the repository returns.
@@ -79,11 +85,16 @@ var (
 
 // Vault is what payments need of the card vault.
 type Vault interface {
-	Tokenize(ctx context.Context, merchant string, c vault.Card) (vault.Info, error)
+	// TokenizeFor seals a card entered on a session (its owner, which the
+	// retention review asks whether the card is used).
+	TokenizeFor(ctx context.Context, merchant string, c vault.Card, owner string) (vault.Info, error)
 	// CardKey is a keyed hash of the PAN alone, for limits across merchants.
 	CardKey(pan card.PAN) string
 	// SealHeld seals a secret of a kind for a merchant, bound to ref.
 	SealHeld(kind, merchant, ref string, plain []byte) ([]byte, error)
+	// Sealed reports whether the vault is sealed (its key wiped): nothing
+	// opens until the custodians unseal it.
+	Sealed() bool
 	// OpenHeld opens what SealHeld sealed with the same kind, merchant and ref.
 	OpenHeld(ctx context.Context, kind, merchant, ref string, sealed []byte) ([]byte, error)
 }

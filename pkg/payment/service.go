@@ -33,6 +33,9 @@ type Timing struct {
 	KaspiPoll   time.Duration   // how often a QR waiting to be paid is asked about
 	KaspiQR     time.Duration   // how long a QR lives
 	RefundRetry time.Duration   // a pending refund or void is asked for again after this
+	// Retention is how long an ended session, its payment and its attempts
+	// are kept after their last change (0: for ever).
+	Retention time.Duration
 }
 
 // DefaultLimits are the production limits.
@@ -44,7 +47,12 @@ var DefaultTiming = Timing{
 	AskAgain:    []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 30 * time.Second},
 	GiveUpAfter: 3 * time.Minute, CVVHold: 10 * time.Minute, Challenge: 5 * time.Second,
 	KaspiPoll: 3 * time.Second, KaspiQR: 5 * time.Minute, RefundRetry: time.Minute,
+	Retention: DefaultRetention,
 }
+
+// DefaultRetention is how long records are kept by default: 400 days, enough
+// for a chargeback to come and be answered.
+const DefaultRetention = 400 * 24 * time.Hour
 
 // Deps are what the service calls. Kaspi and Metrics may be nil.
 type Deps struct {

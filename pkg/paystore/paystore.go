@@ -7,6 +7,7 @@ package paystore
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -111,6 +112,9 @@ func (s *Store) Load(ctx context.Context, id string) (*payment.State, error) {
 			return nil, err
 		}
 		st.Rev.Payment = pr.Version
+		if pb, err := json.Marshal(toPaymentRecord(st.Payment)); err == nil {
+			st.Rev.PaymentSum = sha256.Sum256(pb)
+		}
 	}
 	return st, nil
 }
@@ -134,12 +138,21 @@ func (s *Store) Save(ctx context.Context, st *payment.State, c payment.Change) e
 	}
 	ops := []store.Op{filed(store.Update(sessionKey(ses.ID), sb, st.Rev.Session), ses.DueAt())}
 	due := ses.DueAt()
+	var psum [32]byte
 	if p := st.Payment; p != nil {
-		p.Updated = now
+		// Updated moves only when the payment changes: what its retention
+		// counts from.
 		pb, err := json.Marshal(toPaymentRecord(p))
 		if err != nil {
 			return err
 		}
+		if st.Rev.Payment == 0 || sha256.Sum256(pb) != st.Rev.PaymentSum {
+			p.Updated = now
+			if pb, err = json.Marshal(toPaymentRecord(p)); err != nil {
+				return err
+			}
+		}
+		psum = sha256.Sum256(pb)
 		pdue := p.DueAt()
 		ops = append(ops, filed(store.Op{Key: paymentKey(p.ID), Value: pb, IfVersion: st.Rev.Payment}, pdue))
 		if !pdue.IsZero() && (due.IsZero() || pdue.Before(due)) {
@@ -161,6 +174,7 @@ func (s *Store) Save(ctx context.Context, st *payment.State, c payment.Change) e
 	st.Rev.Session++
 	if st.Payment != nil {
 		st.Rev.Payment++
+		st.Rev.PaymentSum = psum
 	}
 	if len(c.Events) > 0 {
 		due = now
@@ -206,6 +220,16 @@ func (s *Store) Take(ctx context.Context, sessionID, kind, ref string) ([]byte, 
 	return b, err
 }
 
+// Delete removes a session and its payment, checked against the versions
+// they were loaded at; their due filings go with them.
+func (s *Store) Delete(ctx context.Context, st *payment.State) error {
+	ops := []store.Op{{Key: sessionKey(st.Session.ID), Delete: true, IfVersion: st.Rev.Session}}
+	if st.Payment != nil {
+		ops = append(ops, store.Op{Key: paymentKey(st.Payment.ID), Delete: true, IfVersion: st.Rev.Payment})
+	}
+	return mapErr(s.db.Commit(ctx, ops...))
+}
+
 // Forget deletes the record of kind and id, and with it its due filing.
 func (s *Store) Forget(ctx context.Context, kind, id string) error {
 	return s.db.Commit(ctx, store.Delete(store.Key{Kind: kind, ID: id, Group: payment.Group(id)}))
@@ -231,6 +255,7 @@ type sessionRecord struct {
 	LastDecline *declineRecord `json:"last_decline,omitempty"`
 	Live        *attemptRecord `json:"live,omitempty"`
 	HasPayment  bool           `json:"has_payment,omitempty"`
+	PurgeAt     time.Time      `json:"purge_at,omitzero"`
 }
 
 type attemptRecord struct {
@@ -334,7 +359,7 @@ func toSessionRecord(s *payment.Session, hasPayment bool) sessionRecord {
 		Description: s.Description, SuccessURL: s.SuccessURL, CancelURL: s.CancelURL, Locale: s.Locale,
 		Methods: s.Methods, Status: s.Status, Created: s.Created, ExpiresAt: s.ExpiresAt, Attempts: s.Attempts,
 		MaxAttempts: s.MaxAttempts, LastDecline: conv(s.LastDecline, func(d payment.Decline) declineRecord { return declineRecord(d) }),
-		HasPayment: hasPayment,
+		HasPayment: hasPayment, PurgeAt: s.PurgeAt,
 	}
 	if a := s.Live; a != nil {
 		r.Live = &attemptRecord{
@@ -354,6 +379,7 @@ func (r sessionRecord) domain() payment.Session {
 		Description: r.Description, SuccessURL: r.SuccessURL, CancelURL: r.CancelURL, Locale: r.Locale,
 		Methods: r.Methods, Status: r.Status, Created: r.Created, ExpiresAt: r.ExpiresAt, Attempts: r.Attempts,
 		MaxAttempts: r.MaxAttempts, LastDecline: conv(r.LastDecline, func(d declineRecord) payment.Decline { return payment.Decline(d) }),
+		PurgeAt: r.PurgeAt,
 	}
 	if a := r.Live; a != nil {
 		s.Live = &payment.Attempt{

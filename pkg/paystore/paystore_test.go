@@ -28,7 +28,7 @@ func full() *payment.State {
 		ID: "ses_abc", Merchant: "mer_a", Amount: 150000, Currency: "KZT", Reference: "PNR", Description: "ALA-NQZ",
 		SuccessURL: "https://s.example/ok", CancelURL: "https://s.example/no", Locale: "ru", Methods: []string{"card", "kaspi_qr"},
 		Status: payment.SessionOpen, Created: t0, ExpiresAt: t0.Add(time.Hour), Attempts: 1, MaxAttempts: 3,
-		LastDecline: &payment.Decline{Code: "do_not_honor", NetworkCode: "05"},
+		LastDecline: &payment.Decline{Code: "do_not_honor", NetworkCode: "05"}, PurgeAt: t0.Add(400 * 24 * time.Hour),
 		Live: &payment.Attempt{
 			ID: "att_x", Method: "card", Stage: payment.StageAuthorizing, Started: t0.Add(time.Minute),
 			Lease: payment.Lease{Owner: "own_x", Until: t0.Add(2 * time.Minute)}, Next: t0.Add(3 * time.Minute), Asks: 2, Authorizing: t0.Add(90 * time.Second),

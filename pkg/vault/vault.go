@@ -61,6 +61,12 @@ type Options struct {
 	Logger *slog.Logger
 	// UnsealThreshold is how many key shares AddShare needs (--unseal-shares).
 	UnsealThreshold int
+	// CardReview, when set, files each new card in the store's due index this
+	// long after it is sealed, for the retention review (retention.go).
+	CardReview time.Duration
+	// TombstoneTTL is how long a deleted card's tombstone answers
+	// "token_deleted" (0: DefaultTombstoneTTL).
+	TombstoneTTL time.Duration
 }
 
 // DefaultSealBudget is 2^30 seals per data key, far below the 2^32 random
@@ -287,6 +293,8 @@ type record struct {
 	KeyVersion uint32    `json:"key_version"`
 	Sealed     []byte    `json:"sealed"`
 	Created    time.Time `json:"created"`
+	// Owner is the session the card was entered on, for the retention review.
+	Owner string `json:"owner,omitempty"`
 }
 
 func (r record) fpVersion() uint32 { return max(1, r.FPVersion) }
@@ -413,6 +421,13 @@ func (v *Vault) CardKey(pan card.PAN) string {
 
 // Tokenize seals a card for a merchant and returns its new token's Info.
 func (v *Vault) Tokenize(ctx context.Context, merchant string, c Card) (Info, error) {
+	return v.TokenizeFor(ctx, merchant, c, "")
+}
+
+// TokenizeFor is Tokenize for a card sealed on behalf of owner (the session
+// it was entered on): the retention review asks the owner whether the card
+// is used, and deletes it when it is not.
+func (v *Vault) TokenizeFor(ctx context.Context, merchant string, c Card, owner string) (Info, error) {
 	if merchant == "" || c.PAN.IsZero() {
 		return Info{}, apperr.E(apperr.Invalid, "tokenize needs a merchant and a card")
 	}
@@ -430,11 +445,15 @@ func (v *Vault) Tokenize(ctx context.Context, merchant string, c Card) (Info, er
 	rec := record{
 		Token: token, Merchant: merchant, Brand: c.PAN.Brand(), BIN: c.PAN.BIN(), Last4: c.PAN.Last4(),
 		ExpMonth: c.Expiry.Month, ExpYear: c.Expiry.Year, Fingerprint: fp, FPVersion: fpv,
-		KeyVersion: r.active, Sealed: r.seal(plain, ad(KindCard, cardBind(merchant, token))), Created: v.Now().UTC(),
+		KeyVersion: r.active, Sealed: r.seal(plain, ad(KindCard, cardBind(merchant, token))), Created: v.Now().UTC(), Owner: owner,
 	}
 	v.count(r, KindCard)
 	b, _ := json.Marshal(rec)
-	if err := v.store.Commit(ctx, store.Create(cardKey(token), b, 0)); err != nil {
+	op := store.Create(cardKey(token), b, 0)
+	if owner != "" && v.opts.CardReview > 0 {
+		op = op.At(rec.Created.Add(v.opts.CardReview))
+	}
+	if err := v.store.Commit(ctx, op); err != nil {
 		return Info{}, err
 	}
 	return rec.info(), nil
@@ -453,7 +472,7 @@ func (v *Vault) load(ctx context.Context, token string) (record, int64, error) {
 	}
 	st, err := v.store.Get(ctx, cardKey(token))
 	if errors.Is(err, store.ErrNotFound) {
-		return record{}, 0, ErrNotFound
+		return record{}, 0, v.deleted(ctx, token)
 	}
 	if err != nil {
 		return record{}, 0, err
@@ -469,7 +488,7 @@ func (v *Vault) load(ctx context.Context, token string) (record, int64, error) {
 func (v *Vault) Info(ctx context.Context, merchant, token string) (Info, error) {
 	rec, _, err := v.load(ctx, token)
 	if err != nil {
-		return Info{}, err
+		return Info{}, hideDeleted(err, func(m string) bool { return m == merchant })
 	}
 	if rec.Merchant != merchant {
 		return Info{}, ErrNotFound
@@ -481,7 +500,7 @@ func (v *Vault) Info(ctx context.Context, merchant, token string) (Info, error) 
 func (v *Vault) Detokenize(ctx context.Context, merchant, token string) (Card, Info, error) {
 	rec, _, err := v.load(ctx, token)
 	if err != nil {
-		return Card{}, Info{}, err
+		return Card{}, Info{}, hideDeleted(err, func(m string) bool { return m == merchant })
 	}
 	if rec.Merchant != merchant {
 		return Card{}, Info{}, ErrNotFound
@@ -510,7 +529,7 @@ var ErrNotAllowed = errors.New("the token's merchant is not allowed to this call
 func (v *Vault) LookupFor(ctx context.Context, token string, allowed func(merchant string) bool) (Card, Info, error) {
 	rec, _, err := v.load(ctx, token)
 	if err != nil {
-		return Card{}, Info{}, err
+		return Card{}, Info{}, hideDeleted(err, allowed)
 	}
 	if !allowed(rec.Merchant) {
 		return Card{}, Info{Token: rec.Token, Merchant: rec.Merchant}, apperr.Wrap(apperr.NotFound, ErrNotAllowed, "%s", ErrNotFound.Message)

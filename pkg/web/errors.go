@@ -18,6 +18,7 @@ var statusOf = map[string]int{
 	apperr.Forbidden:    http.StatusForbidden,
 	apperr.RateLimited:  http.StatusTooManyRequests,
 	apperr.IdemMismatch: http.StatusUnprocessableEntity,
+	apperr.TokenDeleted: http.StatusNotFound,
 	apperr.Internal:     http.StatusInternalServerError,
 }
 

@@ -111,6 +111,9 @@ type Options struct {
 	// Workers is how many deliveries the reconciler runs at once on a
 	// replica (16); unproven endpoints hold at most half of them.
 	Workers int
+	// Retention is how long an event is kept after it was made, once its
+	// delivery ended (0: for ever).
+	Retention time.Duration
 	// AllowPrivate permits private addresses, any port and plain http (development, tests).
 	AllowPrivate bool
 	Client       *http.Client
@@ -261,7 +264,11 @@ func (w *Worker) Handle(ctx context.Context, k store.Key) error {
 		return nil // another replica is delivering it
 	}
 	if st := rec.Delivery.State; st != event.Pending && st != event.Failing {
-		return w.save(ctx, k, r.Version, rec, time.Time{}) // ended: take it out of the index
+		// Ended: kept for the record retention, then deleted.
+		if keep := w.keepUntil(rec); !keep.IsZero() && !now.Before(keep) {
+			return w.store.Commit(ctx, store.Op{Key: k, Delete: true, IfVersion: r.Version})
+		}
+		return w.save(ctx, k, r.Version, rec, w.keepUntil(rec))
 	}
 	m, err := w.accounts.Merchant(ctx, rec.Merchant)
 	if err != nil {
@@ -277,7 +284,7 @@ func (w *Worker) Handle(ctx context.Context, k store.Key) error {
 	}
 	if m.WebhookURL == "" {
 		rec.Delivery = event.Delivery{State: event.Disabled, Attempts: rec.Delivery.Attempts}
-		return w.save(ctx, k, r.Version, rec, time.Time{})
+		return w.save(ctx, k, r.Version, rec, w.keepUntil(rec))
 	}
 	ok, unproven, later := w.take(m.ID, now)
 	if !ok {
@@ -336,7 +343,19 @@ func (w *Worker) Handle(ctx context.Context, k store.Key) error {
 		d.NextAttemptAt = &next
 		w.log.Warn("webhook delivery failed", "merchant", rec.Merchant, "event", rec.ID, "type", rec.Type, "attempts", d.Attempts, "reason", d.LastError, "next_attempt_at", next)
 	}
+	if next.IsZero() {
+		next = w.keepUntil(rec)
+	}
 	return w.save(ctx, k, version, rec, next)
+}
+
+// keepUntil is when an ended event is deleted: its retention after it was
+// made (zero: kept for ever).
+func (w *Worker) keepUntil(rec event.Record) time.Time {
+	if w.opts.Retention <= 0 {
+		return time.Time{}
+	}
+	return rec.Created.Add(w.opts.Retention)
 }
 
 // tryError says why a try failed, for the shop and the operator.

@@ -128,42 +128,37 @@ func (c *counter) count() int {
 func TestOneHangingEndpointDelaysNoOneElse(t *testing.T) {
 	block := make(chan struct{})
 	hanging, fine := newCounter(t, 200, block), newCounter(t, 200, nil)
+	t.Cleanup(func() { close(block) }) // before the servers close (cleanups run last first)
 	f := newFairRig(t, webhook.Options{Timeout: time.Minute, PerMerchant: 4})
 	ctx := context.Background()
 	a, _ := f.accounts.AddMerchant(ctx, "Hangs", hanging.srv.URL)
 	b, _ := f.accounts.AddMerchant(ctx, "Fine", fine.srv.URL)
 	f.events(t, a.ID, 40)
 	f.events(t, b.ID, 3)
-	if _, err := f.runner.Look(ctx); err != nil {
-		t.Fatal(err)
+	moved := func() int {
+		recs, err := f.worker.List(ctx, a.ID, "", 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, r := range recs {
+			if r.Delivery.Attempts == 0 && r.Delivery.NextAttemptAt != nil {
+				n++
+			}
+		}
+		return n
 	}
-	for deadline := time.Now().Add(20 * time.Second); fine.count() < 3; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); fine.count() < 3 || moved() < 30; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the fine merchant got %d of 3 events behind a hanging one", fine.count())
+			t.Fatalf("the fine merchant got %d of 3 events behind a hanging one; %d of the hanging one's waiting events were moved on", fine.count(), moved())
 		}
 		if _, err := f.runner.Look(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n := hanging.count(); n > 4 {
-		t.Fatalf("the hanging endpoint holds %d deliveries, over its cap of 4", n)
-	}
-	recs, err := f.worker.List(ctx, a.ID, "", 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	moved := 0
-	for _, r := range recs {
-		if r.Delivery.Attempts == 0 && r.Delivery.NextAttemptAt != nil {
-			moved++
-		}
-	}
-	if moved < 30 {
-		t.Fatalf("%d of the hanging merchant's waiting events were moved on, want at least 30", moved)
-	}
-	close(block)
-	if err := f.runner.Drain(ctx); err != nil {
-		t.Fatal(err)
+	// The hanging endpoint has not answered yet: one delivery at a time.
+	if n := hanging.count(); n > 1 {
+		t.Fatalf("the unproven hanging endpoint holds %d deliveries, over its one", n)
 	}
 }
 
