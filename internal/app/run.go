@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"sync"
@@ -185,7 +186,17 @@ func (a *App) Serve(ctx context.Context, l Listeners) error {
 	if metrics != nil {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", a.Web.MetricsHandler())
+		if a.cfg.Pprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		ms := a.httpServer(mux)
+		if a.cfg.Pprof {
+			ms.WriteTimeout = 5 * time.Minute // a CPU profile answers after its seconds
+		}
 		go func() {
 			if err := ms.Serve(metrics); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("metrics: %w", err)
