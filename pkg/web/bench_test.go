@@ -12,7 +12,6 @@ import (
 // token and headers: what GET /pay/{id} costs beside reading the session.
 func BenchmarkRenderCardPage(b *testing.B) {
 	ts := newTestServer(b, Config{})
-	ts.csrfKey = make([]byte, 32)
 	r := httptest.NewRequest(http.MethodGet, "/pay/ses_x", nil)
 	b.ReportAllocs()
 	for b.Loop() {
