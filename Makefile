@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: run test deps check vulncheck bench fuzz build load screenshots
+.PHONY: run test deps check vulncheck bench fuzz build perf screenshots
 
 # Every fuzz target, as package:Target (a test checks that none is missing).
 FUZZ_TARGETS := \
@@ -49,9 +49,11 @@ BENCHCOUNT ?= 1
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) -timeout 60m ./...
 
-## load: the card page and session creation under wrk (apt-get install wrk)
-load:
-	./scripts/load.sh 10s
+## perf: the README's load figures in one run (scripts/perf.sh): the floor server, redis-benchmark,
+## and every hot path with paypage load on Redis and on the embedded store; PERFTIME each
+PERFTIME ?= 30s
+perf: deps
+	./scripts/perf.sh $(PERFTIME)
 
 ## fuzz: every fuzz target in turn for FUZZTIME (20s, or a count of inputs such as 50000x)
 fuzz:

@@ -78,7 +78,7 @@ var commands = []entry{
 	{name: "events resend", args: "--id EVT", summary: "queue an event for delivery again (same ID)", audit: "events.resend", new: func() command { return &eventsResendCmd{} }},
 
 	{name: "load", args: "[--scenario S] [--concurrency N] [--duration D] [--merchant FILE] [--processor FILE]", summary: "drive a running service on this machine with load and report throughput, latency, errors and the service's CPU and memory (starts nothing itself)",
-		reads: []*setting{settingNamed("metrics-addr")}, new: func() command { return &loadCmd{} }},
+		reads: []*setting{settingNamed("metrics-addr"), settingNamed("processor-addr")}, new: func() command { return &loadCmd{} }},
 }
 
 // entryNamed returns the registry's entry of a command.

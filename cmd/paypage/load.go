@@ -18,6 +18,7 @@ import (
 // (internal/load) and reports what it measured.
 type loadCmd struct {
 	scenario, target, metrics   string
+	processorTarget             string
 	merchant, processor, tokens string
 	mix, jsonOut                string
 	concurrency, pool           int
@@ -36,6 +37,7 @@ func (c *loadCmd) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.duration, "duration", 30*time.Second, "measured time")
 	fs.DurationVar(&c.warmup, "warmup", 5*time.Second, "warm-up before it, not measured")
 	fs.StringVar(&c.target, "target", "", "the service's base URL on a loopback address (default http:// and --addr; the floor server's for --scenario floor)")
+	fs.StringVar(&c.processorTarget, "processor-target", "", "where the service answers detokenize (default http:// and --processor-addr when set, else the target)")
 	fs.StringVar(&c.metrics, "metrics", "", "the service's metrics URL for its CPU and memory (default http:// and --metrics-addr and /metrics; off: none)")
 	fs.StringVar(&c.merchant, "merchant", "", `a file holding what "paypage merchant add" printed (or the secret key alone)`)
 	fs.StringVar(&c.processor, "processor", "", `a file holding what "paypage processor add --merchants MER --rate 0" printed (or the key alone), for detokenize`)
@@ -57,6 +59,9 @@ func (c *loadCmd) run(ctx context.Context, m *Main) error {
 	}
 	if cfg.Target == "" {
 		cfg.Target = "http://" + m.Config.Addr
+	}
+	if cfg.ProcessorTarget = c.processorTarget; cfg.ProcessorTarget == "" && m.Config.ProcessorAddr != "" {
+		cfg.ProcessorTarget = "http://" + m.Config.ProcessorAddr
 	}
 	switch {
 	case cfg.MetricsURL == "off":

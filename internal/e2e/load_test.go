@@ -31,7 +31,8 @@ func TestLoadTool(t *testing.T) {
 		t.Skip("needs redis-server (skipped with -short)")
 	}
 	e := newEnv(t, envOpts{store: redisURL(t), metrics: true, detokenize: -1})
-	e.app.Limiter.Card.Max, e.app.Limiter.Client.Max = 0, 0
+	l := e.app.Limiter
+	l.Card.Max, l.Client.Max, l.Merchant.Max, l.Global.Max = 0, 0, 0, 0
 	requestsPerOp := map[string]uint64{"sessions": 1, "page": 1, "pay": 4, "challenge": 7, "detokenize": 1, "refund": 1}
 	for _, scenario := range []string{"sessions", "page", "pay", "challenge", "detokenize", "refund", "sale"} {
 		t.Run(scenario, func(t *testing.T) {

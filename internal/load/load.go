@@ -34,6 +34,9 @@ type Config struct {
 	// Target is the service's base URL, on a loopback address
 	// ("http://127.0.0.1:8080"); for the floor scenario, the floor server's.
 	Target string
+	// ProcessorTarget is where the service answers the processor API when
+	// it runs with --processor-addr; "": on Target.
+	ProcessorTarget string
 	// MetricsURL is the service's metrics ("http://127.0.0.1:9090/metrics"),
 	// for its CPU and resident memory; "": not read.
 	MetricsURL string
@@ -241,6 +244,12 @@ func (c *Config) check() error {
 	}
 	if !loopback(u.Hostname()) {
 		return fmt.Errorf("target %q is not on this machine: the load tool drives a service on a loopback address only", c.Target)
+	}
+	if c.ProcessorTarget == "" {
+		c.ProcessorTarget = c.Target
+	}
+	if p, err := url.Parse(c.ProcessorTarget); err != nil || p.Host == "" || !loopback(p.Hostname()) {
+		return fmt.Errorf("processor target %q: give the service's processor address on a loopback address", c.ProcessorTarget)
 	}
 	if c.MetricsURL != "" {
 		m, err := url.Parse(c.MetricsURL)
@@ -481,5 +490,11 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// joinURL puts a path on the target's base URL.
-func (r *run) joinURL(path string) string { return strings.TrimRight(r.cfg.Target, "/") + path }
+// joinURL puts a path on the target's base URL, or the processor API's.
+func (r *run) joinURL(path string) string {
+	base := r.cfg.Target
+	if path == "/v1/detokenize" {
+		base = r.cfg.ProcessorTarget
+	}
+	return strings.TrimRight(base, "/") + path
+}

@@ -13,7 +13,7 @@ import (
 // settings are for a load test on its own data directory, never for
 // production.
 const ServeForLoad = "PAYPAGE_LOG_LEVEL=warn paypage serve --limit-client-per-hour 0 --limit-card-per-day 0 " +
-	"--detokenize-per-second 0 --limit-refusals-per-minute 0"
+	"--limit-merchant-per-minute 0 --limit-global-per-minute 0 --detokenize-per-second 0 --limit-refusals-per-minute 0"
 
 // advice is what to change when an error of a step and status shows.
 var advice = []struct {
@@ -22,9 +22,11 @@ var advice = []struct {
 	code   string // "" for any code
 	say    string
 }{
-	{"submit", 429, "", "the card page refused submissions with 429: every shopper of a load test comes from one address, past the " +
-		"card-testing limit a client address may submit in an hour; run the service with --limit-client-per-hour 0 " +
-		"(PAYPAGE_LIMIT_CLIENT_PER_HOUR=0), and --limit-card-per-day 0 (PAYPAGE_LIMIT_CARD_PER_DAY=0) for cards that are not sandbox cards"},
+	{"submit", 429, "", "the card page refused submissions with 429: the card-testing limits. Every shopper of a load test comes from " +
+		"one address and pays one merchant, past what an address may submit in an hour (--limit-client-per-hour, PAYPAGE_LIMIT_CLIENT_PER_HOUR), " +
+		"a merchant's pages take in a minute (--limit-merchant-per-minute, PAYPAGE_LIMIT_MERCHANT_PER_MINUTE) and all pages together " +
+		"(--limit-global-per-minute, PAYPAGE_LIMIT_GLOBAL_PER_MINUTE); run the service with each of them 0, and --limit-card-per-day 0 " +
+		"(PAYPAGE_LIMIT_CARD_PER_DAY) for cards that are not sandbox cards"},
 	{"detokenize", 429, "", "detokenize answered 429: the processor's detokenize rate; run the service with --detokenize-per-second 0 " +
 		"(PAYPAGE_DETOKENIZE_PER_SECOND=0), or lift this processor's own: paypage processor set-rate --id PRC --rate 0. " +
 		"If the answer says too many refused calls, it is --limit-refusals-per-minute 0 (PAYPAGE_LIMIT_REFUSALS_PER_MINUTE=0)"},
