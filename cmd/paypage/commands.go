@@ -76,6 +76,9 @@ var commands = []entry{
 
 	{name: "events list", args: "[--merchant ID] [--after EVT] [--limit N]", summary: "webhook events with their delivery state", new: func() command { return &eventsListCmd{} }},
 	{name: "events resend", args: "--id EVT", summary: "queue an event for delivery again (same ID)", audit: "events.resend", new: func() command { return &eventsResendCmd{} }},
+
+	{name: "load", args: "[--scenario S] [--concurrency N] [--duration D] [--merchant FILE] [--processor FILE]", summary: "drive a running service on this machine with load and report throughput, latency, errors and the service's CPU and memory (starts nothing itself)",
+		reads: []*setting{settingNamed("metrics-addr"), settingNamed("processor-addr")}, new: func() command { return &loadCmd{} }},
 }
 
 // entryNamed returns the registry's entry of a command.

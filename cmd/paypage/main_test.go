@@ -148,6 +148,15 @@ func TestHardeningSettings(t *testing.T) {
 	if c, err := parseConfig([]string{"--metrics-addr", "off"}, none); err != nil || c.MetricsAddr != "" {
 		t.Fatalf("metrics off: %q %v", c.MetricsAddr, err)
 	}
+	if c.Pprof {
+		t.Fatal("profiles served by default")
+	}
+	if c, err := parseConfig([]string{"--pprof"}, none); err != nil || !c.Pprof {
+		t.Fatalf("--pprof: %v %v", c.Pprof, err)
+	}
+	if c, err := parseConfig(nil, func(k string) string { return map[string]string{"PAYPAGE_PPROF": "true"}[k] }); err != nil || !c.Pprof {
+		t.Fatalf("PAYPAGE_PPROF: %v %v", c.Pprof, err)
+	}
 	env := map[string]string{"PAYPAGE_TRUSTED_PROXIES": "10.0.0.0/8,192.0.2.1"}
 	if c, err := parseConfig(nil, func(k string) string { return env[k] }); err != nil || len(c.TrustedProxies) != 2 || c.TrustedProxies[1].String() != "192.0.2.1/32" {
 		t.Fatalf("trusted proxies: %v %v", c.TrustedProxies, err)
@@ -235,7 +244,8 @@ func TestHelp(t *testing.T) {
 			hasnt: []string{"--metrics-addr", "--roll-secret", "--public-url"}},
 		{name: "HelpCommand", args: []string{"help", "merchant", "set-webhook"}, has: []string{"--roll-secret", "--id ID"}},
 		{name: "HelpGroup", args: []string{"help", "keys"}, has: []string{"paypage keys rewrap"}},
-		{name: "Serve", args: []string{"serve", "-h"}, has: []string{"--metrics-addr ADDR", "--webhook-schedule LIST", "--trusted-proxies CIDRS"}},
+		{name: "Serve", args: []string{"serve", "-h"}, has: []string{"--metrics-addr ADDR", "--webhook-schedule LIST", "--trusted-proxies CIDRS", "--pprof ", "PAYPAGE_PPROF"}},
+		{name: "Load", args: []string{"load", "--help"}, has: []string{"Usage: paypage load", "--scenario", "detokenize", "--concurrency", "--merchant", "--processor", "--metrics-addr ADDR"}},
 		{name: "ErrNothing", args: nil, usage: true, has: []string{"paypage merchant add"}},
 		{name: "ErrUnknown", args: []string{"nonsense"}, usage: true},
 		{name: "ErrGroupAlone", args: []string{"merchant"}, usage: true, has: []string{"paypage merchant add"}},
@@ -355,5 +365,41 @@ func TestServiceOnlyCommand(t *testing.T) {
 	}
 	if _, err := os.Stat(data); !os.IsNotExist(err) {
 		t.Fatalf("a service-only command opened the store: %v", err)
+	}
+}
+
+// The load command reads its keys from the files add commands print, and
+// its sale's weights as scenario=weight.
+func TestLoadArguments(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"JSON", `{"id": "mer_x", "secret_key": "sk_test_mer_x_abc", "webhook_secret": "whsec_y"}`, "sk_test_mer_x_abc"},
+		{"Bare", "psk_test_prc_x_abc\n", "psk_test_prc_x_abc"},
+		{"ErrJSONWithoutKey", `{"id": "mer_x"}`, ""},
+		{"ErrEmpty", "", ""},
+	} {
+		got, err := readKey(write(tc.name, tc.body))
+		if got != tc.want || (err == nil) != (tc.want != "") {
+			t.Errorf("%s: %q %v", tc.name, got, err)
+		}
+	}
+	m, err := parseMix("page=40, pay=25,refund=0")
+	if err != nil || m["page"] != 40 || m["pay"] != 25 || len(m) != 3 {
+		t.Fatalf("%v %v", m, err)
+	}
+	for _, bad := range []string{"page", "page=x", "page=-1"} {
+		if _, err := parseMix(bad); err == nil {
+			t.Errorf("mix %q accepted", bad)
+		}
 	}
 }

@@ -42,6 +42,9 @@ type Config struct {
 	// ProcessorAddr is where the processor API (/v1/detokenize) is served,
 	// alone and then nowhere else; empty: on Addr beside the rest.
 	ProcessorAddr string
+	// Pprof serves Go's profiles at /debug/pprof/ beside /metrics (never
+	// on the public listener); it needs MetricsAddr.
+	Pprof         bool
 	Data          string
 	Store         string // "bolt" or a Redis URL
 	PublicURL     string
@@ -175,6 +178,9 @@ func OpenVault(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) 
 func open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if err := cfg.checkTLS(); err != nil {
 		return nil, err
+	}
+	if cfg.Pprof && cfg.MetricsAddr == "" {
+		return nil, errors.New("--pprof serves the profiles on the metrics listener: give it --metrics-addr")
 	}
 	if cfg.PublicURL == "" {
 		cfg.PublicURL = "http://" + cfg.Addr

@@ -2,11 +2,13 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"sync"
@@ -177,15 +179,8 @@ func (a *App) Serve(ctx context.Context, l Listeners) error {
 	errc := make(chan error, 3)
 	if l.Processor != nil {
 		ps := a.httpServer(a.Web.ProcessorHandler())
-		ps.TLSConfig = tlsCfg
 		go func() {
-			var err error
-			if tlsCfg != nil {
-				err = ps.ServeTLS(l.Processor, "", "")
-			} else {
-				err = ps.Serve(l.Processor)
-			}
-			if !errors.Is(err, http.ErrServerClosed) {
+			if err := serveOn(ps, l.Processor, tlsCfg); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("processor API: %w", err)
 			}
 		}()
@@ -199,7 +194,17 @@ func (a *App) Serve(ctx context.Context, l Listeners) error {
 	if metrics != nil {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", a.Web.MetricsHandler())
+		if a.cfg.Pprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		ms := a.httpServer(mux)
+		if a.cfg.Pprof {
+			ms.WriteTimeout = 5 * time.Minute // a CPU profile answers after its seconds
+		}
 		go func() {
 			if err := ms.Serve(metrics); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("metrics: %w", err)
@@ -229,14 +234,9 @@ func (a *App) Serve(ctx context.Context, l Listeners) error {
 	audited := make(chan struct{}) // refusal records flushed and the trail capped, until the end
 	go func() { defer close(audited); a.Refusals.Run(workers, 10*time.Second) }()
 	a.log.Info("paypage serving", "addr", ln.Addr().String(), "public_url", a.cfg.PublicURL, "store", storeKind(a.cfg.Store))
-	if tlsCfg != nil {
-		hs.TLSConfig = tlsCfg
-		go func() { errc <- hs.ServeTLS(ln, "", "") }()
-		if a.certs != nil {
-			go a.reloadOnHangup(workers)
-		}
-	} else {
-		go func() { errc <- hs.Serve(ln) }()
+	go func() { errc <- serveOn(hs, ln, tlsCfg) }()
+	if a.certs != nil {
+		go a.reloadOnHangup(workers)
 	}
 	var failed error // a listener that stopped serving by itself
 	select {
@@ -254,6 +254,15 @@ func (a *App) Serve(ctx context.Context, l Listeners) error {
 		return failed
 	}
 	return err
+}
+
+// serveOn serves srv on ln, over TLS when cfg is set.
+func serveOn(srv *http.Server, ln net.Listener, cfg *tls.Config) error {
+	if cfg == nil {
+		return srv.Serve(ln)
+	}
+	srv.TLSConfig = cfg
+	return srv.ServeTLS(ln, "", "")
 }
 
 // reloadOnHangup reads the TLS certificate files again on each SIGHUP until

@@ -95,6 +95,7 @@ type envOpts struct {
 	noAccounts bool
 	detokenize int64  // detokenize calls a second per processor
 	metrics    bool   // serve /metrics on a listener of its own (env.metrics)
+	pprof      bool   // and the profiles beside them
 	refusals   int64  // refused API calls a minute per source (0: no limit)
 	trusted    string // --trusted-proxies
 	processor  bool   // serve the processor API on a listener of its own (env.processor)
@@ -152,7 +153,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 		if mln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			t.Fatal(err)
 		}
-		cfg.MetricsAddr = mln.Addr().String()
+		cfg.MetricsAddr, cfg.Pprof = mln.Addr().String(), o.pprof
 		e.metrics = "http://" + cfg.MetricsAddr
 	}
 	a, err := app.Open(context.Background(), cfg, log)

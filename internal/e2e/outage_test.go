@@ -65,15 +65,7 @@ func TestRedisOutage(t *testing.T) {
 func TestMetricsOnTheirOwnAddress(t *testing.T) {
 	e := newEnv(t, envOpts{metrics: true})
 	e.session(nil)
-	get := func(u string) (int, string) {
-		resp, err := http.Get(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := func(u string) (int, string) { return httpGet(t, u) }
 	if st, _ := get(e.url + "/metrics"); st != http.StatusNotFound {
 		t.Fatalf("public /metrics: %d", st)
 	}

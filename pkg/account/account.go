@@ -111,11 +111,12 @@ type Processor struct {
 	Credentials
 }
 
-// Service manages accounts.
+// Service manages accounts. It caches the records it reads for CacheFor.
 type Service struct {
 	store store.Store
 	vault *vault.Vault
 	Now   func() time.Time
+	cache cache
 }
 
 // New returns a Service.
@@ -309,36 +310,52 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (Principal, e
 		return Principal{}, ErrUnauthorized
 	}
 	k := recordKey(kind, id)
-	r, err := s.store.Get(ctx, k)
+	e, hit, err := s.record(ctx, k)
 	if errors.Is(err, store.ErrNotFound) {
 		return Principal{}, ErrUnauthorized
 	}
 	if err != nil {
 		return Principal{}, err
 	}
-	var rec Processor // a merchant's record decodes into the fields they share
-	if err := json.Unmarshal(r.Value, &rec); err != nil {
-		return Principal{}, err
-	}
 	now := s.Now()
 	h := hashKey(secret)
-	found := -1
-	for i, key := range rec.Keys {
-		if subtle.ConstantTimeCompare(key.Hash, h) == 1 {
-			found = i
+	found := findKey(e.creds.Keys, h)
+	if found < 0 && hit {
+		// A key made since the record was cached (a roll on another
+		// replica) is good at once: read the record again.
+		s.forget(k)
+		if e, _, err = s.record(ctx, k); errors.Is(err, store.ErrNotFound) {
+			return Principal{}, ErrUnauthorized
+		} else if err != nil {
+			return Principal{}, err
 		}
+		found = findKey(e.creds.Keys, h)
 	}
+	rec := e.creds
 	if found < 0 || rec.Disabled || !rec.Keys[found].live(now) {
 		return Principal{}, ErrUnauthorized
 	}
-	if now.Sub(rec.Keys[found].LastUsed) >= TouchEvery {
-		s.touch(ctx, k, r, h, now)
+	if now.Sub(s.lastTouch(e, h, rec.Keys[found].LastUsed)) >= TouchEvery {
+		s.noteTouch(e, h, now)
+		s.touch(ctx, k, e.rec, h, now)
 	}
 	p := Principal{Kind: kind, ID: id}
 	if kind == KindProcessor {
 		p.Merchants, p.Rate = rec.Merchants, rec.Rate
 	}
 	return p, nil
+}
+
+// findKey returns the index of the key with hash h, comparing every one in
+// constant time; -1 when none has it.
+func findKey(keys []Key, h []byte) int {
+	found := -1
+	for i, key := range keys {
+		if subtle.ConstantTimeCompare(key.Hash, h) == 1 {
+			found = i
+		}
+	}
+	return found
 }
 
 // touch writes a key's last use into the record read at r. It is best
@@ -376,14 +393,14 @@ func (s *Service) get(ctx context.Context, k store.Key, into any) error {
 	if !k.Valid() {
 		return notFound(k)
 	}
-	r, err := s.store.Get(ctx, k)
+	e, _, err := s.record(ctx, k)
 	if errors.Is(err, store.ErrNotFound) {
 		return notFound(k)
 	}
 	if err != nil {
 		return err
 	}
-	return json.Unmarshal(r.Value, into)
+	return json.Unmarshal(e.rec.Value, into)
 }
 
 func notFound(k store.Key) error { return apperr.E(apperr.NotFound, "no %s %q", k.Kind, k.ID) }
@@ -411,6 +428,9 @@ func update[T any](ctx context.Context, s *Service, k store.Key, change func(*T)
 		}
 		b, _ := json.Marshal(v)
 		err = s.store.Commit(ctx, store.Update(k, b, r.Version))
+		if err == nil {
+			s.forget(k)
+		}
 		if !errors.Is(err, store.ErrConflict) {
 			return v, err
 		}

@@ -16,10 +16,15 @@ import (
 	"github.com/paypage/paypage/pkg/vault"
 )
 
-// countingStore counts the writes that go through it.
+// countingStore counts the reads and writes that go through it.
 type countingStore struct {
 	store.Store
-	commits atomic.Int64
+	commits, gets atomic.Int64
+}
+
+func (c *countingStore) Get(ctx context.Context, k store.Key) (store.Record, error) {
+	c.gets.Add(1)
+	return c.Store.Get(ctx, k)
 }
 
 func (c *countingStore) Commit(ctx context.Context, ops ...store.Op) error {
@@ -285,5 +290,77 @@ func BenchmarkAuthenticate(b *testing.B) {
 	}
 	if n := cs.commits.Load() - start; n != 0 {
 		b.Fatalf("%d writes", n)
+	}
+}
+
+// The credentials cache: a replica reads an owner's record once a CacheFor
+// for all its key checks; a disable made on another replica reaches it
+// within CacheFor, one made through it at once; a rolled key is good at
+// once on every replica, and the old one stops within CacheFor.
+func TestCredentialsCache(t *testing.T) {
+	ctx := context.Background()
+	a, cs, c := mustOpen(t)
+	other := account.New(cs, nil) // another replica on the same store
+	other.Now = c.Now
+	p, err := a.AddProcessor(ctx, account.ProcessorSpec{Name: "Acquirer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAuth(t, a, p.SecretKey, p.ID)
+	gets := cs.gets.Load()
+	for range 100 {
+		mustAuth(t, a, p.SecretKey, p.ID)
+	}
+	if n := cs.gets.Load() - gets; n != 0 {
+		t.Errorf("100 key checks within %v read the store %d times, want 0", account.CacheFor, n)
+	}
+
+	if err := other.SetDisabled(ctx, account.KindProcessor, p.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(account.CacheFor)
+	mustRefuse(t, a, p.SecretKey) // a disable elsewhere reaches here within CacheFor
+	if err := a.SetDisabled(ctx, account.KindProcessor, p.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	mustAuth(t, a, p.SecretKey, p.ID) // a change made here, at once
+
+	rolled, err := other.RollKey(ctx, account.KindProcessor, p.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAuth(t, a, rolled.SecretKey, p.ID) // the new key at once
+	c.Advance(account.CacheFor)
+	mustRefuse(t, a, p.SecretKey) // the old one within CacheFor
+	mustAuth(t, a, rolled.SecretKey, p.ID)
+
+	// Wrong keys of a known owner read the record again (a key rolled
+	// elsewhere may be new), and are refused.
+	gets = cs.gets.Load()
+	mustRefuse(t, a, p.SecretKey)
+	if n := cs.gets.Load() - gets; n != 1 {
+		t.Errorf("a wrong key read the record %d times, want 1", n)
+	}
+}
+
+// A key's last use is written once a minute however stale the cache: a
+// write that loses to another replica's is not tried again on every call.
+func TestTouchWithStaleCache(t *testing.T) {
+	ctx := context.Background()
+	a, cs, c := mustOpen(t)
+	other := account.New(cs, nil)
+	other.Now = c.Now
+	m, err := a.AddMerchant(ctx, "Shop", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAuth(t, other, m.SecretKey, m.ID) // the other replica writes the last use
+	commits := cs.commits.Load()
+	for range 50 {
+		mustAuth(t, a, m.SecretKey, m.ID)
+		c.Advance(10 * time.Millisecond)
+	}
+	if n := cs.commits.Load() - commits; n > 1 {
+		t.Errorf("50 key checks in half a second wrote %d times, want at most 1", n)
 	}
 }

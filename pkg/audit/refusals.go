@@ -112,13 +112,14 @@ func (r *Refusals) Count(source string) int64 {
 	return r.perSource[source]
 }
 
-// WindowEnd is when the current window ends (and its counts start again).
-func (r *Refusals) WindowEnd() time.Time {
+// Remaining is how long the current window has left (when its counts
+// start again), by the trail's clock.
+func (r *Refusals) Remaining() time.Duration {
 	now := r.log.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.roll(now)
-	return r.end
+	return r.end.Sub(now)
 }
 
 // Flush writes the records of the windows that have ended, and with all

@@ -1,6 +1,7 @@
 package processor_test
 
 import (
+	"context"
 	"os"
 	"regexp"
 	"slices"
@@ -8,8 +9,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/paypage/paypage/pkg/audit"
+	"github.com/paypage/paypage/pkg/card"
 	"github.com/paypage/paypage/pkg/processor"
+	"github.com/paypage/paypage/pkg/store"
+	"github.com/paypage/paypage/pkg/store/storetest"
 	"github.com/paypage/paypage/pkg/threeds"
+	"github.com/paypage/paypage/pkg/vault"
+	"github.com/paypage/paypage/pkg/vault/vaulttest"
 )
 
 // SandboxNumbers is the README's sandbox table, and holds every number the
@@ -46,4 +53,24 @@ func TestSandboxNumbersAreTheTable(t *testing.T) {
 			t.Errorf("issuer sandbox number %s missing", n)
 		}
 	}
+}
+
+// BenchmarkAuthorize is the sandbox processor's approval: the card looked
+// up (and the lookup audited), the authorization written and read back.
+func BenchmarkAuthorize(b *testing.B) {
+	ctx := context.Background()
+	storetest.EachEngine(b, func(b *testing.B, s store.Store) {
+		v := vaulttest.Open(b, s)
+		info := vaulttest.Card(b, v, "mer_a", "4242424242424242")
+		p := processor.NewSandbox(s, v, audit.New(s))
+		cvv, _ := card.ParseCVV("123", card.Visa)
+		b.ReportAllocs()
+		for b.Loop() {
+			res, err := p.Authorize(ctx, processor.AuthorizeRequest{ID: vault.NewID("att_"), Merchant: "mer_a", Token: info.Token, CVV: cvv,
+				Amount: 150000, Currency: "KZT", Reference: "PNR", ThreeDS: &processor.Authentication{Version: "2.2.0", TransStatus: "Y", ECI: "05"}})
+			if err != nil || !res.Approved {
+				b.Fatal(res, err)
+			}
+		}
+	})
 }

@@ -8,25 +8,12 @@ import (
 	"github.com/paypage/paypage/pkg/card"
 	"github.com/paypage/paypage/pkg/store"
 	"github.com/paypage/paypage/pkg/store/bolt"
-	"github.com/paypage/paypage/pkg/store/redis"
-	"github.com/paypage/paypage/pkg/store/redis/redistest"
+	"github.com/paypage/paypage/pkg/store/storetest"
 	"github.com/paypage/paypage/pkg/vault"
 )
 
-func benchStores(b *testing.B) map[string]store.Store {
-	db, err := bolt.Open(filepath.Join(b.TempDir(), "db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { db.Close() })
-	srv := redistest.Start(b)
-	rdb, err := redis.Open(ctx, srv.URL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { rdb.Close() })
-	return map[string]store.Store{"bolt": db, "redis": rdb}
-}
+// benchStores are the engines a vault step is measured on.
+func benchStores(b *testing.B) map[string]store.Store { return storetest.Engines(b) }
 
 func BenchmarkTokenize(b *testing.B) {
 	for name, s := range benchStores(b) {

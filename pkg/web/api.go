@@ -46,7 +46,7 @@ func (s *Server) authenticate(kind string, next http.HandlerFunc) http.HandlerFu
 		if max := s.cfg.RefusalsPerMinute; max > 0 && s.Refusals.Count(clientBucket(r)) >= max {
 			err := apperr.E(apperr.RateLimited, "too many refused calls from this address: try again later")
 			s.refuse(r, action, "unknown", err)
-			w.Header().Set("Retry-After", strconv.Itoa(int(time.Until(s.Refusals.WindowEnd()).Seconds())+1))
+			w.Header().Set("Retry-After", strconv.Itoa(int(s.Refusals.Remaining().Seconds())+1))
 			s.writeError(w, r, err)
 			return
 		}

@@ -105,13 +105,18 @@ func (s *Server) newPage(r *http.Request, lang string) *pageData {
 	return d
 }
 
-// render writes a page; it buffers so that a template error becomes a clean 500.
+// render writes a page, from its skeleton when it has one (skeleton.go);
+// it buffers so that a template error becomes a clean 500.
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page string, d *pageData) {
-	var buf bytes.Buffer
-	if err := s.pages[page].ExecuteTemplate(&buf, "layout", d); err != nil {
-		s.log.Error("render", "page", page, "err", err.Error())
-		http.Error(w, "internal error", http.StatusInternalServerError)
-		return
+	body, ok := s.skeletons.fill(s, page, d)
+	if !ok {
+		var buf bytes.Buffer
+		if err := s.pages[page].ExecuteTemplate(&buf, "layout", d); err != nil {
+			s.log.Error("render", "page", page, "err", err.Error())
+			http.Error(w, "internal error", http.StatusInternalServerError)
+			return
+		}
+		body = buf.Bytes()
 	}
 	if l := r.URL.Query().Get("lang"); isLang(l) {
 		http.SetCookie(w, &http.Cookie{Name: "pp_lang", Value: l, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode, MaxAge: 365 * 24 * 3600})
@@ -123,7 +128,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page
 	setFramers(w.Header(), formAction, d.frameOrigins())
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
+	_, _ = w.Write(body)
 }
 
 func (s *Server) order(ctx context.Context, ss payment.Session) *orderView {

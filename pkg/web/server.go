@@ -90,6 +90,8 @@ type Server struct {
 	log     *slog.Logger
 	headers map[string]string // SecurityHeaders
 	csp     *cspReports
+	// skeletons render the card and redirect pages without the template.
+	skeletons *skeletons
 }
 
 // New builds the server and its routes.
@@ -122,7 +124,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{Deps: d, cfg: cfg, cat: cat, assets: assets, log: d.Logger, headers: SecurityHeaders(cfg.PublicURL), pages: map[string]*template.Template{},
-		clients: clientaddr.New(cfg.TrustedProxies)}
+		clients: clientaddr.New(cfg.TrustedProxies), skeletons: newSkeletons()}
 	for _, p := range []string{"pay", "redirect", "acs", "kaspi", "sbkaspi"} {
 		t, err := template.ParseFS(templates.FS, "layout.html", p+".html")
 		if err != nil {

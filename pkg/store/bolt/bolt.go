@@ -1,8 +1,14 @@
 // Package bolt is the embedded store engine: one bbolt file in the data
 // directory, for a single paypage process. Each record kind is a bucket; a
-// Commit is one bbolt Update transaction; expired records are hidden on read
+// Commit is one bbolt write transaction; expired records are hidden on read
 // and removed by a sweeper that finds them through an index by expiry time.
 // The due index is two buckets: one keyed by due time, one by record.
+//
+// Writes are group commits: one writer takes every write waiting when it
+// starts a transaction and commits them together, with one pair of fsyncs
+// for all of them, and each caller hears back once the transaction that
+// holds its write is on disk. A lone write waits for nothing; under load,
+// the writes that arrive during one commit's fsync share the next.
 package bolt
 
 import (
@@ -14,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/paypage/paypage/pkg/apperr"
@@ -28,7 +35,22 @@ type DB struct {
 	Now  func() time.Time // the clock; tests may replace it before use
 	stop chan struct{}
 	wg   sync.WaitGroup
+	// writes go to the writer, which groups them into commits; closed
+	// (under mu) when the store closes, after the last write is queued.
+	writes chan *write
+	mu     sync.RWMutex
+	closed bool
+	groups atomic.Int64
 }
+
+// write is one caller's change, waiting for the group commit that holds it.
+type write struct {
+	fn   func(tx *bbolt.Tx) error
+	done chan error
+}
+
+// maxGroup bounds the writes of one transaction, and how many wait.
+const maxGroup = 512
 
 var _ store.Store = (*DB)(nil)
 
@@ -42,15 +64,103 @@ func Open(path string) (*DB, error) {
 	if err != nil {
 		return nil, apperr.Wrap(apperr.Unavailable, err, "open store %s", path)
 	}
-	d := &DB{db: db, Now: time.Now, stop: make(chan struct{})}
-	d.wg.Add(1)
+	d := &DB{db: db, Now: time.Now, stop: make(chan struct{}), writes: make(chan *write, maxGroup)}
+	d.wg.Add(2)
 	go d.sweep(time.Minute)
+	go d.writer()
 	return d, nil
 }
 
-// Close stops the sweeper and closes the file.
+// update runs fn in a write transaction that it may share with the writes
+// of other callers (a group commit), and returns once that transaction is
+// on disk. fn may run more than once, so it must set what it returns
+// afresh each time. A store error it returns (not found, a conflict) is
+// its caller's answer, and leaves what fn wrote before it in the
+// transaction, so fn checks before it writes; any other error fails the
+// group, whose writes then run again one transaction each.
+func (d *DB) update(ctx context.Context, fn func(tx *bbolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return mapErr(err)
+	}
+	w := &write{fn: fn, done: make(chan error, 1)}
+	d.mu.RLock()
+	if d.closed {
+		d.mu.RUnlock()
+		return mapErr(bolterr.ErrDatabaseNotOpen)
+	}
+	d.writes <- w
+	d.mu.RUnlock()
+	return mapErr(<-w.done)
+}
+
+// writer commits the writes that wait, in groups, until the store closes
+// and the last of them is done.
+func (d *DB) writer() {
+	defer d.wg.Done()
+	group := make([]*write, 0, maxGroup)
+	for w := range d.writes {
+		group = append(group[:0], w)
+	more:
+		for len(group) < maxGroup {
+			select {
+			case w, ok := <-d.writes:
+				if !ok {
+					break more
+				}
+				group = append(group, w)
+			default:
+				break more
+			}
+		}
+		d.commit(group)
+	}
+}
+
+// answer reports whether an error is a write's answer to its caller rather
+// than a failure of the transaction.
+func answer(err error) bool {
+	return errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound)
+}
+
+// commit runs a group of writes in one transaction and tells each caller;
+// when the transaction fails, each write runs again alone.
+func (d *DB) commit(group []*write) {
+	d.groups.Add(1)
+	answers := make([]error, len(group))
+	err := d.db.Update(func(tx *bbolt.Tx) error {
+		for i, w := range group {
+			if answers[i] = w.fn(tx); answers[i] != nil && !answer(answers[i]) {
+				return answers[i]
+			}
+		}
+		return nil
+	})
+	if err != nil && len(group) > 1 {
+		for _, w := range group {
+			w.done <- d.db.Update(w.fn)
+		}
+		return
+	}
+	for i, w := range group {
+		if err != nil {
+			answers[i] = err
+		}
+		w.done <- answers[i]
+	}
+}
+
+// Groups counts the write transactions committed so far, each holding one
+// or more writes.
+func (d *DB) Groups() int64 { return d.groups.Load() }
+
+// Close stops the sweeper, lets the writer finish the writes queued, and
+// closes the file.
 func (d *DB) Close() error {
 	close(d.stop)
+	d.mu.Lock()
+	d.closed = true
+	close(d.writes)
+	d.mu.Unlock()
 	d.wg.Wait()
 	return mapErr(d.db.Close())
 }
@@ -205,11 +315,8 @@ func (d *DB) Commit(ctx context.Context, ops ...store.Op) error {
 	if err := store.SameGroup(ops); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return mapErr(err)
-	}
 	now := d.Now()
-	return mapErr(d.db.Update(func(tx *bbolt.Tx) error {
+	return d.update(ctx, func(tx *bbolt.Tx) error {
 		buckets := make([]*bbolt.Bucket, len(ops))
 		versions := make([]int64, len(ops))
 		for i, op := range ops {
@@ -248,16 +355,14 @@ func (d *DB) Commit(ctx context.Context, ops ...store.Op) error {
 			}
 		}
 		return nil
-	}))
+	})
 }
 
 // Take reads a live record and deletes it in the same transaction.
 func (d *DB) Take(ctx context.Context, k store.Key) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, mapErr(err)
-	}
 	var v []byte
-	err := d.db.Update(func(tx *bbolt.Tx) error {
+	err := d.update(ctx, func(tx *bbolt.Tx) error {
+		v = nil
 		b := tx.Bucket(bucketName(k.Kind))
 		if b == nil {
 			return store.ErrNotFound
@@ -275,20 +380,18 @@ func (d *DB) Take(ctx context.Context, k store.Key) ([]byte, error) {
 		v = r.Value
 		return nil
 	})
-	return v, mapErr(err)
+	return v, err
 }
 
 // Incr adds one to a counter that lives for window after its first increment.
 func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, mapErr(err)
-	}
 	var n int64
-	err := d.db.Update(func(tx *bbolt.Tx) error {
+	err := d.update(ctx, func(tx *bbolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketName(k.Kind))
 		if err != nil {
 			return err
 		}
+		n = 0
 		exp := d.Now().Add(window)
 		if r, ok := d.decode(b.Get([]byte(k.ID))); ok {
 			n, _ = strconv.ParseInt(string(r.Value), 10, 64)
@@ -299,7 +402,7 @@ func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64
 		n++
 		return b.Put([]byte(k.ID), encode(1, exp, strconv.AppendInt(nil, n, 10)))
 	})
-	return n, mapErr(err)
+	return n, err
 }
 
 // Due lists filed keys of a kind due at or before now, earliest first: a
@@ -337,11 +440,8 @@ func (d *DB) Allow(ctx context.Context, k store.Key, b store.Bucket, now time.Ti
 	if err := b.Check(); err != nil {
 		return 0, err
 	}
-	if err := ctx.Err(); err != nil {
-		return 0, mapErr(err)
-	}
 	var wait time.Duration
-	err := d.db.Update(func(tx *bbolt.Tx) error {
+	err := d.update(ctx, func(tx *bbolt.Tx) error {
 		bk, err := tx.CreateBucketIfNotExists(bucketName(k.Kind))
 		if err != nil {
 			return err
@@ -361,7 +461,7 @@ func (d *DB) Allow(ctx context.Context, k store.Key, b store.Bucket, now time.Ti
 		}
 		return bk.Put([]byte(k.ID), encode(1, exp, next))
 	})
-	return wait, mapErr(err)
+	return wait, err
 }
 
 // Scan calls fn for every live record of a kind. It reads them all first,
@@ -400,11 +500,8 @@ func (d *DB) Scan(ctx context.Context, kind string, fn func(id string, r store.R
 
 // Append adds an entry to a log bucket under the next sequence number.
 func (d *DB) Append(ctx context.Context, log string, data []byte) (string, error) {
-	if err := ctx.Err(); err != nil {
-		return "", mapErr(err)
-	}
 	var id string
-	err := d.db.Update(func(tx *bbolt.Tx) error {
+	err := d.update(ctx, func(tx *bbolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(logName(log))
 		if err != nil {
 			return err
@@ -416,7 +513,7 @@ func (d *DB) Append(ctx context.Context, log string, data []byte) (string, error
 		id = fmt.Sprintf("%020d", seq)
 		return b.Put([]byte(id), data)
 	})
-	return id, mapErr(err)
+	return id, err
 }
 
 // Read returns entries after the given ID, in order.

@@ -56,4 +56,5 @@ func TestClosedIsUnavailable(t *testing.T) {
 	}
 }
 
-func BenchmarkAllow(b *testing.B) { storetest.BenchAllow(b, MustOpen(b)) }
+// BenchmarkStore is each round trip of a card payment on bolt.
+func BenchmarkStore(b *testing.B) { storetest.Bench(b, MustOpen(b)) }

@@ -29,10 +29,13 @@ import (
 	"github.com/paypage/paypage/pkg/store"
 )
 
-// DB is a store.Store on Redis.
+// DB is a store.Store on Redis. The calls of the hot paths (Get, Commit,
+// Take, Incr, Allow, Append) go through a batcher: concurrent calls share
+// round trips (batch.go).
 type DB struct {
 	c       goredis.UniversalClient
 	cluster bool
+	b       *batcher
 }
 
 // clusterShards is how many hash slots a Cluster's records are spread over:
@@ -64,7 +67,7 @@ func Open(ctx context.Context, rawURL string) (*DB, error) {
 // New wraps an existing client.
 func New(c goredis.UniversalClient) *DB {
 	_, cluster := c.(*goredis.ClusterClient)
-	return &DB{c: c, cluster: cluster}
+	return &DB{c: c, cluster: cluster, b: newBatcher(c)}
 }
 
 func newClient(rawURL string) (goredis.UniversalClient, error) {
@@ -103,8 +106,43 @@ func redactURL(s string) string {
 	return u.Redacted()
 }
 
-// Close closes the client.
-func (d *DB) Close() error { return d.c.Close() }
+// Close answers the calls under way, then closes the client.
+func (d *DB) Close() error {
+	d.b.close()
+	return d.c.Close()
+}
+
+// run sends one command with the concurrent calls' and returns its error.
+func (d *DB) run(ctx context.Context, cmd goredis.Cmder) error {
+	if err := d.b.do(ctx, cmd); err != nil {
+		return err
+	}
+	return cmd.Err()
+}
+
+// script runs a Lua script by its hash with the concurrent calls, and
+// again by its text if Redis does not have it yet (after a restart).
+func (d *DB) script(ctx context.Context, s *goredis.Script, keys []string, args ...any) *goredis.Cmd {
+	cmdArgs := make([]any, 0, 3+len(keys)+len(args))
+	cmdArgs = append(cmdArgs, "evalsha", s.Hash(), len(keys))
+	for _, k := range keys {
+		cmdArgs = append(cmdArgs, k)
+	}
+	cmd := goredis.NewCmd(ctx, append(cmdArgs, args...)...)
+	if err := d.b.do(ctx, cmd); err != nil {
+		// The batcher may still fill cmd: answer with another.
+		gone := goredis.NewCmd(ctx)
+		gone.SetErr(err)
+		return gone
+	}
+	if err := cmd.Err(); err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
+		return s.Run(ctx, d.c, keys, args...)
+	}
+	return cmd
+}
+
+// RoundTrips counts the pipelines the batcher has sent.
+func (d *DB) RoundTrips() int64 { return d.b.trips.Load() }
 
 // mapErr turns go-redis errors into store codes, in this one place.
 func mapErr(err error) error {
@@ -195,11 +233,11 @@ func decode(s string) (store.Record, error) {
 
 // Get reads a record.
 func (d *DB) Get(ctx context.Context, k store.Key) (store.Record, error) {
-	s, err := d.c.Get(ctx, d.key(k)).Result()
-	if err != nil {
+	cmd := goredis.NewStringCmd(ctx, "get", d.key(k))
+	if err := d.run(ctx, cmd); err != nil {
 		return store.Record{}, mapErr(err)
 	}
-	return decode(s)
+	return decode(cmd.Val())
 }
 
 // commitScript checks every version first, then writes: all or nothing.
@@ -265,7 +303,7 @@ func (d *DB) Commit(ctx context.Context, ops ...store.Op) error {
 		}
 		args = append(args, op.IfVersion, del, op.TTL.Milliseconds(), op.Value, due, dueMember(op.Key))
 	}
-	return mapErr(commitScript.Run(ctx, d.c, keys, args...).Err())
+	return mapErr(d.script(ctx, commitScript, keys, args...).Err())
 }
 
 // Due reads a kind's due index (one sorted set, or one per Cluster shard in
@@ -301,11 +339,11 @@ func (d *DB) Due(ctx context.Context, kind string, now time.Time, limit int) ([]
 
 // Take reads and deletes a record with GETDEL.
 func (d *DB) Take(ctx context.Context, k store.Key) ([]byte, error) {
-	s, err := d.c.GetDel(ctx, d.key(k)).Result()
-	if err != nil {
+	cmd := goredis.NewStringCmd(ctx, "getdel", d.key(k))
+	if err := d.run(ctx, cmd); err != nil {
 		return nil, mapErr(err)
 	}
-	r, err := decode(s)
+	r, err := decode(cmd.Val())
 	return r.Value, err
 }
 
@@ -317,7 +355,7 @@ return n
 
 // Incr increments a counter that expires window after its first increment.
 func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64, error) {
-	n, err := incrScript.Run(ctx, d.c, []string{d.key(k)}, window.Milliseconds()).Int64()
+	n, err := d.script(ctx, incrScript, []string{d.key(k)}, window.Milliseconds()).Int64()
 	return n, mapErr(err)
 }
 
@@ -348,7 +386,7 @@ func (d *DB) Allow(ctx context.Context, k store.Key, b store.Bucket, now time.Ti
 	if err := b.Check(); err != nil {
 		return 0, err
 	}
-	us, err := allowScript.Run(ctx, d.c, []string{d.key(k)}, b.PerSecond, b.Burst, now.UnixMicro()).Int64()
+	us, err := d.script(ctx, allowScript, []string{d.key(k)}, b.PerSecond, b.Burst, now.UnixMicro()).Int64()
 	return time.Duration(us) * time.Microsecond, mapErr(err)
 }
 
@@ -420,8 +458,11 @@ func streamKey(log string) string { return "pp:{log_" + log + "}:stream" }
 
 // Append adds an entry to the log's stream.
 func (d *DB) Append(ctx context.Context, log string, data []byte) (string, error) {
-	id, err := d.c.XAdd(ctx, &goredis.XAddArgs{Stream: streamKey(log), Values: []any{"d", data}}).Result()
-	return id, mapErr(err)
+	cmd := goredis.NewStringCmd(ctx, "xadd", streamKey(log), "*", "d", data)
+	if err := d.run(ctx, cmd); err != nil {
+		return "", mapErr(err)
+	}
+	return cmd.Val(), nil
 }
 
 // Read returns entries after the given stream ID.

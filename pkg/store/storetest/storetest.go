@@ -478,3 +478,117 @@ func BenchAllow(b *testing.B, s store.Store) {
 		}
 	}
 }
+
+// Bench measures each round trip a card payment makes to a store, one at
+// a time and, for the writes, from 32 goroutines at once (where an engine
+// that groups commits shows it): a read, a new record, a compare-and-set
+// with a due filing (a session's state change), a held secret written and
+// taken, a counter, an audit entry, a look at the due index, a token spent.
+func Bench(b *testing.B, s store.Store) {
+	ctx := context.Background()
+	value := make([]byte, 600) // about a session record
+	for i := range value {
+		value[i] = 'a' + byte(i%26)
+	}
+	var seq sync.Mutex
+	n := 0
+	next := func() string {
+		seq.Lock()
+		defer seq.Unlock()
+		n++
+		return fmt.Sprintf("b%d", n)
+	}
+	par := func(b *testing.B, f func() error) {
+		b.SetParallelism(16) // 32 goroutines on 2 cores
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := f(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	create := func() error { return s.Commit(ctx, store.Create(store.K("bench", next()), value, 0)) }
+	update := func(k store.Key) func() error {
+		return func() error {
+			r, err := s.Get(ctx, k)
+			if err != nil {
+				return err
+			}
+			return s.Commit(ctx, store.Update(k, value, r.Version).At(time.Now().Add(time.Hour)))
+		}
+	}
+	holdTake := func() error {
+		k := store.Key{Kind: "held", ID: next(), Group: "g"}
+		if err := s.Commit(ctx, store.Op{Key: k, Value: value[:64], IfVersion: store.Any, TTL: time.Minute}); err != nil {
+			return err
+		}
+		_, err := s.Take(ctx, k)
+		return err
+	}
+	incr := func() error { _, err := s.Incr(ctx, store.K("count", next()), time.Hour); return err }
+	appendLog := func() error { _, err := s.Append(ctx, "bench", value[:300]); return err }
+
+	if err := s.Commit(ctx, store.Put(store.K("bench", "read"), value)); err != nil {
+		b.Fatal(err)
+	}
+	for i := range 1000 { // work filed for later: Due reads none of it
+		if err := s.Commit(ctx, store.Put(store.K("later", fmt.Sprint(i)), nil).At(time.Now().Add(time.Hour))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		f    func() error
+		par  bool
+	}{
+		{"Get", func() error { _, err := s.Get(ctx, store.K("bench", "read")); return err }, false},
+		{"Create", create, false},
+		{"CreateParallel", create, true},
+		{"Update", update(store.K("bench", "update")), false},
+		{"UpdateParallel", nil, true}, // each goroutine its own record
+		{"HoldTake", holdTake, false},
+		{"HoldTakeParallel", holdTake, true},
+		{"Incr", incr, false},
+		{"Append", appendLog, false},
+		{"AppendParallel", appendLog, true},
+		{"Due", func() error { _, err := s.Due(ctx, "later", time.Now(), 100); return err }, false},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			if c.name == "Update" {
+				if err := s.Commit(ctx, store.Put(store.K("bench", "update"), value)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			switch {
+			case c.f == nil:
+				b.SetParallelism(16)
+				b.RunParallel(func(pb *testing.PB) {
+					k := store.K("bench", next())
+					if err := s.Commit(ctx, store.Put(k, value)); err != nil {
+						b.Error(err)
+						return
+					}
+					f := update(k)
+					for pb.Next() {
+						if err := f(); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			case c.par:
+				par(b, c.f)
+			default:
+				for b.Loop() {
+					if err := c.f(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+	b.Run("Allow", func(b *testing.B) { BenchAllow(b, s) })
+}

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The performance figures of the README, in one run on this machine: the
+# floor server (../shared/perf/floor), redis-benchmark GET and SET, then
+# paypage on Redis and on the embedded store, each hot path with
+# "paypage load" at the same concurrency, every figure a share of the floor
+# measured in the same run. Everything runs on loopback in a temporary
+# directory and is stopped at the end.
+#
+# Usage: scripts/perf.sh [duration]     e.g. scripts/perf.sh 30s
+#   CONC=64          concurrent clients
+#   FLOOR_DIR=...    the floor server's source (default ../shared/perf/floor)
+#   STORES="redis bolt"  SCENARIOS="detokenize sessions page pay challenge refund sale"
+#   SOAK=10m         also run the sale mix this long on each store (memory over time)
+#   OUT=DIR          keep the JSON reports there (default: the temporary directory, removed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dur=${1:-30s}
+conc=${CONC:-64}
+floor_dir=${FLOOR_DIR:-../shared/perf/floor}
+stores=${STORES:-redis bolt}
+scenarios=${SCENARIOS:-detokenize sessions page pay challenge refund sale}
+warm=5s
+work=$(mktemp -d)
+out=${OUT:-$work/reports}
+mkdir -p "$out"
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+command -v redis-server >/dev/null || { echo "redis-server is needed: make deps"; exit 2; }
+[ -d "$floor_dir" ] || { echo "no floor server at $floor_dir (set FLOOR_DIR)"; exit 2; }
+
+go build -o "$work/paypage" ./cmd/paypage
+(cd "$floor_dir" && go build -o "$work/floor-server" .)
+pp="$work/paypage"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { for _ in $(seq 100); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "nothing answers at $1"; exit 1; }
+
+echo "# $(date -u +%FT%TZ) on $(nproc) cores; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(go version | cut -d' ' -f3), redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), $conc concurrent clients, $dur measured after $warm"
+
+floor_port=$(free_port)
+"$work/floor-server" -addr "127.0.0.1:$floor_port" & pids+=($!)
+sleep 0.3
+floor() {
+	"$pp" load --scenario floor --target "http://127.0.0.1:$floor_port" --concurrency "$conc" --duration "$dur" --warmup "$warm" \
+		--metrics off --json "$out/floor-$1.json" >/dev/null 2>"$work/floor.log"
+	jq -r '.total.per_second' "$out/floor-$1.json"
+}
+floor_rate=$(floor start)
+echo "floor: $floor_rate/s, p99 $(jq -r .total.p99_ms "$out/floor-start.json") ms"
+
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" --save "" --appendonly yes --appendfsync everysec \
+	--logfile "$work/redis.log" & pids+=($!)
+wait_for_redis() { for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && return 0; sleep 0.1; done; exit 1; }
+wait_for_redis
+redis-benchmark -p "$redis_port" -c "$conc" -n 1000000 -t get,set --csv 2>/dev/null | tr -d '"' |
+	awk -F, -v c="$conc" '$1=="GET"||$1=="SET" {printf "redis-benchmark %s at %d clients: %.0f/s, p99 %s ms\n", $1, c, $2, $7}'
+
+redis-cli -p "$redis_port" flushall >/dev/null
+
+run_store() {
+	local name=$1 addr metrics data="$work/data-$1"
+	addr=127.0.0.1:$(free_port)
+	metrics=127.0.0.1:$(free_port)
+	export PAYPAGE_ADDR=$addr PAYPAGE_METRICS_ADDR=$metrics PAYPAGE_DATA=$data PAYPAGE_LOG_LEVEL=warn
+	if [ "$name" = redis ]; then
+		openssl rand -hex 32 >"$work/master.key"
+		chmod 600 "$work/master.key"
+		export PAYPAGE_STORE=redis://127.0.0.1:$redis_port/0 PAYPAGE_MASTER_KEY_FILE=$work/master.key
+	else
+		export PAYPAGE_STORE=bolt
+		unset PAYPAGE_MASTER_KEY_FILE
+	fi
+	"$pp" merchant add --name "Load test" >"$work/merchant.json" 2>/dev/null
+	# The processor keeps a detokenize rate, far above the load: the limit is spent and checked on every call.
+	"$pp" processor add --name "Load test" --merchants "$(jq -r .id "$work/merchant.json")" --rate 1000000 >"$work/processor.json" 2>/dev/null
+	"$pp" serve --limit-client-per-hour 0 --limit-card-per-day 0 --limit-merchant-per-minute 0 --limit-global-per-minute 0 \
+		2>"$work/serve-$name.log" & pids+=($!)
+	wait_for "http://$addr/readyz"
+	for s in $scenarios; do
+		"$pp" load --scenario "$s" --concurrency "$conc" --duration "$dur" --warmup "$warm" --floor-rate "$floor_rate" \
+			--merchant "$work/merchant.json" --processor "$work/processor.json" --json "$out/$name-$s.json" >/dev/null 2>>"$work/load.log"
+		jq -r --arg store "$name" '"| \(.scenario) | \($store) | \(.total.per_second) | \(.floor_share*1000|round/10)% | \(.total.p50_ms) | \(.total.p99_ms) | \(.total.p99_9_ms) | \(.total.errors) | \(.server.cpu_per_op_us|round) µs | \(.server.resident_max_mb|round) MB |"' "$out/$name-$s.json"
+	done
+	if [ -n "${SOAK:-}" ]; then
+		"$pp" load --scenario sale --concurrency "$conc" --duration "$SOAK" --warmup "$warm" --sample 30s --floor-rate "$floor_rate" \
+			--merchant "$work/merchant.json" --processor "$work/processor.json" --json "$out/$name-soak.json" >/dev/null 2>>"$work/load.log"
+		jq -r --arg store "$name" '"soak \($store): sale for \(.seconds|round) s, \(.total.per_second)/s; resident memory \(.server.resident_start_mb) MB at the start, \(.server.resident_end_mb) MB at the end, \(.server.resident_max_mb) MB at most, \(.server.resident_slope_mb_per_min) MB a minute"' "$out/$name-soak.json"
+	fi
+	kill "${pids[-1]}"
+	wait "${pids[-1]}" 2>/dev/null || true
+	unset 'pids[-1]'
+}
+echo "| scenario | store | per second | of the floor | p50 ms | p99 ms | p99.9 ms | errors | server CPU an op | resident at most |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+for st in $stores; do run_store "$st"; done
+floor_end=$(floor end)
+echo "floor again at the end: $floor_end/s; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+[ -n "${OUT:-}" ] && echo "reports in $out"
+exit 0
