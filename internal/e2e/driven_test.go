@@ -132,8 +132,10 @@ func TestIdleCostsRedisAlmostNothing(t *testing.T) {
 		}
 	}
 	t.Logf("idle: %.1f commands/s with few records, %.1f with 20,000 more (%v)", smallRate, largeRate, large)
-	if smallRate > 5 || largeRate > 5 {
-		t.Fatalf("idle replica issues %.1f and %.1f commands a second, want a few", smallRate, largeRate)
+	// One due-index read a kind a second, and the keyring's version every few
+	// seconds: a few, and the same whatever is stored.
+	if smallRate > 8 || largeRate > 8 || largeRate > smallRate+1 {
+		t.Fatalf("idle replica issues %.1f and %.1f commands a second, want a few, the same with more records", smallRate, largeRate)
 	}
 }
 
