@@ -61,8 +61,7 @@ func (c *Counter) Hit(ctx context.Context, r Rule, subject string) error {
 	if r.Off() || r.Exempt != nil && r.Exempt(subject) {
 		return nil
 	}
-	h := sha256.Sum256([]byte(r.Name + "|" + subject))
-	n, err := c.store.Incr(ctx, store.K("limit_"+r.Name, hex.EncodeToString(h[:12])), r.Window)
+	n, err := c.store.Incr(ctx, c.key(r, subject), r.Window)
 	if err != nil {
 		return err
 	}
@@ -71,6 +70,31 @@ func (c *Counter) Hit(ctx context.Context, r Rule, subject string) error {
 		return &apperr.Error{Code: apperr.RateLimited, Message: e.Error(), Err: e}
 	}
 	return nil
+}
+
+// Check refuses, as Hit would, a subject already at its limit, without
+// counting: one read, no write. A caller checks first, so a refusal costs
+// nothing durable, and counts with Hit once it goes on.
+func (c *Counter) Check(ctx context.Context, r Rule, subject string) error {
+	if r.Off() || r.Exempt != nil && r.Exempt(subject) {
+		return nil
+	}
+	n, err := c.store.Count(ctx, c.key(r, subject))
+	if err != nil {
+		return err
+	}
+	if n >= r.Max {
+		e := &Exceeded{Rule: r.Name, RetryAfter: r.Window}
+		return &apperr.Error{Code: apperr.RateLimited, Message: e.Error(), Err: e}
+	}
+	return nil
+}
+
+// key is where a rule counts a subject: hashed, so a client address or card
+// key never appears in a store key.
+func (c *Counter) key(r Rule, subject string) store.Key {
+	h := sha256.Sum256([]byte(r.Name + "|" + subject))
+	return store.K("limit_"+r.Name, hex.EncodeToString(h[:12]))
 }
 
 // Submission is one card (or Kaspi QR) submission on a payment page.
@@ -95,23 +119,33 @@ type Submissions struct {
 
 // Submission counts s against each limit and refuses it when one is over.
 func (l *Submissions) Submission(ctx context.Context, s Submission) error {
+	return l.each(s, func(r Rule, subject string) error { return l.Counter.Hit(ctx, r, subject) })
+}
+
+// Check refuses s when a limit is reached already, without counting it.
+func (l *Submissions) Check(ctx context.Context, s Submission) error {
+	return l.each(s, func(r Rule, subject string) error { return l.Counter.Check(ctx, r, subject) })
+}
+
+// each applies f to every rule s falls under, in order, until one refuses.
+func (l *Submissions) each(s Submission, f func(Rule, string) error) error {
 	client := s.ClientIP
 	if a, err := netip.ParseAddr(client); err == nil {
 		client = clientaddr.Bucket(a)
 	}
-	if err := l.Counter.Hit(ctx, l.Client, client); err != nil {
+	if err := f(l.Client, client); err != nil {
 		return err
 	}
 	if s.CardKey == "" {
 		return nil
 	}
-	if err := l.Counter.Hit(ctx, l.Card, s.CardKey); err != nil {
+	if err := f(l.Card, s.CardKey); err != nil {
 		return err
 	}
-	if err := l.Counter.Hit(ctx, l.Merchant, s.Merchant); err != nil {
+	if err := f(l.Merchant, s.Merchant); err != nil {
 		return err
 	}
-	return l.Counter.Hit(ctx, l.Global, "all")
+	return f(l.Global, "all")
 }
 
 // DefaultSubmissions are the production limits.

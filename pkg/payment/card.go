@@ -149,13 +149,17 @@ func (svc *Service) SubmitCard(ctx context.Context, sessionID string, in CardInp
 	if err != nil {
 		return outcome(st), err
 	}
+	s := &st.Session
+	sub := limit.Submission{Merchant: s.Merchant, ClientIP: b.IP, CardKey: svc.vault.CardKey(c.PAN)}
+	if err := svc.limiter.Check(ctx, sub); err != nil {
+		return outcome(st), err // refused before anything is written
+	}
 	a, err := svc.begin(ctx, st, MethodCard, StageClaimed)
 	if err != nil {
 		return outcome(st), err
 	}
-	s := &st.Session
-	if err := svc.limiter.Submission(ctx, limit.Submission{Merchant: s.Merchant, ClientIP: b.IP, CardKey: svc.vault.CardKey(c.PAN)}); err != nil {
-		return svc.abandon(ctx, st, err)
+	if err := svc.limiter.Submission(ctx, sub); err != nil {
+		return svc.abandon(ctx, st, err) // reached by others meanwhile
 	}
 	info, err := svc.vault.TokenizeFor(ctx, s.Merchant, c, s.ID)
 	if err != nil {

@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/paypage/paypage/pkg/api"
+	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/limit"
 	"github.com/paypage/paypage/pkg/payment"
 	"github.com/paypage/paypage/pkg/paystore"
+	"github.com/paypage/paypage/pkg/store"
 	"github.com/paypage/paypage/pkg/threeds"
 )
 
@@ -121,6 +123,8 @@ func (g goneLimiter) Submission(ctx context.Context, s limit.Submission) error {
 	return g.l.Submission(ctx, s)
 }
 
+func (g goneLimiter) Check(ctx context.Context, s limit.Submission) error { return g.l.Check(ctx, s) }
+
 // drive runs the reconciler over the rig and turns a panic into a failure:
 // in the service a panic in a handler kills the replica (pkg/due does not
 // recover), and every replica that takes the key next.
@@ -214,6 +218,80 @@ func TestChallengeReturnRespectsALiveLease(t *testing.T) {
 	r.clock.Advance(r.timing.Lease)
 	if _, err := r.svc.ChallengeReturn(context.Background(), id, cres); err != nil {
 		t.Fatalf("after the lease: %v", err)
+	}
+	if s, _ := r.state(id); s.Status != payment.SessionComplete {
+		t.Fatalf("%+v", s)
+	}
+}
+
+// A submission refused by a limit writes nothing: no claim of the session,
+// no count (a client over its limit costs reads only).
+func TestLimitedSubmissionWritesNothing(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.limits.Client.Max = 1
+	if _, err := r.pay(r.session(), "4242 4242 4242 4242"); err != nil {
+		t.Fatal(err)
+	}
+	id := r.session()
+	repo, _ := paystore.New(r.db, func(id string) string { return "https://pay.example/pay/" + id }, r.clock.Now, nil)
+	before, _ := repo.Load(context.Background(), id)
+	for i := 0; i < 5; i++ {
+		if _, err := r.pay(id, "5555 5555 5555 4444"); !apperr.Is(err, apperr.RateLimited) {
+			t.Fatalf("over the client limit: %v", err)
+		}
+		if _, err := r.svc.StartKaspi(context.Background(), id, browser.IP); err == nil {
+			t.Fatal("a QR over the client limit")
+		}
+	}
+	after, _ := repo.Load(context.Background(), id)
+	if after.Rev.Session != before.Rev.Session {
+		t.Fatalf("refused submissions wrote the session %d times", after.Rev.Session-before.Rev.Session)
+	}
+	counts := map[string]string{}
+	_ = r.db.Scan(context.Background(), "limit_client", func(id string, rec store.Record) error {
+		counts[id] = string(rec.Value)
+		return nil
+	})
+	if len(counts) != 1 {
+		t.Fatalf("client counters %v", counts)
+	}
+	for _, v := range counts {
+		if v != "1" {
+			t.Fatalf("the client counted %s times, want the one that went through", v)
+		}
+	}
+}
+
+// Kaspi's notification is a hint anyone may send: within a second of the
+// last look at the QR it writes nothing.
+func TestKaspiNotificationsCostLittle(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	id := r.session()
+	out, err := r.svc.StartKaspi(context.Background(), id, "203.0.113.7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	qr := out.Session.Live.QR.ID
+	repo, _ := paystore.New(r.db, func(id string) string { return "https://pay.example/pay/" + id }, r.clock.Now, nil)
+	if _, err := r.svc.KaspiNotified(context.Background(), id, qr); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := repo.Load(context.Background(), id)
+	for i := 0; i < 50; i++ {
+		if _, err := r.svc.KaspiNotified(context.Background(), id, qr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after, _ := repo.Load(context.Background(), id); after.Rev.Session != before.Rev.Session {
+		t.Fatalf("50 notifications within a second wrote the session %d times", after.Rev.Session-before.Rev.Session)
+	}
+	// A second on, a notification of a payment ends it at once.
+	r.kaspi.pay(qr, payment.KaspiPaid, "")
+	r.clock.Advance(time.Second)
+	if _, err := r.svc.KaspiNotified(context.Background(), id, qr); err != nil {
+		t.Fatal(err)
 	}
 	if s, _ := r.state(id); s.Status != payment.SessionComplete {
 		t.Fatalf("%+v", s)

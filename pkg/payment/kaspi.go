@@ -67,10 +67,14 @@ func (svc *Service) StartKaspi(ctx context.Context, sessionID, clientIP string) 
 	if err := svc.checkOpen(&st.Session, MethodKaspi); err != nil {
 		return outcome(st), err
 	}
+	sub := limit.Submission{Merchant: st.Session.Merchant, ClientIP: clientIP}
+	if err := svc.limiter.Check(ctx, sub); err != nil {
+		return outcome(st), err // refused before anything is written
+	}
 	if _, err := svc.begin(ctx, st, MethodKaspi, StageKaspiStarting); err != nil {
 		return outcome(st), err
 	}
-	if err := svc.limiter.Submission(ctx, limit.Submission{Merchant: st.Session.Merchant, ClientIP: clientIP}); err != nil {
+	if err := svc.limiter.Submission(ctx, sub); err != nil {
 		return svc.abandon(ctx, st, err)
 	}
 	return svc.createQR(ctx, st)
@@ -140,6 +144,12 @@ func (svc *Service) kaspiStep(ctx context.Context, sessionID, qrID string, cance
 	if a.Lease.HeldAt(svc.now()) {
 		return outcome(st), ErrInProgress
 	}
+	if !cancel && svc.now().Sub(a.Checked) < time.Second {
+		// Kaspi was asked about it less than a second ago: a notification
+		// (anyone may send one) costs nothing durable then, and the poll
+		// comes anyway.
+		return outcome(st), nil
+	}
 	if err := svc.claim(ctx, st); err != nil {
 		if errors.Is(err, ErrConflict) {
 			return outcome(st), ErrInProgress
@@ -179,6 +189,7 @@ func (svc *Service) kaspiResult(ctx context.Context, st *State, cancel bool) (Ou
 		}
 		return outcome(st), ErrPending
 	}
+	a.Checked = now
 	switch ks.Status {
 	case KaspiPaid:
 		return svc.finish(ctx, st, a, processor.Result{Approved: true, Reference: ks.Reference}, true)

@@ -108,10 +108,12 @@ type Attempt struct {
 	Asks int
 	// Authorizing is when the processor was first asked (stage authorizing).
 	Authorizing time.Time
-	Card        *Card
-	Challenge   *Challenge
-	ThreeDS     *ThreeDS
-	QR          *QR
+	// Checked is when Kaspi was last asked about the attempt's QR.
+	Checked   time.Time
+	Card      *Card
+	Challenge *Challenge
+	ThreeDS   *ThreeDS
+	QR        *QR
 }
 
 // Lease is a claim on an attempt: only its owner calls out for it until it ends.

@@ -109,6 +109,9 @@ type Limiter interface {
 	// Submission counts one; it refuses with a rate_limited error that
 	// wraps *limit.Exceeded.
 	Submission(ctx context.Context, s limit.Submission) error
+	// Check refuses a submission a limit is reached for already, without
+	// counting it (so a refusal writes nothing).
+	Check(ctx context.Context, s limit.Submission) error
 }
 
 // Metrics counts what the rules do; nil counts nothing.

@@ -269,6 +269,7 @@ type attemptRecord struct {
 	Asks    int       `json:"asks,omitempty"`
 	// Authorizing is when the processor was first asked.
 	Authorizing time.Time        `json:"authorizing,omitzero"`
+	Checked     time.Time        `json:"checked,omitzero"`
 	Card        *cardRecord      `json:"card,omitempty"`
 	Challenge   *challengeRecord `json:"challenge,omitempty"`
 	ThreeDS     *threeDSRecord   `json:"three_ds,omitempty"`
@@ -364,7 +365,7 @@ func toSessionRecord(s *payment.Session, hasPayment bool) sessionRecord {
 	if a := s.Live; a != nil {
 		r.Live = &attemptRecord{
 			ID: a.ID, Method: a.Method, Stage: a.Stage, Started: a.Started, Owner: a.Lease.Owner, Until: a.Lease.Until,
-			Next: a.Next, Asks: a.Asks, Authorizing: a.Authorizing, Card: conv(a.Card, func(c payment.Card) cardRecord { return cardRecord(c) }),
+			Next: a.Next, Asks: a.Asks, Authorizing: a.Authorizing, Checked: a.Checked, Card: conv(a.Card, func(c payment.Card) cardRecord { return cardRecord(c) }),
 			Challenge: conv(a.Challenge, func(c payment.Challenge) challengeRecord { return challengeRecord(c) }),
 			ThreeDS:   conv(a.ThreeDS, func(t payment.ThreeDS) threeDSRecord { return threeDSRecord(t) }),
 			QR:        conv(a.QR, func(q payment.QR) qrRecord { return qrRecord(q) }),
@@ -384,7 +385,7 @@ func (r sessionRecord) domain() payment.Session {
 	if a := r.Live; a != nil {
 		s.Live = &payment.Attempt{
 			ID: a.ID, Method: a.Method, Stage: a.Stage, Started: a.Started, Lease: payment.Lease{Owner: a.Owner, Until: a.Until},
-			Next: a.Next, Asks: a.Asks, Authorizing: a.Authorizing, Card: conv(a.Card, func(c cardRecord) payment.Card { return payment.Card(c) }),
+			Next: a.Next, Asks: a.Asks, Authorizing: a.Authorizing, Checked: a.Checked, Card: conv(a.Card, func(c cardRecord) payment.Card { return payment.Card(c) }),
 			Challenge: conv(a.Challenge, func(c challengeRecord) payment.Challenge { return payment.Challenge(c) }),
 			ThreeDS:   conv(a.ThreeDS, func(t threeDSRecord) payment.ThreeDS { return payment.ThreeDS(t) }),
 			QR:        conv(a.QR, func(q qrRecord) payment.QR { return payment.QR(q) }),

@@ -31,7 +31,7 @@ func full() *payment.State {
 		LastDecline: &payment.Decline{Code: "do_not_honor", NetworkCode: "05"}, PurgeAt: t0.Add(400 * 24 * time.Hour),
 		Live: &payment.Attempt{
 			ID: "att_x", Method: "card", Stage: payment.StageAuthorizing, Started: t0.Add(time.Minute),
-			Lease: payment.Lease{Owner: "own_x", Until: t0.Add(2 * time.Minute)}, Next: t0.Add(3 * time.Minute), Asks: 2, Authorizing: t0.Add(90 * time.Second),
+			Lease: payment.Lease{Owner: "own_x", Until: t0.Add(2 * time.Minute)}, Next: t0.Add(3 * time.Minute), Asks: 2, Authorizing: t0.Add(90 * time.Second), Checked: t0.Add(95 * time.Second),
 			Card: c, Challenge: &payment.Challenge{TransID: "3ds_x", ACSURL: "https://acs.example", CReq: "creq"}, ThreeDS: tds,
 			QR: &payment.QR{ID: "kqr_x", Payload: "https://kaspi.example", ExpiresAt: t0.Add(5 * time.Minute)},
 		},

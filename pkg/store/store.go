@@ -113,6 +113,9 @@ type Store interface {
 	// Incr adds one to a counter and returns the new count; the counter
 	// expires window after its first increment.
 	Incr(ctx context.Context, k Key, window time.Duration) (int64, error)
+	// Count reads a counter that Incr keeps, without counting: 0 when it is
+	// absent or its window has ended.
+	Count(ctx context.Context, k Key) (int64, error)
 	// Allow spends one token of the token bucket at k, which holds at most
 	// b.Burst tokens and gains b.PerSecond a second, at time now. It returns
 	// 0 when a token was there, and otherwise how long until one is, spending

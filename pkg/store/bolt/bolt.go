@@ -383,6 +383,19 @@ func (d *DB) Take(ctx context.Context, k store.Key) ([]byte, error) {
 	return v, err
 }
 
+// Count reads a counter without counting.
+func (d *DB) Count(ctx context.Context, k store.Key) (int64, error) {
+	r, err := d.Get(ctx, k)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n, _ := strconv.ParseInt(string(r.Value), 10, 64)
+	return n, nil
+}
+
 // Incr adds one to a counter that lives for window after its first increment.
 func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64, error) {
 	var n int64

@@ -6,6 +6,7 @@ package memory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -125,6 +126,19 @@ func (d *DB) Take(ctx context.Context, k store.Key) ([]byte, error) {
 	}
 	delete(d.records, k)
 	return r.Value, nil
+}
+
+// Count reads a counter without counting.
+func (d *DB) Count(ctx context.Context, k store.Key) (int64, error) {
+	r, err := d.Get(ctx, k)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n, _ := strconv.ParseInt(string(r.Value), 10, 64)
+	return n, nil
 }
 
 // Incr adds one to a counter that lives for window after its first increment.

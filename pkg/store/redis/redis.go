@@ -353,6 +353,15 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
 `)
 
+// Count reads a counter without counting.
+func (d *DB) Count(ctx context.Context, k store.Key) (int64, error) {
+	n, err := d.c.Get(ctx, d.key(k)).Int64()
+	if errors.Is(err, goredis.Nil) {
+		return 0, nil
+	}
+	return n, mapErr(err)
+}
+
 // Incr increments a counter that expires window after its first increment.
 func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64, error) {
 	n, err := d.script(ctx, incrScript, []string{d.key(k)}, window.Milliseconds()).Int64()

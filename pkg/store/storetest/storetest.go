@@ -182,6 +182,16 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 				t.Fatalf("n = %d, want %d", n, want)
 			}
 		}
+		if n, err := s.Count(ctx, key); err != nil || n != 3 {
+			t.Fatalf("count = %d, %v; want 3 (and no increment)", n, err)
+		}
+		if n, err := s.Count(ctx, key); err != nil || n != 3 {
+			t.Fatalf("count again = %d, %v", n, err)
+		}
+		if n, err := s.Count(ctx, store.K("limit", "none")); err != nil || n != 0 {
+			t.Fatalf("an absent counter counts %d, %v", n, err)
+		}
+		eventually(t, func() bool { n, err := s.Count(ctx, key); return err == nil && n == 0 })
 		eventually(t, func() bool { n, err := s.Incr(ctx, key, time.Hour); return err == nil && n == 1 })
 	})
 
