@@ -234,6 +234,19 @@ func forEachStore(t *testing.T, f func(t *testing.T, o envOpts)) {
 // api calls the shop or processor API and decodes the JSON answer.
 func (e *env) api(method, path, key string, body any, headers ...string) (int, map[string]any, http.Header) {
 	e.t.Helper()
+	status, raw, h := e.raw(method, path, key, body, headers...)
+	out := map[string]any{}
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			e.t.Fatalf("%s %s: not JSON (%d): %s", method, path, status, raw)
+		}
+	}
+	return status, out, h
+}
+
+// raw calls the shop or processor API and returns the answer as it came.
+func (e *env) raw(method, path, key string, body any, headers ...string) (int, []byte, http.Header) {
+	e.t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -262,13 +275,7 @@ func (e *env) api(method, path, key string, body any, headers ...string) (int, m
 	if key == e.key {
 		e.seen.Write(raw)
 	}
-	out := map[string]any{}
-	if len(raw) > 0 {
-		if err := json.Unmarshal(raw, &out); err != nil {
-			e.t.Fatalf("%s %s: not JSON (%d): %s", method, path, resp.StatusCode, raw)
-		}
-	}
-	return resp.StatusCode, out, resp.Header
+	return resp.StatusCode, raw, resp.Header
 }
 
 func (e *env) session(body map[string]any) map[string]any {

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,8 +9,10 @@ import (
 	"math"
 	"mime"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -85,40 +88,128 @@ func (s *Server) processorOnly(h http.HandlerFunc) http.HandlerFunc {
 	return s.authenticate(account.KindProcessor, h)
 }
 
-// decodeJSON reads a JSON body strictly: the right content type, one object,
-// no unknown fields, the right types; each failure names the field.
+// decodeJSON reads a JSON body strictly: the right content type, one
+// object whose member names are the request's own, spelled exactly (Go's
+// decoder would take "Amount" for "amount"), each once, with values of the
+// right types. Each refusal names the field, in our words, not Go's.
 func decodeJSON(r *http.Request, into any) error {
 	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
 		return apperr.E(apperr.Invalid, "send a JSON body with Content-Type: application/json")
 	}
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(into)
-	var (
-		maxErr  *http.MaxBytesError
-		typeErr *json.UnmarshalTypeError
-		synErr  *json.SyntaxError
-	)
+	body, err := io.ReadAll(r.Body)
+	var maxErr *http.MaxBytesError
 	switch {
-	case err == nil:
-		if dec.More() {
-			return apperr.E(apperr.Invalid, "the body must hold one JSON object")
-		}
-		if _, err := dec.Token(); err != io.EOF {
-			return apperr.E(apperr.Invalid, "the body must hold one JSON object")
-		}
-		return nil
 	case errors.As(err, &maxErr):
 		return apperr.E(apperr.Invalid, "the body is larger than %d bytes", maxErr.Limit)
-	case errors.As(err, &typeErr):
-		return apperr.Field(typeErr.Field, "must be of type %s", typeErr.Type.String())
-	case errors.As(err, &synErr), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		return apperr.E(apperr.Invalid, "the body is not valid JSON")
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return apperr.Field(field, "is not a known field")
+	case err != nil:
+		return apperr.E(apperr.Invalid, "the body could not be read")
 	}
-	return apperr.E(apperr.Invalid, "the body could not be read")
+	fields := jsonFieldsOf(into)
+	if err := checkMembers(body, fields); err != nil {
+		return err
+	}
+	var typeErr *json.UnmarshalTypeError
+	if err := json.Unmarshal(body, into); errors.As(err, &typeErr) {
+		name, _, _ := strings.Cut(typeErr.Field, ".")
+		return apperr.Field(name, "must be %s", fields[name])
+	} else if err != nil {
+		return apperr.E(apperr.Invalid, "the body is not valid JSON")
+	}
+	return nil
+}
+
+// checkMembers reads the body's one object and refuses a member that is
+// not one of fields (matched exactly), a member given twice, anything but
+// an object, and anything after it.
+func checkMembers(body []byte, fields map[string]string) error {
+	notJSON := apperr.E(apperr.Invalid, "the body is not valid JSON")
+	dec := json.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.Token()
+	if err != nil {
+		return notJSON
+	}
+	if tok != json.Delim('{') {
+		return apperr.E(apperr.Invalid, "the body must be a JSON object")
+	}
+	seen := make(map[string]bool, len(fields))
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return notJSON
+		}
+		name, _ := tok.(string)
+		if _, ok := fields[name]; !ok {
+			for known := range fields {
+				if strings.EqualFold(known, name) {
+					return apperr.Field(name, "is not a known field: names are lower case (%s)", known)
+				}
+			}
+			return apperr.Field(name, "is not a known field")
+		}
+		if seen[name] {
+			return apperr.Field(name, "is given twice")
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return notJSON
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return notJSON
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return apperr.E(apperr.Invalid, "the body must hold one JSON object")
+	}
+	return nil
+}
+
+// jsonFields are, per request type, its members' JSON names and the JSON
+// type each takes ("an integer", "a string", ...), read once.
+var jsonFields sync.Map // reflect.Type -> map[string]string
+
+func jsonFieldsOf(v any) map[string]string {
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if f, ok := jsonFields.Load(t); ok {
+		return f.(map[string]string)
+	}
+	f := map[string]string{}
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		name, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
+		if !sf.IsExported() || name == "-" {
+			continue
+		}
+		if name == "" {
+			name = sf.Name
+		}
+		f[name] = jsonTypeName(sf.Type)
+	}
+	jsonFields.Store(t, f)
+	return f
+}
+
+// jsonTypeName names a Go type as the JSON a client sends for it.
+func jsonTypeName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "an array of " + strings.TrimPrefix(strings.TrimPrefix(jsonTypeName(t.Elem()), "an "), "a ") + "s"
+	case reflect.Pointer:
+		return jsonTypeName(t.Elem())
+	}
+	return "an object"
 }
 
 // sessionView is a session as the shop sees it now.
@@ -147,10 +238,18 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, scope string
 		return
 	}
 	if first != nil {
+		// The record keeps the body compact: indent it as it was sent, so
+		// the replay is the first answer byte for byte.
+		var out bytes.Buffer
+		if json.Indent(&out, first.Body, "", "  ") != nil {
+			out.Reset()
+			out.Write(first.Body)
+		}
+		out.WriteByte('\n')
 		w.Header().Set("Idempotent-Replayed", "true")
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
 		w.WriteHeader(first.Status)
-		_, _ = w.Write(first.Body)
+		_, _ = w.Write(out.Bytes())
 		return
 	}
 	status, body, err := do(claim.ObjectID)

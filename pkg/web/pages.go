@@ -16,6 +16,7 @@ import (
 	"github.com/paypage/paypage/pkg/limit"
 	"github.com/paypage/paypage/pkg/money"
 	"github.com/paypage/paypage/pkg/payment"
+	"github.com/paypage/paypage/pkg/processor"
 	"github.com/paypage/paypage/pkg/threeds"
 )
 
@@ -57,6 +58,8 @@ type pageData struct {
 	Body         string
 	Notice       string
 	Decline      string
+	DeclineTitle string
+	Poll         string // the status URL the page polls with script
 	AttemptsLeft int
 	LinkURL      string
 	LinkText     string
@@ -69,10 +72,12 @@ type pageData struct {
 	Brand     string
 	BrandName string
 	CancelURL string
-	Kaspi     bool
-	KaspiURL  string
-	CardURL   string
-	Hidden    []hidden
+	// CardOffered: the session takes cards (else the page offers Kaspi QR only).
+	CardOffered bool
+	Kaspi       bool
+	KaspiURL    string
+	CardURL     string
+	Hidden      []hidden
 
 	ACS *acsView
 	QR  *qrView
@@ -153,17 +158,24 @@ func (s *Server) sessionPage(r *http.Request, ss payment.Session, p *payment.Pay
 	d.Order = s.order(r.Context(), ss)
 	d.Action = "/pay/" + ss.ID
 	d.CancelURL = "/pay/" + ss.ID + "/cancel"
+	d.CardOffered = ss.Allows(payment.MethodCard)
 	d.Kaspi = ss.Allows(payment.MethodKaspi) && s.Payments.KaspiOffered()
 	d.KaspiURL = "/pay/" + ss.ID + "/kaspi"
 	if ss.LastDecline != nil {
-		d.Decline = s.declineText(d.Lang, ss.LastDecline.Code)
+		method := payment.MethodCard
+		if p != nil {
+			method = p.Method
+		}
+		d.DeclineTitle, d.Decline = s.declineText(d.Lang, ss.LastDecline.Code, method)
 	}
 	switch ss.StatusAt(s.Payments.Now()) {
 	case payment.SessionComplete:
 		ret := ss.ReturnURL(ss.SuccessURL)
 		d.State, d.Heading, d.Decline = "complete", d.T("state.complete.title"), ""
 		d.Body = d.T("state.complete.body", d.Order.Merchant)
-		d.LinkURL, d.LinkText, d.Refresh = ret, d.T("state.return"), "1;url="+ret
+		// At once: a timed refresh would hurry the shopper (WCAG 2.2.1);
+		// the page is there for the browser that does not follow it.
+		d.LinkURL, d.LinkText, d.Refresh = ret, d.T("state.return"), "0;url="+ret
 	case payment.SessionExpired:
 		d.State, d.Heading, d.Body = "expired", d.T("state.expired.title"), d.T("state.expired.body")
 		d.LinkURL, d.LinkText = ss.ReturnURL(ss.CancelURL), d.T("state.return")
@@ -174,7 +186,8 @@ func (s *Server) sessionPage(r *http.Request, ss payment.Session, p *payment.Pay
 		d.State = "form"
 		if ss.Live != nil {
 			d.State, d.Heading, d.Body, d.Decline = "processing", d.T("state.processing.title"), d.T("state.processing.body"), ""
-			d.Refresh, d.LinkURL, d.LinkText = "3", "/pay/"+ss.ID, d.T("state.refresh")
+			// Script polls (pay.js); without it the page reloads itself.
+			d.Poll, d.NoScriptRefresh, d.LinkURL, d.LinkText = "/pay/"+ss.ID+"/status", "3", "/pay/"+ss.ID, d.T("state.refresh")
 		} else if ss.LastDecline != nil && ss.Attempts > 0 {
 			d.AttemptsLeft = ss.AttemptsLeft()
 		}
@@ -182,11 +195,24 @@ func (s *Server) sessionPage(r *http.Request, ss payment.Session, p *payment.Pay
 	return d
 }
 
-func (s *Server) declineText(lang, code string) string {
-	if s.cat.Has("decline." + code) {
-		return s.cat.T(lang, "decline."+code)
+// notDeclined are the codes of attempts that nobody refused: the payment
+// did not go through, and the page does not call it declined.
+var notDeclined = map[string]bool{processor.Unavailable: true, processor.TryAgain: true, processor.QRExpired: true}
+
+// declineText is the title and the text the shopper reads about how their
+// last attempt ended, for the method it used: a Kaspi payment has its own
+// words where a card's would be wrong ("use another card").
+func (s *Server) declineText(lang, code, method string) (title, text string) {
+	title = s.cat.T(lang, "decline.title")
+	if notDeclined[code] {
+		title = s.cat.T(lang, "decline.title.not_completed")
 	}
-	return s.cat.T(lang, "decline.default")
+	for _, key := range []string{"decline." + method + "." + code, "decline." + code} {
+		if s.cat.Has(key) {
+			return title, s.cat.T(lang, key)
+		}
+	}
+	return title, s.cat.T(lang, "decline.default")
 }
 
 // payPage shows the page in the session's current state.
@@ -213,6 +239,7 @@ func (s *Server) showSession(w http.ResponseWriter, r *http.Request, id string, 
 	}
 	d := s.sessionPage(r, ss, p)
 	d.CSRF = s.csrfToken(w, r, ss.ID, d.frameOrigins() != nil)
+	d.Values.Name = rememberedName(r)
 	s.render(w, r, status, "pay", d)
 }
 
@@ -254,6 +281,9 @@ func (s *Server) paySubmit(w http.ResponseWriter, r *http.Request) {
 		ExpMonth: r.PostFormValue("exp_month"), ExpYear: r.PostFormValue("exp_year"), CVC: r.PostFormValue("cvc"),
 	}
 	out, err := s.Payments.SubmitCard(r.Context(), id, in, s.browser(r))
+	if err == nil || !errors.As(err, new(payment.FieldErrors)) {
+		s.rememberName(w, r, id, in.Name, out.Session)
+	}
 	if out.Challenge != nil && err == nil {
 		s.renderChallenge(w, r, http.StatusOK, out.Session, out.Challenge)
 		return
@@ -263,6 +293,10 @@ func (s *Server) paySubmit(w http.ResponseWriter, r *http.Request) {
 	case err == nil, errors.Is(err, payment.ErrInProgress), errors.Is(err, payment.ErrSessionComplete), errors.Is(err, payment.ErrChallengeOpen),
 		errors.Is(err, payment.ErrSessionExpired), errors.Is(err, payment.ErrSessionFailed):
 		http.Redirect(w, r, "/pay/"+id, http.StatusSeeOther)
+	case errors.Is(err, payment.ErrMethodNotOffered):
+		// A card posted to a session that takes Kaspi QR only (an old tab,
+		// a hand-made form): say so, and offer what the session takes.
+		s.noticePage(w, r, id, http.StatusBadRequest, "state.card_not_offered")
 	case errors.As(err, &fe):
 		d := s.sessionPage(r, out.Session, out.Payment)
 		d.CSRF = s.csrfToken(w, r, id, d.frameOrigins() != nil)
@@ -314,6 +348,7 @@ func (s *Server) noticePage(w http.ResponseWriter, r *http.Request, id string, s
 	d := s.sessionPage(r, ss, p)
 	d.CSRF = s.csrfToken(w, r, id, d.frameOrigins() != nil)
 	d.Notice = d.T(notice)
+	d.Values.Name = rememberedName(r)
 	s.render(w, r, status, "pay", d)
 }
 
@@ -405,4 +440,47 @@ func (s *Server) payStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": ss.StatusAt(s.Payments.Now()), "done": ss.Live == nil, "next": "/pay/" + id})
+}
+
+// nameCookie keeps the cardholder name in the shopper's browser while an
+// attempt runs, so the form after a decline has it filled in again (the
+// number and the code are never kept, anywhere). Nothing is stored on the
+// server for it; the cookie is scoped to the session's page and lives an
+// hour at most.
+const nameCookie = "pp_name"
+
+// rememberName sets (or, once the session is paid, clears) the name cookie
+// after a card submission that reached the rules.
+func (s *Server) rememberName(w http.ResponseWriter, r *http.Request, id, typed string, ss payment.Session) {
+	name, err := card.ParseName(typed)
+	if err != nil || ss.ID == "" {
+		return
+	}
+	c := &http.Cookie{Name: nameCookie, Value: url.QueryEscape(name), Path: "/pay/" + id, MaxAge: 3600, HttpOnly: true,
+		Secure: strings.HasPrefix(s.cfg.PublicURL, "https://"), SameSite: http.SameSiteLaxMode}
+	if ss.Status == payment.SessionComplete {
+		c.Value, c.MaxAge = "", -1
+	}
+	if c.Secure && s.order(r.Context(), ss).framers != nil {
+		c.SameSite, c.Partitioned = http.SameSiteNoneMode, true // as the CSRF cookie of a framed page
+	}
+	http.SetCookie(w, c)
+}
+
+// rememberedName is the name the name cookie holds (the browser sends only
+// the cookie of this session's page), if it still reads as a cardholder name.
+func rememberedName(r *http.Request) string {
+	c, err := r.Cookie(nameCookie)
+	if err != nil {
+		return ""
+	}
+	v, err := url.QueryUnescape(c.Value)
+	if err != nil {
+		return ""
+	}
+	name, err := card.ParseName(v)
+	if err != nil {
+		return ""
+	}
+	return name
 }

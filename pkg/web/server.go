@@ -152,6 +152,7 @@ func (s *Server) routes() {
 	r.HandleFunc(cspReportPath, s.cspReport).Methods(http.MethodPost)
 	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet)
 	r.PathPrefix("/static/").HandlerFunc(s.assets.serve).Methods(http.MethodGet)
+	r.HandleFunc("/favicon.ico", s.assets.serveIcon).Methods(http.MethodGet)
 
 	r.HandleFunc("/v1/sessions", s.merchantOnly(s.createSession)).Methods(http.MethodPost)
 	r.HandleFunc("/v1/sessions/{id}", s.merchantOnly(s.getSession)).Methods(http.MethodGet)
