@@ -65,26 +65,19 @@ func TestCreateSessionBadInput(t *testing.T) {
 	before := countKind(t, e, "session")
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, _ := http.NewRequest("POST", e.url+"/v1/sessions", strings.NewReader(tt.body))
-			req.Header.Set("Authorization", "Bearer "+e.key)
 			ct := tt.ctype
 			if ct == "" {
 				ct = "application/json"
 			}
-			req.Header.Set("Content-Type", ct)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
+			status, raw, _ := e.raw("POST", "/v1/sessions", e.key, tt.body, "Content-Type", ct)
 			var body struct {
 				Error struct{ Code, Message, Param string } `json:"error"`
 			}
-			if err := jsonDecode(resp.Body, &body); err != nil {
+			if err := json.Unmarshal(raw, &body); err != nil {
 				t.Fatal(err)
 			}
-			if resp.StatusCode != tt.status || body.Error.Code != tt.code || body.Error.Param != tt.param || body.Error.Message == "" {
-				t.Fatalf("got %d %+v, want %d %s %s", resp.StatusCode, body.Error, tt.status, tt.code, tt.param)
+			if status != tt.status || body.Error.Code != tt.code || body.Error.Param != tt.param || body.Error.Message == "" {
+				t.Fatalf("got %d %+v, want %d %s %s", status, body.Error, tt.status, tt.code, tt.param)
 			}
 			if strings.Contains(body.Error.Message, "4242424242424242") {
 				t.Fatal("error echoes card data")

@@ -19,6 +19,7 @@ import (
 
 	"github.com/paypage/paypage/pkg/account"
 	"github.com/paypage/paypage/pkg/api"
+	"github.com/paypage/paypage/pkg/apiview"
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/audit"
 	"github.com/paypage/paypage/pkg/idempotency"
@@ -214,7 +215,7 @@ func jsonTypeName(t reflect.Type) string {
 
 // sessionView is a session as the shop sees it now.
 func (s *Server) sessionView(ss payment.Session, p *payment.Payment) api.Session {
-	return api.SessionOf(ss, p, api.PageURL(s.cfg.PublicURL, ss.ID), s.Payments.Now())
+	return apiview.SessionOf(ss, p, apiview.PageURL(s.cfg.PublicURL, ss.ID), s.Payments.Now())
 }
 
 // idempotent runs a create under the request's Idempotency-Key, if it has
@@ -310,7 +311,7 @@ func (s *Server) getPayment(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.PaymentOf(p))
+	writeJSON(w, http.StatusOK, apiview.PaymentOf(p))
 }
 
 func (s *Server) createRefund(w http.ResponseWriter, r *http.Request) {
@@ -337,21 +338,8 @@ func (s *Server) createRefund(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return 0, nil, err
 		}
-		return http.StatusCreated, api.RefundOf(pid, ref), nil
+		return http.StatusCreated, apiview.RefundOf(pid, ref), nil
 	})
-}
-
-type detokenizeRequest struct {
-	Token string `json:"token"`
-}
-
-type detokenizeResponse struct {
-	PAN            string `json:"pan"`
-	ExpMonth       int    `json:"exp_month"`
-	ExpYear        int    `json:"exp_year"`
-	CardholderName string `json:"cardholder_name"`
-	Brand          string `json:"brand"`
-	Merchant       string `json:"merchant"`
 }
 
 // detokenize gives an authorized processor the card behind a token of a
@@ -375,7 +363,7 @@ func (s *Server) detokenize(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	var req detokenizeRequest
+	var req api.DetokenizeParams
 	if err := decodeJSON(r, &req); err != nil {
 		s.auditDetokenize(r, p.String(), "", "", err)
 		s.writeError(w, r, err)
@@ -401,7 +389,7 @@ func (s *Server) detokenize(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, detokenizeResponse{PAN: c.PAN.Digits(), ExpMonth: c.Expiry.Month, ExpYear: c.Expiry.Year, CardholderName: c.Name, Brand: string(info.Brand), Merchant: info.Merchant})
+	writeJSON(w, http.StatusOK, api.CardDetails{PAN: c.PAN.Digits(), ExpMonth: c.Expiry.Month, ExpYear: c.Expiry.Year, CardholderName: c.Name, Brand: string(info.Brand), Merchant: info.Merchant})
 }
 
 // refuse counts a refused call for the audit trail (one record per source
