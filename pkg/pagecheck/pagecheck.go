@@ -35,7 +35,7 @@ type Manifest struct {
 	Pages         []string          `json:"pages"` // the pages it covers, as route templates
 	Scripts       []Asset           `json:"scripts"`
 	Styles        []Asset           `json:"styles"`
-	Icons         []Asset           `json:"icons"` // no integrity attribute exists for an icon: its content is checked
+	Icons         []Asset           `json:"icons"`          // no integrity attribute exists for an icon: its content is checked
 	InlineScripts []string          `json:"inline_scripts"` // SHA-384 of each inline script allowed: none
 	Headers       map[string]string `json:"headers"`        // security headers, exact values
 }
