@@ -93,6 +93,24 @@ func (r *receiver) count(id string) int {
 	return r.ids[id]
 }
 
+// waitForType waits until a delivery of an event type was verified.
+func (r *receiver) waitForType(t *testing.T, typ string) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		r.mu.Lock()
+		for _, ev := range r.got {
+			if ev["type"] == typ {
+				r.mu.Unlock()
+				return
+			}
+		}
+		r.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s delivered", typ)
+		}
+	}
+}
+
 func (r *receiver) waitFor(t *testing.T, n int) []map[string]any {
 	t.Helper()
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
