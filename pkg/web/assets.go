@@ -28,9 +28,6 @@ type Assets struct {
 	byName        map[string]*Asset
 }
 
-// List returns every asset, for inventories of what the pages load.
-func (a *Assets) List() []Asset { return []Asset{a.CSS, a.JS, a.Icon} }
-
 func loadAssets() (*Assets, error) {
 	a := &Assets{byName: map[string]*Asset{}}
 	for _, f := range []struct {
