@@ -65,7 +65,7 @@ func (k *skeletons) marker(i int) string { return "pp" + k.nonce + strconv.Itoa(
 
 // slots are the page's strings that change from request to request.
 func (d *pageData) slots() []*string {
-	out := []*string{&d.Action, &d.CancelURL, &d.KaspiURL, &d.CardURL, &d.LinkURL, &d.Refresh, &d.CSRF}
+	out := []*string{&d.Action, &d.CancelURL, &d.KaspiURL, &d.CardURL, &d.LinkURL, &d.Refresh, &d.CSRF, &d.Poll}
 	if d.Order != nil {
 		out = append(out, &d.Order.Merchant, &d.Order.Description, &d.Order.Reference, &d.Order.Amount)
 	}

@@ -57,8 +57,12 @@ func TestSkeletonsMatchTemplate(t *testing.T) {
 					d.LinkURL, d.LinkText, d.Refresh = u, d.T("state.return"), "1;url="+u
 				}
 				d.Kaspi, d.KaspiURL = i%2 == 0, "/pay/ses_x/kaspi"
+				d.CardOffered = i%4 != 1 // else the Kaspi-only choice
+				if state == "processing" {
+					d.Poll = u
+				}
 				if i%3 == 0 {
-					d.Decline, d.AttemptsLeft, d.Notice = d.T("decline.default"), 2, d.T("state.unavailable")
+					d.DeclineTitle, d.Decline, d.AttemptsLeft, d.Notice = d.T("decline.title.not_completed"), d.T("decline.default"), 2, d.T("state.unavailable")
 				}
 				check(fmt.Sprintf("pay %s %s %d", lang, state, i), "pay", d)
 			}
@@ -78,7 +82,7 @@ func TestSkeletonsMatchTemplate(t *testing.T) {
 	}
 	d := ts.newPage(r, "en")
 	d.Order = &orderView{Merchant: "Air Astana", Amount: "1 500,00 ₸"}
-	d.State, d.Action, d.CancelURL, d.CSRF = "form", "/pay/ses_x", "/pay/ses_x/cancel", "tok"
+	d.State, d.Action, d.CancelURL, d.CSRF, d.CardOffered = "form", "/pay/ses_x", "/pay/ses_x/cancel", "tok", true
 	if _, ok := ts.skeletons.fill(ts.Server, "pay", d); !ok {
 		t.Fatal("the card page in its plain form runs the template")
 	}
