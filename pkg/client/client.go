@@ -86,8 +86,8 @@ func New(baseURL, secretKey string, opts ...Option) *Client {
 
 // Error is an answer that is not a success: the API's error, with the HTTP
 // status. Code is one of invalid, unauthorized, forbidden, not_found,
-// method_not_allowed, conflict, idempotency_mismatch, rate_limited,
-// unavailable, internal.
+// token_deleted, method_not_allowed, conflict, idempotency_mismatch,
+// rate_limited, unavailable, internal.
 type Error struct {
 	Status     int
 	Code       string
