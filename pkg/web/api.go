@@ -344,38 +344,30 @@ func (s *Server) createRefund(w http.ResponseWriter, r *http.Request) {
 
 // detokenize gives an authorized processor the card behind a token of a
 // merchant it serves. It is rate-limited per processor (a token bucket that
-// every replica shares), and every call leaves an audit record.
+// every replica shares), and every call leaves an audit record. The spend
+// of the bucket runs while the body is read and the token's record is
+// fetched, so the two share a round trip to the store; nothing is opened
+// before the spend allows it, and a refused spend is the answer.
 func (s *Server) detokenize(w http.ResponseWriter, r *http.Request) {
 	p := principalOf(r)
-	if rate := s.detokenizeRate(p); rate > 0 {
-		// A bucket per processor and rate: a new rate starts a full bucket.
-		k := store.K("bucket_detok", p.ID+"-"+strconv.FormatInt(rate, 10))
-		wait, err := s.Store.Allow(r.Context(), k, store.Bucket{PerSecond: float64(rate), Burst: rate}, time.Now())
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		if wait > 0 {
-			err := apperr.E(apperr.RateLimited, "detokenize limit of %d a second reached", rate)
-			s.auditDetokenize(r, p.String(), "", "", err)
-			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-			s.writeError(w, r, err)
-			return
-		}
-	}
+	limit := s.spend(r, p)
 	var req api.DetokenizeParams
-	if err := decodeJSON(r, &req); err != nil {
-		s.auditDetokenize(r, p.String(), "", "", err)
-		s.writeError(w, r, err)
+	err := decodeJSON(r, &req)
+	if err == nil && req.Token == "" {
+		err = apperr.Field("token", "is required")
+	}
+	if err != nil {
+		if lerr := limit.verdict(); lerr != nil {
+			err = lerr
+		}
+		s.refuseDetokenize(w, r, p, err)
 		return
 	}
-	if req.Token == "" {
-		err := apperr.Field("token", "is required")
-		s.auditDetokenize(r, p.String(), "", "", err)
-		s.writeError(w, r, err)
+	c, info, err := s.Vault.LookupForAfter(r.Context(), req.Token, p.Serves, limit.verdict)
+	if errors.As(err, new(*rateLimited)) || errors.As(err, new(*spendFailed)) {
+		s.refuseDetokenize(w, r, p, err)
 		return
 	}
-	c, info, err := s.Vault.LookupFor(r.Context(), req.Token, p.Serves)
 	object := req.Token
 	if !vault.ValidToken(object) {
 		object = "(malformed)" // never record what was sent: it could be a card number
@@ -390,6 +382,78 @@ func (s *Server) detokenize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, api.CardDetails{PAN: c.PAN.Digits(), ExpMonth: c.Expiry.Month, ExpYear: c.Expiry.Year, CardholderName: c.Name, Brand: string(info.Brand), Merchant: info.Merchant})
+}
+
+// refuseDetokenize answers a detokenize call refused before any token was
+// read: the rate (429 with Retry-After, audited as a refusal), the store
+// failing to spend it (as the store's error), or a bad body (audited).
+func (s *Server) refuseDetokenize(w http.ResponseWriter, r *http.Request, p account.Principal, err error) {
+	var sf *spendFailed
+	if errors.As(err, &sf) {
+		s.writeError(w, r, sf.err)
+		return
+	}
+	var rl *rateLimited
+	if errors.As(err, &rl) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(rl.wait.Seconds()))))
+		err = rl.err
+	}
+	s.auditDetokenize(r, p.String(), "", "", err)
+	s.writeError(w, r, err)
+}
+
+// spending is a detokenize rate's token being spent in the background.
+type spending struct {
+	done chan struct{}
+	err  error // nil, *rateLimited or *spendFailed
+}
+
+// rateLimited is a spend the bucket refused: how long until a token is there.
+type rateLimited struct {
+	wait time.Duration
+	err  error
+}
+
+func (e *rateLimited) Error() string { return e.err.Error() }
+func (e *rateLimited) Unwrap() error { return e.err }
+
+// spendFailed is a spend the store could not make.
+type spendFailed struct{ err error }
+
+func (e *spendFailed) Error() string { return e.err.Error() }
+func (e *spendFailed) Unwrap() error { return e.err }
+
+// spend starts spending a token of the processor's detokenize bucket; nil
+// when the processor has no limit.
+func (s *Server) spend(r *http.Request, p account.Principal) *spending {
+	rate := s.detokenizeRate(p)
+	if rate <= 0 {
+		return nil
+	}
+	sp := &spending{done: make(chan struct{})}
+	go func() {
+		defer close(sp.done)
+		// A bucket per processor and rate: a new rate starts a full bucket.
+		k := store.K("bucket_detok", p.ID+"-"+strconv.FormatInt(rate, 10))
+		wait, err := s.Store.Allow(r.Context(), k, store.Bucket{PerSecond: float64(rate), Burst: rate}, time.Now())
+		switch {
+		case err != nil:
+			sp.err = &spendFailed{err}
+		case wait > 0:
+			sp.err = &rateLimited{wait: wait, err: apperr.E(apperr.RateLimited, "detokenize limit of %d a second reached", rate)}
+		}
+	}()
+	return sp
+}
+
+// verdict waits for the spend: nil when a token was spent (or there is no
+// limit).
+func (sp *spending) verdict() error {
+	if sp == nil {
+		return nil
+	}
+	<-sp.done
+	return sp.err
 }
 
 // refuse counts a refused call for the audit trail (one record per source
