@@ -1,7 +1,6 @@
 package web
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -101,13 +100,22 @@ func (d *pageData) T(key string, args ...any) string { return d.cat.T(d.Lang, ke
 func (s *Server) newPage(r *http.Request, lang string) *pageData {
 	d := &pageData{Lang: lang, Assets: s.assets, Script: true, cat: s.cat, Errors: map[string]string{}, TestMode: true}
 	d.Title = d.T("page.title")
+	d.Langs = make([]langLink, 0, len(Languages))
 	for _, l := range Languages {
-		q := r.URL.Query()
-		q.Set("lang", l)
-		u := url.URL{Path: r.URL.Path, RawQuery: q.Encode()}
-		d.Langs = append(d.Langs, langLink{Code: l, Name: s.cat.T(l, "lang.name"), URL: u.String(), Current: l == lang})
+		d.Langs = append(d.Langs, langLink{Code: l, Name: s.cat.T(l, "lang.name"), URL: langURL(r.URL, l), Current: l == lang})
 	}
 	return d
+}
+
+// langURL is the page's URL with its language set to lang, its other query
+// parameters kept.
+func langURL(u *url.URL, lang string) string {
+	if u.RawQuery == "" && u.RawPath == "" && plainPath(u.Path) {
+		return u.Path + "?lang=" + lang // what the general case makes of it, for less
+	}
+	q := u.Query()
+	q.Set("lang", lang)
+	return (&url.URL{Path: u.Path, RawQuery: q.Encode()}).String()
 }
 
 // render writes a page, from its skeleton when it has one (skeleton.go);
@@ -115,14 +123,14 @@ func (s *Server) newPage(r *http.Request, lang string) *pageData {
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page string, d *pageData) {
 	body, ok := s.skeletons.fill(s, page, d)
 	if !ok {
-		var buf bytes.Buffer
-		if err := s.pages[page].ExecuteTemplate(&buf, "layout", d); err != nil {
+		body = s.skeletons.buffer()
+		if err := s.pages[page].ExecuteTemplate(body, "layout", d); err != nil {
 			s.log.Error("render", "page", page, "err", err.Error())
 			http.Error(w, "internal error", http.StatusInternalServerError)
 			return
 		}
-		body = buf.Bytes()
 	}
+	defer s.skeletons.done(body)
 	if l := r.URL.Query().Get("lang"); isLang(l) {
 		http.SetCookie(w, &http.Cookie{Name: "pp_lang", Value: l, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode, MaxAge: 365 * 24 * 3600})
 	}
@@ -132,8 +140,9 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page
 	}
 	setFramers(w.Header(), formAction, d.frameOrigins())
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(body.Len()))
 	w.WriteHeader(status)
-	_, _ = w.Write(body)
+	_, _ = w.Write(body.Bytes())
 }
 
 func (s *Server) order(ctx context.Context, ss payment.Session) *orderView {
@@ -483,4 +492,16 @@ func rememberedName(r *http.Request) string {
 		return ""
 	}
 	return name
+}
+
+// plainPath reports whether a path is letters, digits and -._~/ alone: a
+// URL holds it as it is.
+func plainPath(p string) bool {
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~/", c) >= 0) {
+			return false
+		}
+	}
+	return strings.HasPrefix(p, "/")
 }
