@@ -86,18 +86,18 @@ run_store() {
 	for s in $scenarios; do
 		"$pp" load --scenario "$s" --concurrency "$conc" --duration "$dur" --warmup "$warm" --floor-rate "$floor_rate" \
 			--merchant "$work/merchant.json" --processor "$work/processor.json" --json "$out/$name-$s.json" >/dev/null 2>>"$work/load.log"
-		jq -r --arg store "$name" '"| \(.scenario) | \($store) | \(.total.per_second) | \(.floor_share*1000|round/10)% | \(.total.p50_ms) | \(.total.p99_ms) | \(.total.p99_9_ms) | \(.total.errors) | \(.server.cpu_per_op_us|round) µs | \(.server.resident_max_mb|round) MB |"' "$out/$name-$s.json"
+		jq -r --arg store "$name" '"| \(.scenario) | \($store) | \(.total.per_second) | \(.floor_share*1000|round/10)% | \(.total.p50_ms) | \(.total.p99_ms) | \(.total.p99_9_ms) | \(.total.errors) | \(.server.cpu_per_op_us|round) µs | \(.server.resident_max_mb|round) MB (\(.server.go_sys_max_mb|round) MB) |"' "$out/$name-$s.json"
 	done
 	if [ -n "${SOAK:-}" ]; then
 		"$pp" load --scenario sale --concurrency "$conc" --duration "$SOAK" --warmup "$warm" --sample 30s --floor-rate "$floor_rate" \
 			--merchant "$work/merchant.json" --processor "$work/processor.json" --json "$out/$name-soak.json" >/dev/null 2>>"$work/load.log"
-		jq -r --arg store "$name" '"soak \($store): sale for \(.seconds|round) s, \(.total.per_second)/s; resident memory \(.server.resident_start_mb) MB at the start, \(.server.resident_end_mb) MB at the end, \(.server.resident_max_mb) MB at most, \(.server.resident_slope_mb_per_min) MB a minute"' "$out/$name-soak.json"
+		jq -r --arg store "$name" '"soak \($store): sale for \(.seconds|round) s, \(.total.per_second)/s; resident memory \(.server.resident_start_mb) MB at the start, \(.server.resident_end_mb) MB at the end, \(.server.resident_max_mb) MB at most (the Go runtime \(.server.go_sys_max_mb) MB), \(.server.resident_slope_mb_per_min) MB a minute"' "$out/$name-soak.json"
 	fi
 	kill "${pids[-1]}"
 	wait "${pids[-1]}" 2>/dev/null || true
 	unset 'pids[-1]'
 }
-echo "| scenario | store | per second | of the floor | p50 ms | p99 ms | p99.9 ms | errors | server CPU an op | resident at most |"
+echo "| scenario | store | per second | of the floor | p50 ms | p99 ms | p99.9 ms | errors | server CPU an op | resident at most (Go runtime's) |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for st in $stores; do run_store "$st"; done
 floor_end=$(floor end)
