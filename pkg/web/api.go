@@ -255,10 +255,12 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, scope string
 	}
 	status, body, err := do(claim.ObjectID)
 	var kerr error
+	var raw []byte
 	switch {
 	case err == nil:
-		raw, _ := json.MarshalIndent(body, "", "  ")
-		kerr = s.Idem.Finish(r.Context(), claim, idempotency.Answer{Status: status, Body: append(raw, '\n')})
+		raw, _ = json.MarshalIndent(body, "", "  ")
+		raw = append(raw, '\n') // what writeJSON writes
+		kerr = s.Idem.Finish(r.Context(), claim, idempotency.Answer{Status: status, Body: raw})
 	case Status(err) < 500:
 		kerr = s.Idem.Abandon(r.Context(), claim)
 	default:
@@ -267,7 +269,14 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, scope string
 	if kerr != nil {
 		s.log.Warn("idempotency record not updated", "err", kerr.Error())
 	}
-	s.answer(w, r, status, body, err)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	// The answer kept is the answer given, encoded once.
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(raw)
 }
 
 // answer writes a view, or the error.
