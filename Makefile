@@ -16,6 +16,11 @@ FUZZTIME ?= 20s
 run:
 	$(GO) build -o bin/paypage ./cmd/paypage && exec bin/paypage serve
 
+## demo: try it: the service (a temporary embedded store, the sandboxes) and a
+## demo shop on http://127.0.0.1:8081 that pays through it; Ctrl-C stops both
+demo:
+	$(GO) build -o bin/paypage ./cmd/paypage && exec bin/paypage demo
+
 ## build: the binary, in ./bin
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/paypage ./cmd/paypage

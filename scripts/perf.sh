@@ -9,8 +9,9 @@
 # Usage: scripts/perf.sh [duration]     e.g. scripts/perf.sh 30s
 #   CONC=64          concurrent clients
 #   FLOOR_DIR=...    the floor server's source (default ../shared/perf/floor)
-#   STORES="redis bolt"  SCENARIOS="detokenize sessions page pay challenge refund sale"
+#   STORES="redis bolt"  SCENARIOS="detokenize sessions sessions+idempotency page pay challenge refund sale"
 #   SOAK=10m         also run the sale mix this long on each store (memory over time)
+#   PROFILE=1        a CPU profile of each scenario (OUT/store-scenario.pprof; go tool pprof -top bin/paypage FILE)
 #   OUT=DIR          keep the JSON reports there (default: the temporary directory, removed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ dur=${1:-30s}
 conc=${CONC:-64}
 floor_dir=${FLOOR_DIR:-../shared/perf/floor}
 stores=${STORES:-redis bolt}
-scenarios=${SCENARIOS:-detokenize sessions page pay challenge refund sale}
+scenarios=${SCENARIOS:-detokenize sessions sessions+idempotency page pay challenge refund sale}
 warm=5s
 work=$(mktemp -d)
 out=${OUT:-$work/reports}
@@ -80,24 +81,35 @@ run_store() {
 	"$pp" merchant add --name "Load test" >"$work/merchant.json" 2>/dev/null
 	# The processor keeps a detokenize rate, far above the load: the limit is spent and checked on every call.
 	"$pp" processor add --name "Load test" --merchants "$(jq -r .id "$work/merchant.json")" --rate 1000000 >"$work/processor.json" 2>/dev/null
-	"$pp" serve --limit-client-per-hour 0 --limit-card-per-day 0 --limit-merchant-per-minute 0 --limit-global-per-minute 0 \
+	"$pp" serve --limit-client-per-hour 0 --limit-card-per-day 0 --limit-merchant-per-minute 0 --limit-global-per-minute 0 --pprof \
 		2>"$work/serve-$name.log" & pids+=($!)
 	wait_for "http://$addr/readyz"
 	for s in $scenarios; do
-		"$pp" load --scenario "$s" --concurrency "$conc" --duration "$dur" --warmup "$warm" --floor-rate "$floor_rate" \
-			--merchant "$work/merchant.json" --processor "$work/processor.json" --json "$out/$name-$s.json" >/dev/null 2>>"$work/load.log"
-		jq -r --arg store "$name" '"| \(.scenario) | \($store) | \(.total.per_second) | \(.floor_share*1000|round/10)% | \(.total.p50_ms) | \(.total.p99_ms) | \(.total.p99_9_ms) | \(.total.errors) | \(.server.cpu_per_op_us|round) µs | \(.server.resident_max_mb|round) MB |"' "$out/$name-$s.json"
+		extra=()
+		case $s in
+		sessions+idempotency) extra=(--idempotency) ;;
+		refund) extra=(--pool 4096) ;; # a few refunds each, as payments have: a payment's record holds its refunds
+		esac
+		"$pp" load --scenario "${s%+idempotency}" "${extra[@]}" --concurrency "$conc" --duration "$dur" --warmup "$warm" --floor-rate "$floor_rate" \
+			--merchant "$work/merchant.json" --processor "$work/processor.json" --json "$out/$name-$s.json" >/dev/null 2>"$work/load-$name-$s.log" &
+		load=$!
+		if [ -n "${PROFILE:-}" ]; then # a CPU profile of the measured time's first half, once set-up and warm-up are over
+			until grep -q "load: measuring" "$work/load-$name-$s.log" || ! kill -0 "$load" 2>/dev/null; do sleep 0.2; done
+			curl -sf -o "$out/$name-$s.pprof" "http://$metrics/debug/pprof/profile?seconds=$(( ${dur%s} / 2 ))" || true
+		fi
+		wait "$load" || { cat "$work/load-$name-$s.log"; exit 1; }
+		jq -r --arg store "$name" --arg s "$s" '"| \($s) | \($store) | \(.total.per_second) | \(.floor_share*1000|round/10)% | \(.total.p50_ms) | \(.total.p99_ms) | \(.total.p99_9_ms) | \(.total.errors) | \(.server.cpu_per_op_us|round) µs | \(.server.resident_max_mb|round) MB (\(.server.go_sys_max_mb|round) MB) |"' "$out/$name-$s.json"
 	done
 	if [ -n "${SOAK:-}" ]; then
 		"$pp" load --scenario sale --concurrency "$conc" --duration "$SOAK" --warmup "$warm" --sample 30s --floor-rate "$floor_rate" \
 			--merchant "$work/merchant.json" --processor "$work/processor.json" --json "$out/$name-soak.json" >/dev/null 2>>"$work/load.log"
-		jq -r --arg store "$name" '"soak \($store): sale for \(.seconds|round) s, \(.total.per_second)/s; resident memory \(.server.resident_start_mb) MB at the start, \(.server.resident_end_mb) MB at the end, \(.server.resident_max_mb) MB at most, \(.server.resident_slope_mb_per_min) MB a minute"' "$out/$name-soak.json"
+		jq -r --arg store "$name" '"soak \($store): sale for \(.seconds|round) s, \(.total.per_second)/s; resident memory \(.server.resident_start_mb) MB at the start, \(.server.resident_end_mb) MB at the end, \(.server.resident_max_mb) MB at most (the Go runtime \(.server.go_sys_max_mb) MB), \(.server.resident_slope_mb_per_min) MB a minute"' "$out/$name-soak.json"
 	fi
 	kill "${pids[-1]}"
 	wait "${pids[-1]}" 2>/dev/null || true
 	unset 'pids[-1]'
 }
-echo "| scenario | store | per second | of the floor | p50 ms | p99 ms | p99.9 ms | errors | server CPU an op | resident at most |"
+echo "| scenario | store | per second | of the floor | p50 ms | p99 ms | p99.9 ms | errors | server CPU an op | resident at most (Go runtime's) |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for st in $stores; do run_store "$st"; done
 floor_end=$(floor end)

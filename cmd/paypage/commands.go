@@ -16,6 +16,8 @@ import (
 // one that runs alone) and add its line here.
 var commands = []entry{
 	{name: "serve", summary: "run the service", reads: settings, new: func() command { return &serveCmd{} }},
+	{name: "demo", args: "[--shop-addr 127.0.0.1:8081]", summary: "try it: the service (a temporary embedded store, the sandboxes) and a demo shop on another port that pays through it and shows the verified webhook",
+		reads: []*setting{settingNamed("log-level")}, new: func() command { return &demoCmd{} }},
 
 	{name: "merchant add", args: "--name N [--webhook-url U]", summary: `add a shop; prints {"id", "secret_key", "webhook_secret"} once`, audit: "merchant.add",
 		reads: []*setting{settingNamed("webhook-allow-private")}, new: func() command { return &merchantAddCmd{} }},

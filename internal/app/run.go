@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/paypage/paypage/pkg/api"
+	"github.com/paypage/paypage/pkg/apiview"
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/audit"
 	"github.com/paypage/paypage/pkg/card"
@@ -52,7 +52,7 @@ func (a *App) build() error {
 	a.Kaspi.NotifyURL, a.Kaspi.Now = pub+"/kaspi/notify", a.now
 	a.Sandbox = processor.NewSandbox(a.store, a.Vault, a.Audit)
 	a.Sandbox.Now = a.now
-	repo, err := paystore.New(a.store, func(id string) string { return api.PageURL(pub, id) }, a.now, a.Runner.Wake)
+	repo, err := paystore.New(a.store, func(id string) string { return apiview.PageURL(pub, id) }, a.now, a.Runner.Wake)
 	if err != nil {
 		return err
 	}

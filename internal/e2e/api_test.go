@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -28,51 +30,66 @@ func TestCreateSessionBadInput(t *testing.T) {
 		name, body, ctype string
 		status            int
 		code, param       string
+		message           string // what the message must say, when it matters
 	}{
-		{"missing amount", `{"currency":"KZT","success_url":"https://s.example/ok","cancel_url":"https://s.example/no"}`, "", 400, "invalid", "amount"},
-		{"amount as string", `{"amount":"1000","currency":"KZT","success_url":"https://s.example/ok","cancel_url":"https://s.example/no"}`, "", 400, "invalid", "amount"},
-		{"negative amount", strings.Replace(good, "1000", "-5", 1), "", 400, "invalid", "amount"},
-		{"fractional amount", strings.Replace(good, "1000", "10.5", 1), "", 400, "invalid", "amount"},
-		{"huge amount", strings.Replace(good, "1000", "99999999999999", 1), "", 400, "invalid", "amount"},
-		{"unknown currency", strings.Replace(good, "KZT", "XXX", 1), "", 400, "invalid", "currency"},
-		{"missing success_url", `{"amount":1000,"currency":"KZT","cancel_url":"https://s.example/no"}`, "", 400, "invalid", "success_url"},
-		{"javascript url", strings.Replace(good, "https://s.example/ok", "javascript:alert(1)", 1), "", 400, "invalid", "success_url"},
-		{"bad locale", strings.Replace(good, `"amount"`, `"locale":"de","amount"`, 1), "", 400, "invalid", "locale"},
-		{"bad method", strings.Replace(good, `"amount"`, `"methods":["paypal"],"amount"`, 1), "", 400, "invalid", "methods"},
-		{"kaspi in USD", strings.Replace(strings.Replace(good, "KZT", "USD", 1), `"amount"`, `"methods":["kaspi_qr"],"amount"`, 1), "", 400, "invalid", "methods"},
-		{"unknown field", strings.Replace(good, `"amount"`, `"pan":"4242424242424242","amount"`, 1), "", 400, "invalid", "pan"},
-		{"not json", `amount=1000`, "", 400, "invalid", ""},
-		{"two objects", good + good, "", 400, "invalid", ""},
-		{"wrong content type", good, "text/plain", 400, "invalid", ""},
-		{"huge body", `{"description":"` + strings.Repeat("x", 70<<10) + `"}`, "", 400, "invalid", ""},
-		{"control characters", strings.Replace(good, `"amount"`, `"reference":"a\u0000b","amount"`, 1), "", 400, "invalid", "reference"},
+		{"missing amount", `{"currency":"KZT","success_url":"https://s.example/ok","cancel_url":"https://s.example/no"}`, "", 400, "invalid", "amount", ""},
+		{"amount as string", `{"amount":"1000","currency":"KZT","success_url":"https://s.example/ok","cancel_url":"https://s.example/no"}`, "", 400, "invalid", "amount", "must be an integer"},
+		{"another case", strings.Replace(good, `"amount"`, `"Amount"`, 1), "", 400, "invalid", "Amount", "is not a known field"},
+		{"another case, field alone", `{"amount":1000,"Currency":"KZT","currency":"KZT","success_url":"https://s.example/ok","cancel_url":"https://s.example/no"}`, "", 400, "invalid", "Currency", "names are lower case (currency)"},
+		{"a field twice", strings.Replace(good, `"amount":1000`, `"amount":1000,"amount":2000`, 1), "", 400, "invalid", "amount", "is given twice"},
+		{"an array", `[` + good + `]`, "", 400, "invalid", "", "must be a JSON object"},
+		{"null", `null`, "", 400, "invalid", "", "must be a JSON object"},
+		{"currency as number", strings.Replace(good, `"KZT"`, `398`, 1), "", 400, "invalid", "currency", "must be a string"},
+		{"methods as string", strings.Replace(good, `"amount"`, `"methods":"card","amount"`, 1), "", 400, "invalid", "methods", "must be an array of strings"},
+		{"methods of numbers", strings.Replace(good, `"amount"`, `"methods":[1],"amount"`, 1), "", 400, "invalid", "methods", "must be an array of strings"},
+		{"no methods", strings.Replace(good, `"amount"`, `"methods":[],"amount"`, 1), "", 400, "invalid", "methods", "at least one method"},
+		{"a reference too long", strings.Replace(good, `"amount"`, `"reference":"`+strings.Repeat("r", 201)+`","amount"`, 1), "", 400, "invalid", "reference", "at most 200 bytes"},
+		{"expires_in too short", strings.Replace(good, `"amount"`, `"expires_in":60,"amount"`, 1), "", 400, "invalid", "expires_in", ""},
+		{"negative amount", strings.Replace(good, "1000", "-5", 1), "", 400, "invalid", "amount", ""},
+		{"fractional amount", strings.Replace(good, "1000", "10.5", 1), "", 400, "invalid", "amount", "must be an integer"},
+		{"amount beyond int64", strings.Replace(good, "1000", "99999999999999999999", 1), "", 400, "invalid", "amount", "must be an integer"},
+		{"huge amount", strings.Replace(good, "1000", "99999999999999", 1), "", 400, "invalid", "amount", "at most"},
+		{"unknown currency", strings.Replace(good, "KZT", "XXX", 1), "", 400, "invalid", "currency", ""},
+		{"missing success_url", `{"amount":1000,"currency":"KZT","cancel_url":"https://s.example/no"}`, "", 400, "invalid", "success_url", ""},
+		{"javascript url", strings.Replace(good, "https://s.example/ok", "javascript:alert(1)", 1), "", 400, "invalid", "success_url", ""},
+		{"bad locale", strings.Replace(good, `"amount"`, `"locale":"de","amount"`, 1), "", 400, "invalid", "locale", ""},
+		{"bad method", strings.Replace(good, `"amount"`, `"methods":["paypal"],"amount"`, 1), "", 400, "invalid", "methods", ""},
+		{"kaspi in USD", strings.Replace(strings.Replace(good, "KZT", "USD", 1), `"amount"`, `"methods":["kaspi_qr"],"amount"`, 1), "", 400, "invalid", "methods", ""},
+		{"unknown field", strings.Replace(good, `"amount"`, `"pan":"4242424242424242","amount"`, 1), "", 400, "invalid", "pan", ""},
+		{"not json", `amount=1000`, "", 400, "invalid", "", ""},
+		{"two objects", good + good, "", 400, "invalid", "", ""},
+		{"wrong content type", good, "text/plain", 400, "invalid", "", ""},
+		{"huge body", `{"description":"` + strings.Repeat("x", 70<<10) + `"}`, "", 400, "invalid", "", ""},
+		{"control characters", strings.Replace(good, `"amount"`, `"reference":"a\u0000b","amount"`, 1), "", 400, "invalid", "reference", ""},
 	}
 	before := countKind(t, e, "session")
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, _ := http.NewRequest("POST", e.url+"/v1/sessions", strings.NewReader(tt.body))
-			req.Header.Set("Authorization", "Bearer "+e.key)
 			ct := tt.ctype
 			if ct == "" {
 				ct = "application/json"
 			}
-			req.Header.Set("Content-Type", ct)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
+			status, raw, _ := e.raw("POST", "/v1/sessions", e.key, tt.body, "Content-Type", ct)
 			var body struct {
 				Error struct{ Code, Message, Param string } `json:"error"`
 			}
-			if err := jsonDecode(resp.Body, &body); err != nil {
+			if err := json.Unmarshal(raw, &body); err != nil {
 				t.Fatal(err)
 			}
-			if resp.StatusCode != tt.status || body.Error.Code != tt.code || body.Error.Param != tt.param || body.Error.Message == "" {
-				t.Fatalf("got %d %+v, want %d %s %s", resp.StatusCode, body.Error, tt.status, tt.code, tt.param)
+			if status != tt.status || body.Error.Code != tt.code || body.Error.Param != tt.param || body.Error.Message == "" {
+				t.Fatalf("got %d %+v, want %d %s %s", status, body.Error, tt.status, tt.code, tt.param)
 			}
 			if strings.Contains(body.Error.Message, "4242424242424242") {
 				t.Fatal("error echoes card data")
+			}
+			if !strings.Contains(body.Error.Message, tt.message) {
+				t.Fatalf("message %q does not say %q", body.Error.Message, tt.message)
+			}
+			// Our words, never Go's: no Go type or package names.
+			for _, goWord := range []string{"int64", "payment.", "CreateRequest", "json:", "Go ", "struct"} {
+				if strings.Contains(body.Error.Message, goWord) {
+					t.Fatalf("message %q speaks Go (%q)", body.Error.Message, goWord)
+				}
 			}
 		})
 	}
@@ -262,4 +279,54 @@ func TestRefunds(t *testing.T) {
 			t.Fatalf("refund of a declined payment: %d %v", st, r)
 		}
 	})
+}
+
+// TestReplayIsTheFirstAnswer: a create replayed under its Idempotency-Key
+// gets the first answer byte for byte, even after the session was paid.
+func TestReplayIsTheFirstAnswer(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	body := map[string]any{"amount": 4200, "currency": "KZT", "success_url": "https://s.example/ok", "cancel_url": "https://s.example/no"}
+	st1, first, _ := e.raw("POST", "/v1/sessions", e.key, body, "Idempotency-Key", "order-77")
+	var s struct{ ID string }
+	if err := json.Unmarshal(first, &s); st1 != 201 || err != nil {
+		t.Fatalf("create: %d %s", st1, first)
+	}
+	b := e.browser()
+	b.follow(b.pay(s.ID, "4242 4242 4242 4242", "981"))
+	if st, now := sessionState(t, e, s.ID); st != "complete" || now == nil {
+		t.Fatalf("session %s", st)
+	}
+	st2, again, h := e.raw("POST", "/v1/sessions", e.key, body, "Idempotency-Key", "order-77")
+	if st2 != 201 || h.Get("Idempotent-Replayed") != "true" || !bytes.Equal(first, again) {
+		t.Fatalf("replay differs from the first answer:\n%s\n%s", first, again)
+	}
+}
+
+// TestAttemptsCountTheSuccessfulOne: a session paid at the first try shows
+// one attempt, and one paid after a decline two.
+func TestAttemptsCountTheSuccessfulOne(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	for _, cards := range [][]string{{"4242 4242 4242 4242"}, {"4000 0000 0000 0002", "4242 4242 4242 4242"}} {
+		id := e.session(nil)["id"].(string)
+		b := e.browser()
+		for _, c := range cards {
+			b.follow(b.pay(id, c, "981"))
+		}
+		_, s, _ := e.api("GET", "/v1/sessions/"+id, e.key, nil)
+		if s["status"] != "complete" || s["attempts"].(float64) != float64(len(cards)) {
+			t.Fatalf("%v: status %v, attempts %v", cards, s["status"], s["attempts"])
+		}
+	}
+}
+
+// TestCollectionMethodsNotAllowed: /v1/sessions takes POST only; another
+// method is 405 with the JSON error, not 404.
+func TestCollectionMethodsNotAllowed(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	for _, m := range []string{"GET", "DELETE", "PUT", "PATCH"} {
+		st, r, _ := e.api(m, "/v1/sessions", e.key, nil)
+		if errObj, _ := r["error"].(map[string]any); st != http.StatusMethodNotAllowed || errObj["code"] != "method_not_allowed" {
+			t.Fatalf("%s /v1/sessions: %d %v", m, st, r)
+		}
+	}
 }

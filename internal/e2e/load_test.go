@@ -2,13 +2,17 @@ package e2e
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/paypage/paypage/internal/load"
 	"github.com/paypage/paypage/pkg/audit"
+	"github.com/paypage/paypage/pkg/store/redis/redistest"
 )
 
 // loadConfig is a short run of a scenario against the env, with its keys
@@ -133,5 +137,43 @@ func TestProfilesOnTheMetricsListener(t *testing.T) {
 	off := newEnv(t, envOpts{metrics: true})
 	if st, _ := get(off.metrics + "/debug/pprof/"); st != http.StatusNotFound {
 		t.Errorf("profiles without --pprof: %d", st)
+	}
+}
+
+// TestDetokenizeCommands: with the processor's credentials cached, a
+// detokenize costs Redis one command of each kind: the rate's spend
+// (EVALSHA), the token's record (GET) and its audit entry (XADD), the spend
+// and the read sent together; the processor's record is read once for all.
+func TestDetokenizeCommands(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs redis-server (skipped with -short)")
+	}
+	srv := redistest.Start(t)
+	e := newEnv(t, envOpts{store: srv.URL(), detokenize: 1_000_000, poll: time.Hour})
+	l := e.app.Limiter
+	l.Card.Max, l.Client.Max, l.Merchant.Max, l.Global.Max = 0, 0, 0, 0
+	id := e.session(nil)["id"].(string)
+	e.browser().pay(id, "4242 4242 4242 4242", "981")
+	_, s, _ := e.api("GET", "/v1/sessions/"+id, e.key, nil)
+	token := s["payment"].(map[string]any)["card"].(map[string]any)["token"].(string)
+	if st, _, _ := e.api("POST", "/v1/detokenize", e.procKey, map[string]string{"token": token}); st != http.StatusOK {
+		t.Fatalf("detokenize: %d", st)
+	}
+	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	defer c.Close()
+	if err := c.ConfigResetStat(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	const calls = 200
+	for range calls {
+		if st, _, _ := e.api("POST", "/v1/detokenize", e.procKey, map[string]string{"token": token}); st != http.StatusOK {
+			t.Fatalf("detokenize: %d", st)
+		}
+	}
+	// Redis counts the commands a script runs too: the spend's script reads
+	// and writes its bucket (a GET and a SET inside the EVALSHA).
+	want := map[string]int{"evalsha": calls, "get": 2 * calls, "set": calls, "xadd": calls, "config|resetstat": 1}
+	if stats := commandStats(t, c); !maps.Equal(stats, want) {
+		t.Errorf("%d calls: commands %v, want %v", calls, stats, want)
 	}
 }

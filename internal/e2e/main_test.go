@@ -19,6 +19,9 @@ var binary struct {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if code == 0 {
+		code = checkedEverything()
+	}
 	if binary.dir != "" {
 		os.RemoveAll(binary.dir)
 	}

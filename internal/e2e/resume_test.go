@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paypage/paypage/pkg/payment"
 	"github.com/paypage/paypage/pkg/processor"
 	"github.com/paypage/paypage/pkg/store"
 )
@@ -109,7 +110,10 @@ func TestRefundAfterLostAnswer(t *testing.T) {
 		mode := &atomic.Value{}
 		mode.Store("pass")
 		o.wrap = func(p processor.Processor) processor.Processor { return refundLine{p, mode} }
+		hooks := newReceiver(t)
+		o.webhookURL = hooks.srv.URL + "/hooks"
 		e := newEnv(t, o)
+		hooks.setSecret(e.hookSecret)
 		s := e.session(nil)
 		b := e.browser()
 		b.follow(b.pay(s["id"].(string), "4242 4242 4242 4242", "981"))
@@ -180,6 +184,7 @@ func TestRefundAfterLostAnswer(t *testing.T) {
 		if ev := eventTypes(t, e); ev["refund.succeeded"] != 1 || ev["refund.failed"] != 1 {
 			t.Fatalf("events %v", ev)
 		}
+		hooks.waitForType(t, "refund.failed") // delivered, verified and checked against openapi.yaml
 		mode.Store("pass")
 		if st, r := refund(nil); st != 201 || r["amount"].(float64) != 110000 || r["status"] != "succeeded" {
 			t.Fatalf("refund of what is left: %d %v", st, r)
@@ -188,4 +193,65 @@ func TestRefundAfterLostAnswer(t *testing.T) {
 			t.Fatalf("payment %v", p)
 		}
 	})
+}
+
+// lateLine holds an authorization's answer back until hold is closed, and
+// has the processor answer "no answer yet" to inquiries while unknown is
+// set: an approval that comes after its attempt was closed.
+type lateLine struct {
+	processor.Processor
+	hold    chan struct{}
+	started chan struct{} // closed when the authorization has been decided
+	unknown *atomic.Bool
+}
+
+func (l lateLine) Authorize(ctx context.Context, r processor.AuthorizeRequest) (processor.Result, error) {
+	res, err := l.Processor.Authorize(ctx, r)
+	close(l.started)
+	<-l.hold
+	return res, err
+}
+
+func (l lateLine) Inquire(ctx context.Context, id string) (processor.Result, error) {
+	if l.unknown.Load() {
+		return processor.Result{}, processor.ErrUnknown
+	}
+	return l.Processor.Inquire(ctx, id)
+}
+
+// TestLateApprovalIsVoided: an approval that arrives after the reconciler
+// closed its attempt (its owner's lease ran out, the processor had no
+// answer past the give-up time) is voided at the processor, recorded on the
+// payment, and told to the shop as payment.voided; the session is not
+// captured.
+func TestLateApprovalIsVoided(t *testing.T) {
+	line := lateLine{hold: make(chan struct{}), started: make(chan struct{}), unknown: &atomic.Bool{}}
+	hooks := newReceiver(t)
+	e := newEnv(t, envOpts{webhookURL: hooks.srv.URL + "/hooks", poll: time.Hour,
+		wrap: func(p processor.Processor) processor.Processor { line.Processor = p; return line }})
+	hooks.setSecret(e.hookSecret)
+	id := e.session(nil)["id"].(string)
+	b := e.browser()
+	paid := make(chan page, 1)
+	go func() { paid <- b.pay(id, "4242 4242 4242 4242", "981") }()
+	<-line.started
+	line.unknown.Store(true)
+	e.clock.Advance(payment.DefaultTiming.GiveUpAfter + payment.DefaultTiming.Lease)
+	e.reconcile()
+	if st, _ := sessionState(t, e, id); st != "open" {
+		t.Fatalf("after the give-up: %s", st)
+	}
+	line.unknown.Store(false)
+	close(line.hold)
+	<-paid
+	e.reconcile()
+	st, p := sessionState(t, e, id)
+	att := p["attempts"].([]any)
+	if st != "open" || p["status"] == "succeeded" || len(att) != 1 || att[0].(map[string]any)["outcome"] != "voided" {
+		t.Fatalf("session %s, payment %v", st, p)
+	}
+	hooks.waitForType(t, "payment.voided")
+	if ev := eventTypes(t, e); ev["payment.voided"] != 1 || ev["payment.succeeded"] != 0 {
+		t.Fatalf("events %v", ev)
+	}
 }

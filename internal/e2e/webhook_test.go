@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paypage/paypage/pkg/api"
+	"github.com/paypage/paypage/pkg/client"
 	"github.com/paypage/paypage/pkg/event"
-	"github.com/paypage/paypage/pkg/webhook"
 )
 
 // receiver is a shop's webhook endpoint that verifies every delivery.
@@ -57,12 +58,15 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 		status, delay = plan(n)
 	}
 	time.Sleep(delay)
-	if err := webhook.Verify(secret, req.Header.Get(webhook.SignatureHeader), body, time.Now(), 5*time.Minute); err != nil {
+	if _, err := client.ParseWebhook(secret, req.Header.Get(api.SignatureHeader), body); err != nil {
 		r.mu.Lock()
 		r.bad++
 		r.mu.Unlock()
 		w.WriteHeader(400)
 		return
+	}
+	if err := checkWebhook(req, body); err != nil {
+		r.t.Errorf("openapi.yaml does not describe the webhook %s: %v\n%s", req.Header.Get(api.EventTypeHeader), err, body)
 	}
 	if status == 200 {
 		var ev map[string]any
@@ -87,6 +91,24 @@ func (r *receiver) count(id string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.ids[id]
+}
+
+// waitForType waits until a delivery of an event type was verified.
+func (r *receiver) waitForType(t *testing.T, typ string) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		r.mu.Lock()
+		for _, ev := range r.got {
+			if ev["type"] == typ {
+				r.mu.Unlock()
+				return
+			}
+		}
+		r.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s delivered", typ)
+		}
+	}
 }
 
 func (r *receiver) waitFor(t *testing.T, n int) []map[string]any {

@@ -50,9 +50,9 @@ func TestBucketsCoverEveryValue(t *testing.T) {
 func TestParseProcess(t *testing.T) {
 	t.Parallel()
 	text := "# HELP process_cpu_seconds_total x\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 12.5\n" +
-		"process_resident_memory_bytes 4.194304e+07\ngo_goroutines 12\n"
+		"process_resident_memory_bytes 4.194304e+07\ngo_goroutines 12\ngo_memstats_sys_bytes 2.097152e+07\n"
 	s, err := parseProcess(strings.NewReader(text))
-	if err != nil || s.CPU != 12.5 || s.Resident != 40*mb {
+	if err != nil || s.CPU != 12.5 || s.Resident != 40*mb || s.GoSys != 20*mb {
 		t.Fatalf("%+v %v", s, err)
 	}
 	if _, err := parseProcess(strings.NewReader("go_goroutines 1\n")); err == nil {

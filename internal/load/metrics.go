@@ -17,6 +17,9 @@ type processSample struct {
 	At       time.Time
 	CPU      float64 // process_cpu_seconds_total
 	Resident float64 // process_resident_memory_bytes
+	// GoSys is what the Go runtime holds from the OS (go_memstats_sys_bytes):
+	// resident memory less the pages of files it maps (bolt's database).
+	GoSys float64
 }
 
 // scrape reads the process metrics from a Prometheus text endpoint.
@@ -56,6 +59,8 @@ func parseProcess(r io.Reader) (processSample, error) {
 			dst, cpu = &s.CPU, true
 		case "process_resident_memory_bytes":
 			dst, rss = &s.Resident, true
+		case "go_memstats_sys_bytes":
+			dst = &s.GoSys
 		default:
 			continue
 		}
@@ -88,6 +93,10 @@ type ServerUse struct {
 	// ResidentSlopeMBPerMin is the least-squares slope of resident memory
 	// over the run: near 0 when memory is flat.
 	ResidentSlopeMBPerMin float64 `json:"resident_slope_mb_per_min"`
+	// GoSysMaxMB is the most the Go runtime held from the OS: resident
+	// memory without the pages of a mapped file (bolt's database, which
+	// the kernel may drop and read again).
+	GoSysMaxMB float64 `json:"go_sys_max_mb"`
 	// Samples are resident memory over the run, one per sample interval.
 	Samples []MemSample `json:"samples"`
 }
@@ -120,6 +129,7 @@ func serverUse(samples []processSample, ops uint64) *ServerUse {
 		x := s.At.Sub(first.At).Minutes()
 		y := s.Resident / mb
 		u.ResidentMaxMB = max(u.ResidentMaxMB, y)
+		u.GoSysMaxMB = max(u.GoSysMaxMB, round(s.GoSys/mb, 1))
 		u.Samples = append(u.Samples, MemSample{Seconds: round(x*60, 1), ResidentMB: round(y, 1)})
 		sx, sy, sxx, sxy = sx+x, sy+y, sxx+x*x, sxy+x*y
 	}

@@ -105,8 +105,8 @@ func (rep *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "share of the floor (%.0f/s in the same run): %.1f%%\n", rep.FloorRate, 100*rep.FloorShare)
 	}
 	if s := rep.Server; s != nil {
-		fmt.Fprintf(w, "server: %.2f CPU cores, %.0f µs of CPU an operation; resident memory %.1f MB at the start, %.1f MB at the end, %.1f MB at most, %+.2f MB a minute\n",
-			s.CPUCores, s.CPUPerOpMicros, s.ResidentStartMB, s.ResidentEndMB, s.ResidentMaxMB, s.ResidentSlopeMBPerMin)
+		fmt.Fprintf(w, "server: %.2f CPU cores, %.0f µs of CPU an operation; resident memory %.1f MB at the start, %.1f MB at the end, %.1f MB at most, %+.2f MB a minute; the Go runtime's %.1f MB at most\n",
+			s.CPUCores, s.CPUPerOpMicros, s.ResidentStartMB, s.ResidentEndMB, s.ResidentMaxMB, s.ResidentSlopeMBPerMin, s.GoSysMaxMB)
 	}
 	fmt.Fprintf(w, "load tool: %.1f s of CPU (set-up and warm-up included)\n", rep.LoaderCPUSec)
 	if len(rep.Total.ErrorsBy) > 0 {

@@ -379,8 +379,18 @@ func (s *Service) touch(ctx context.Context, k store.Key, r store.Record, hash [
 
 // Merchant reads a merchant.
 func (s *Service) Merchant(ctx context.Context, id string) (Merchant, error) {
-	var m Merchant
-	return m, s.get(ctx, merchantKey(id), &m)
+	k := merchantKey(id)
+	if !k.Valid() {
+		return Merchant{}, notFound(k)
+	}
+	e, _, err := s.record(ctx, k)
+	if errors.Is(err, store.ErrNotFound) {
+		return Merchant{}, notFound(k)
+	}
+	if err != nil {
+		return Merchant{}, err
+	}
+	return e.asMerchant()
 }
 
 // Processor reads a processor.

@@ -3,6 +3,7 @@ package account
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"time"
 
@@ -39,6 +40,23 @@ type cached struct {
 	// last use, by key hash: a failed try waits for TouchEvery like a
 	// success, so a stale record never turns each call into a write.
 	touched map[string]time.Time
+	// merchant is the record decoded as a merchant, once (pages read it).
+	decode   sync.Once
+	merchant Merchant
+	merr     error
+}
+
+// asMerchant returns the record as a merchant, decoded once per entry; the
+// copy it returns shares nothing with the cache.
+func (e *cached) asMerchant() (Merchant, error) {
+	e.decode.Do(func() { e.merr = json.Unmarshal(e.rec.Value, &e.merchant) })
+	m := e.merchant
+	m.WebhookSecret, m.FrameOrigins = slices.Clone(m.WebhookSecret), slices.Clone(m.FrameOrigins)
+	m.Keys = slices.Clone(m.Keys)
+	for i := range m.Keys {
+		m.Keys[i].Hash = slices.Clone(m.Keys[i].Hash)
+	}
+	return m, e.merr
 }
 
 // record returns the record at k and its decoded credentials, from the

@@ -1,16 +1,15 @@
-// Package api is the shop's and the processor's view of paypage: the JSON
-// shapes the APIs answer and the webhooks carry, made from the domain values
-// of pkg/payment. It adds what a shop reads beside our codes (an English
-// message for each decline) and never holds card data beyond what a shop
-// may see.
+// Package api is paypage's wire contract: the JSON shapes the shop and
+// processor APIs take and answer, the webhook events, and how a webhook is
+// signed. It depends on the standard library only, so a shop's or a
+// processor's build (pkg/client) pulls in nothing of the server. The server
+// makes these views from its domain values in pkg/apiview; openapi.yaml
+// describes the same shapes, and the end-to-end tests check every answer
+// against it.
 package api
 
 import (
-	"strings"
+	"encoding/json"
 	"time"
-
-	"github.com/paypage/paypage/pkg/payment"
-	"github.com/paypage/paypage/pkg/processor"
 )
 
 // Session is a session as the shop sees it.
@@ -119,81 +118,85 @@ type RefundEvent struct {
 	Payment Payment `json:"payment"`
 }
 
-// PageURL is the shopper's page of a session under a public base URL.
-func PageURL(base, sessionID string) string {
-	return strings.TrimRight(base, "/") + "/pay/" + sessionID
+// Event is a webhook event: the body of a delivery, and an item of
+// GET /v1/events (which adds Object and Delivery).
+type Event struct {
+	ID       string          `json:"id"`
+	Type     string          `json:"type"`
+	Created  time.Time       `json:"created"`
+	Merchant string          `json:"merchant"`
+	Data     json.RawMessage `json:"data"` // a Payment, a Session or a RefundEvent, by Type
+	Object   string          `json:"object,omitempty"`
+	Delivery *Delivery       `json:"delivery,omitempty"`
 }
 
-// SessionOf is the view of a session at time now, with its payment if given.
-func SessionOf(s payment.Session, p *payment.Payment, url string, now time.Time) Session {
-	v := Session{
-		ID: s.ID, Object: "session", URL: url, Status: s.StatusAt(now),
-		Amount: s.Amount, Currency: s.Currency, Reference: s.Reference, Description: s.Description,
-		SuccessURL: s.SuccessURL, CancelURL: s.CancelURL, Locale: s.Locale, Methods: s.Methods,
-		Created: s.Created, ExpiresAt: s.ExpiresAt, Attempts: s.Attempts, MaxAttempts: s.MaxAttempts,
-	}
-	if p != nil {
-		pv := PaymentOf(*p)
-		v.PaymentID, v.Payment = p.ID, &pv
-	}
-	return v
+// Event types.
+const (
+	EventPaymentSucceeded = "payment.succeeded"
+	EventPaymentFailed    = "payment.failed"
+	EventPaymentVoided    = "payment.voided"
+	EventSessionExpired   = "session.expired"
+	EventRefundSucceeded  = "refund.succeeded"
+	EventRefundFailed     = "refund.failed"
+)
+
+// Delivery is where an event's delivery stands.
+type Delivery struct {
+	State         string     `json:"state"` // pending, delivered, failing, gave_up, disabled
+	Attempts      int        `json:"attempts"`
+	LastError     string     `json:"last_error,omitempty"`
+	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
 }
 
-// PaymentOf is the view of a payment.
-func PaymentOf(p payment.Payment) Payment {
-	v := Payment{
-		ID: p.ID, Object: "payment", SessionID: p.SessionID, Amount: p.Amount, Currency: p.Currency,
-		Status: p.Status, Method: p.Method, AuthCode: p.AuthCode, ProcessorReference: p.ProcessorRef,
-		AmountRefunded: p.AmountRefunded, Refunds: []Refund{}, Attempts: []Attempt{}, Created: p.Created, Updated: p.Updated,
-	}
-	if c := p.Card; c != nil {
-		v.Card = &Card{Token: c.Token, Brand: string(c.Brand), Last4: c.Last4, ExpMonth: c.ExpMonth, ExpYear: c.ExpYear, Fingerprint: c.Fingerprint}
-	}
-	if p.KaspiQR != "" {
-		v.Kaspi = &Kaspi{QRID: p.KaspiQR, Reference: p.KaspiRef}
-	}
-	if d := p.Decline; d != nil {
-		v.Decline = &Decline{Code: d.Code, NetworkCode: d.NetworkCode, Message: DeclineMessage(d.Code)}
-	}
-	if t := p.ThreeDS; t != nil {
-		v.ThreeDSecure = &ThreeDS{Version: t.Version, TransStatus: t.TransStatus, ECI: t.ECI, Challenged: t.Challenged, DSTransID: t.DSTransID, Reason: t.Reason}
-	}
-	for _, r := range p.Refunds {
-		v.Refunds = append(v.Refunds, RefundOf(p.ID, r))
-	}
-	for _, a := range p.Attempts {
-		v.Attempts = append(v.Attempts, Attempt{ID: a.ID, Method: a.Method, Time: a.Time, Outcome: a.Outcome, Last4: a.Last4, Brand: a.Brand})
-	}
-	return v
+// EventList is the answer of GET /v1/events.
+type EventList struct {
+	Object string  `json:"object"` // "list"
+	Data   []Event `json:"data"`
 }
 
-// RefundOf is the view of a payment's refund.
-func RefundOf(paymentID string, r payment.Refund) Refund {
-	return Refund{
-		ID: r.ID, Object: "refund", PaymentID: paymentID, Amount: r.Amount, Currency: r.Currency, Status: r.Status,
-		FailureCode: r.FailureCode, ProcessorReference: r.ProcessorRef, Created: r.Created,
-	}
+// SessionParams is what a shop sends to POST /v1/sessions.
+type SessionParams struct {
+	Amount      int64    `json:"amount"`   // minor units
+	Currency    string   `json:"currency"` // ISO 4217
+	Reference   string   `json:"reference,omitempty"`
+	Description string   `json:"description,omitempty"`
+	SuccessURL  string   `json:"success_url"`
+	CancelURL   string   `json:"cancel_url"`
+	Locale      string   `json:"locale,omitempty"`     // en, ru or kk
+	Methods     []string `json:"methods,omitempty"`    // card, kaspi_qr; none: card
+	ExpiresIn   int64    `json:"expires_in,omitempty"` // seconds; 0: the default
 }
 
-// declineMessages are the English texts the API shows beside a decline
-// code; the page shows its own translations of the same codes.
-var declineMessages = map[string]string{
-	processor.DoNotHonor:           "The bank declined the payment. Please use another card or contact your bank.",
-	processor.InsufficientFunds:    "There are not enough funds on the card.",
-	processor.ExpiredCard:          "The card has expired.",
-	processor.IncorrectCVC:         "The card details were entered incorrectly.",
-	processor.NotEnabledInternet:   "The card is not enabled for internet payments. Please contact your bank.",
-	processor.Unavailable:          "The payment system is temporarily unavailable. Nothing was charged; please try again.",
-	processor.AuthenticationFailed: "3-D Secure authentication failed.",
-	processor.InvalidCard:          "The card cannot be used for this payment.",
-	processor.TryAgain:             "The payment could not be completed in time. Nothing was charged; please try again.",
-	processor.QRExpired:            "The QR code expired before it was paid. Nothing was charged.",
+// RefundParams is what a shop sends to POST /v1/payments/{id}/refunds.
+type RefundParams struct {
+	Amount *int64 `json:"amount,omitempty"` // nil: what is left
 }
 
-// DeclineMessage returns the English message for a decline code.
-func DeclineMessage(code string) string {
-	if m, ok := declineMessages[code]; ok {
-		return m
-	}
-	return "The payment was declined."
+// DetokenizeParams is what a processor sends to POST /v1/detokenize.
+type DetokenizeParams struct {
+	Token string `json:"token"`
+}
+
+// CardDetails is the card behind a token, as POST /v1/detokenize answers
+// it to a processor: the only answer that carries a card number.
+type CardDetails struct {
+	PAN            string `json:"pan"`
+	ExpMonth       int    `json:"exp_month"`
+	ExpYear        int    `json:"exp_year"`
+	CardholderName string `json:"cardholder_name"`
+	Brand          string `json:"brand"`
+	Merchant       string `json:"merchant"`
+}
+
+// ErrorBody is every error answer: {"error": {...}}.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail says what went wrong: a stable code, a message for people,
+// and the request field at fault, if one is.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Param   string `json:"param,omitempty"`
 }

@@ -35,6 +35,7 @@ type Manifest struct {
 	Pages         []string          `json:"pages"` // the pages it covers, as route templates
 	Scripts       []Asset           `json:"scripts"`
 	Styles        []Asset           `json:"styles"`
+	Icons         []Asset           `json:"icons"`          // no integrity attribute exists for an icon: its content is checked
 	InlineScripts []string          `json:"inline_scripts"` // SHA-384 of each inline script allowed: none
 	Headers       map[string]string `json:"headers"`        // security headers, exact values
 }
@@ -95,7 +96,7 @@ func Verify(ctx context.Context, client *http.Client, pageURL string, want Manif
 			return
 		}
 		a := listed[i]
-		if integrity != a.SHA384 {
+		if kind != "icon" && integrity != a.SHA384 {
 			diffs = append(diffs, fmt.Sprintf("%s %s has integrity %q (manifest: %s)", kind, path, integrity, a.SHA384))
 		}
 		r, b, err := fetch(ctx, client, u.String())
@@ -130,6 +131,8 @@ func Verify(ctx context.Context, client *http.Client, pageURL string, want Manif
 			}
 		case n.Data == "link" && slices.Contains(strings.Fields(strings.ToLower(attr(n, "rel"))), "stylesheet"):
 			checkAsset("stylesheet", attr(n, "href"), attr(n, "integrity"), want.Styles)
+		case n.Data == "link" && slices.Contains(strings.Fields(strings.ToLower(attr(n, "rel"))), "icon"):
+			checkAsset("icon", attr(n, "href"), "", want.Icons)
 		case n.Data == "link" && slices.Contains([]string{"preload", "modulepreload", "prefetch"}, strings.ToLower(attr(n, "rel"))):
 			diffs = append(diffs, fmt.Sprintf("<link rel=%s href=%s> is not in the manifest", attr(n, "rel"), attr(n, "href")))
 		case n.Data == "style":
@@ -138,7 +141,7 @@ func Verify(ctx context.Context, client *http.Client, pageURL string, want Manif
 			diffs = append(diffs, fmt.Sprintf("<%s> is not in the manifest", n.Data))
 		}
 	}
-	for _, a := range append(slices.Clone(want.Scripts), want.Styles...) {
+	for _, a := range slices.Concat(want.Scripts, want.Styles, want.Icons) {
 		if !seen[a.Path] {
 			diffs = append(diffs, fmt.Sprintf("%s (%s) is missing from the page", a.Path, a.Purpose))
 		}
@@ -159,8 +162,8 @@ func Compare(got, want Manifest) []string {
 			diffs = append(diffs, fmt.Sprintf("the served manifest says header %s is %q (expected %q)", k, got.Headers[k], want.Headers[k]))
 		}
 	}
-	gs, _ := json.Marshal(append(got.Scripts, got.Styles...))
-	ws, _ := json.Marshal(append(want.Scripts, want.Styles...))
+	gs, _ := json.Marshal(slices.Concat(got.Scripts, got.Styles, got.Icons))
+	ws, _ := json.Marshal(slices.Concat(want.Scripts, want.Styles, want.Icons))
 	if string(gs) != string(ws) {
 		diffs = append(diffs, fmt.Sprintf("the served manifest lists assets %s (expected %s)", gs, ws))
 	}

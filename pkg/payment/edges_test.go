@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/paypage/paypage/pkg/api"
+	"github.com/paypage/paypage/pkg/apiview"
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/limit"
 	"github.com/paypage/paypage/pkg/payment"
@@ -31,7 +31,7 @@ func (r *rig) rebuild(k payment.Kaspi, l payment.Limiter) {
 	if l == nil {
 		l = r.limits
 	}
-	repo, err := paystore.New(r.db, func(id string) string { return api.PageURL("https://pay.example", id) }, r.clock.Now, nil)
+	repo, err := paystore.New(r.db, func(id string) string { return apiview.PageURL("https://pay.example", id) }, r.clock.Now, nil)
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/paypage/paypage/pkg/api"
+	"github.com/paypage/paypage/pkg/apiview"
 	"github.com/paypage/paypage/pkg/event"
 	"github.com/paypage/paypage/pkg/limit"
 	"github.com/paypage/paypage/pkg/payment"
@@ -286,7 +286,7 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	v.Now = c.Now
-	repo, err := paystore.New(db, func(id string) string { return api.PageURL("https://pay.example", id) }, c.Now, nil)
+	repo, err := paystore.New(db, func(id string) string { return apiview.PageURL("https://pay.example", id) }, c.Now, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

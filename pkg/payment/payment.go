@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/paypage/paypage/pkg/api"
 	"github.com/paypage/paypage/pkg/card"
 )
 
@@ -222,14 +223,14 @@ const (
 	RefundFailed    = "failed"
 )
 
-// Event types: what a shop hears.
+// Event types: what a shop hears, by the names of the wire contract.
 const (
-	EventPaymentSucceeded = "payment.succeeded"
-	EventPaymentFailed    = "payment.failed"
-	EventPaymentVoided    = "payment.voided"
-	EventSessionExpired   = "session.expired"
-	EventRefundSucceeded  = "refund.succeeded"
-	EventRefundFailed     = "refund.failed"
+	EventPaymentSucceeded = api.EventPaymentSucceeded
+	EventPaymentFailed    = api.EventPaymentFailed
+	EventPaymentVoided    = api.EventPaymentVoided
+	EventSessionExpired   = api.EventSessionExpired
+	EventRefundSucceeded  = api.EventRefundSucceeded
+	EventRefundFailed     = api.EventRefundFailed
 )
 
 // Event is what a change tells the shop. The repository writes it with the

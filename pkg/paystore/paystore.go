@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/paypage/paypage/pkg/api"
+	"github.com/paypage/paypage/pkg/apiview"
 	"github.com/paypage/paypage/pkg/card"
 	"github.com/paypage/paypage/pkg/event"
 	"github.com/paypage/paypage/pkg/payment"
@@ -196,17 +197,17 @@ func (s *Store) event(st *payment.State, e payment.Event, now time.Time) event.E
 	var data any
 	switch e.Type {
 	case payment.EventSessionExpired:
-		data = api.SessionOf(ses, p, s.pageURL(ses.ID), now)
+		data = apiview.SessionOf(ses, p, s.pageURL(ses.ID), now)
 	case payment.EventRefundSucceeded, payment.EventRefundFailed:
-		re := api.RefundEvent{Payment: api.PaymentOf(*p)}
+		re := api.RefundEvent{Payment: apiview.PaymentOf(*p)}
 		for _, r := range p.Refunds {
 			if r.ID == e.Refund {
-				re.Refund = api.RefundOf(p.ID, r)
+				re.Refund = apiview.RefundOf(p.ID, r)
 			}
 		}
 		data = re
 	default:
-		data = api.PaymentOf(*p)
+		data = apiview.PaymentOf(*p)
 	}
 	return event.New(e.Type, ses.Merchant, data, now)
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/paypage/paypage/pkg/api"
+	"github.com/paypage/paypage/pkg/apiview"
 	"github.com/paypage/paypage/pkg/card"
 	"github.com/paypage/paypage/pkg/event"
 	"github.com/paypage/paypage/pkg/payment"
@@ -50,7 +50,7 @@ func full() *payment.State {
 func newRepo(t *testing.T) (*paystore.Store, *memory.DB) {
 	t.Helper()
 	db := memory.New()
-	r, err := paystore.New(db, func(id string) string { return api.PageURL("https://pay.example", id) }, func() time.Time { return t0 }, nil)
+	r, err := paystore.New(db, func(id string) string { return apiview.PageURL("https://pay.example", id) }, func() time.Time { return t0 }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

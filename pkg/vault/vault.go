@@ -527,7 +527,20 @@ var ErrNotAllowed = errors.New("the token's merchant is not allowed to this call
 // one, and is never decrypted; the Info then names only the token and its
 // merchant, for the audit trail.
 func (v *Vault) LookupFor(ctx context.Context, token string, allowed func(merchant string) bool) (Card, Info, error) {
+	return v.LookupForAfter(ctx, token, allowed, nil)
+}
+
+// LookupForAfter is LookupFor that opens nothing before gate (when given)
+// allows it: the caller does gate's work (spending its rate limit) while
+// the record is read, and a refusal from gate is the answer, whatever the
+// record.
+func (v *Vault) LookupForAfter(ctx context.Context, token string, allowed func(merchant string) bool, gate func() error) (Card, Info, error) {
 	rec, _, err := v.load(ctx, token)
+	if gate != nil {
+		if err := gate(); err != nil {
+			return Card{}, Info{}, err
+		}
+	}
 	if err != nil {
 		return Card{}, Info{}, hideDeleted(err, allowed)
 	}

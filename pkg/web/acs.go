@@ -28,10 +28,7 @@ func (s *Server) acsPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) renderACS(w http.ResponseWriter, r *http.Request, t threeds.Transaction, notice string, status int) {
-	lang := pickLang(r, t.Language)
-	if l := r.PostFormValue("lang"); isLang(l) {
-		lang = l
-	}
+	lang := acsLang(r, t)
 	// The bank page follows the merchant's framing policy: a page framed by
 	// the shop sends the shopper here inside the same frame.
 	var framers []string
@@ -101,7 +98,7 @@ func (s *Server) acsSubmit(w http.ResponseWriter, r *http.Request) {
 	switch r.PostFormValue("action") {
 	case "resend":
 		t, err = s.ACS.Resend(ctx, id)
-		notice = s.cat.T(pickLang(r, t.Language), "acs.resent")
+		notice = s.cat.T(acsLang(r, t), "acs.resent")
 	case "cancel":
 		t, err = s.ACS.Cancel(ctx, id)
 	default:
@@ -116,4 +113,14 @@ func (s *Server) acsSubmit(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusUnprocessableEntity
 	}
 	s.renderACS(w, r, t, notice, status)
+}
+
+// acsLang is the bank page's language: the one the shopper's page sent it
+// with (a hidden field in each of its forms, so that a wrong code or a
+// resend keeps it), else the shopper's choice or browser.
+func acsLang(r *http.Request, t threeds.Transaction) string {
+	if l := r.PostFormValue("lang"); isLang(l) {
+		return l
+	}
+	return pickLang(r, t.Language)
 }

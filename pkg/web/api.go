@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,14 +9,17 @@ import (
 	"math"
 	"mime"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
 
 	"github.com/paypage/paypage/pkg/account"
 	"github.com/paypage/paypage/pkg/api"
+	"github.com/paypage/paypage/pkg/apiview"
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/audit"
 	"github.com/paypage/paypage/pkg/idempotency"
@@ -85,45 +89,133 @@ func (s *Server) processorOnly(h http.HandlerFunc) http.HandlerFunc {
 	return s.authenticate(account.KindProcessor, h)
 }
 
-// decodeJSON reads a JSON body strictly: the right content type, one object,
-// no unknown fields, the right types; each failure names the field.
+// decodeJSON reads a JSON body strictly: the right content type, one
+// object whose member names are the request's own, spelled exactly (Go's
+// decoder would take "Amount" for "amount"), each once, with values of the
+// right types. Each refusal names the field, in our words, not Go's.
 func decodeJSON(r *http.Request, into any) error {
 	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
 		return apperr.E(apperr.Invalid, "send a JSON body with Content-Type: application/json")
 	}
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(into)
-	var (
-		maxErr  *http.MaxBytesError
-		typeErr *json.UnmarshalTypeError
-		synErr  *json.SyntaxError
-	)
+	body, err := io.ReadAll(r.Body)
+	var maxErr *http.MaxBytesError
 	switch {
-	case err == nil:
-		if dec.More() {
-			return apperr.E(apperr.Invalid, "the body must hold one JSON object")
-		}
-		if _, err := dec.Token(); err != io.EOF {
-			return apperr.E(apperr.Invalid, "the body must hold one JSON object")
-		}
-		return nil
 	case errors.As(err, &maxErr):
 		return apperr.E(apperr.Invalid, "the body is larger than %d bytes", maxErr.Limit)
-	case errors.As(err, &typeErr):
-		return apperr.Field(typeErr.Field, "must be of type %s", typeErr.Type.String())
-	case errors.As(err, &synErr), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		return apperr.E(apperr.Invalid, "the body is not valid JSON")
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return apperr.Field(field, "is not a known field")
+	case err != nil:
+		return apperr.E(apperr.Invalid, "the body could not be read")
 	}
-	return apperr.E(apperr.Invalid, "the body could not be read")
+	fields := jsonFieldsOf(into)
+	if err := checkMembers(body, fields); err != nil {
+		return err
+	}
+	var typeErr *json.UnmarshalTypeError
+	if err := json.Unmarshal(body, into); errors.As(err, &typeErr) {
+		name, _, _ := strings.Cut(typeErr.Field, ".")
+		return apperr.Field(name, "must be %s", fields[name])
+	} else if err != nil {
+		return apperr.E(apperr.Invalid, "the body is not valid JSON")
+	}
+	return nil
+}
+
+// checkMembers reads the body's one object and refuses a member that is
+// not one of fields (matched exactly), a member given twice, anything but
+// an object, and anything after it.
+func checkMembers(body []byte, fields map[string]string) error {
+	notJSON := apperr.E(apperr.Invalid, "the body is not valid JSON")
+	dec := json.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.Token()
+	if err != nil {
+		return notJSON
+	}
+	if tok != json.Delim('{') {
+		return apperr.E(apperr.Invalid, "the body must be a JSON object")
+	}
+	seen := make(map[string]bool, len(fields))
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return notJSON
+		}
+		name, _ := tok.(string)
+		if _, ok := fields[name]; !ok {
+			for known := range fields {
+				if strings.EqualFold(known, name) {
+					return apperr.Field(name, "is not a known field: names are lower case (%s)", known)
+				}
+			}
+			return apperr.Field(name, "is not a known field")
+		}
+		if seen[name] {
+			return apperr.Field(name, "is given twice")
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return notJSON
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return notJSON
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return apperr.E(apperr.Invalid, "the body must hold one JSON object")
+	}
+	return nil
+}
+
+// jsonFields are, per request type, its members' JSON names and the JSON
+// type each takes ("an integer", "a string", ...), read once.
+var jsonFields sync.Map // reflect.Type -> map[string]string
+
+func jsonFieldsOf(v any) map[string]string {
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if f, ok := jsonFields.Load(t); ok {
+		return f.(map[string]string)
+	}
+	f := map[string]string{}
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		name, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
+		if !sf.IsExported() || name == "-" {
+			continue
+		}
+		if name == "" {
+			name = sf.Name
+		}
+		f[name] = jsonTypeName(sf.Type)
+	}
+	jsonFields.Store(t, f)
+	return f
+}
+
+// jsonTypeName names a Go type as the JSON a client sends for it.
+func jsonTypeName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "an array of " + strings.TrimPrefix(strings.TrimPrefix(jsonTypeName(t.Elem()), "an "), "a ") + "s"
+	case reflect.Pointer:
+		return jsonTypeName(t.Elem())
+	}
+	return "an object"
 }
 
 // sessionView is a session as the shop sees it now.
 func (s *Server) sessionView(ss payment.Session, p *payment.Payment) api.Session {
-	return api.SessionOf(ss, p, api.PageURL(s.cfg.PublicURL, ss.ID), s.Payments.Now())
+	return apiview.SessionOf(ss, p, apiview.PageURL(s.cfg.PublicURL, ss.ID), s.Payments.Now())
 }
 
 // idempotent runs a create under the request's Idempotency-Key, if it has
@@ -147,18 +239,28 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, scope string
 		return
 	}
 	if first != nil {
+		// The record keeps the body compact: indent it as it was sent, so
+		// the replay is the first answer byte for byte.
+		var out bytes.Buffer
+		if json.Indent(&out, first.Body, "", "  ") != nil {
+			out.Reset()
+			out.Write(first.Body)
+		}
+		out.WriteByte('\n')
 		w.Header().Set("Idempotent-Replayed", "true")
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
 		w.WriteHeader(first.Status)
-		_, _ = w.Write(first.Body)
+		_, _ = w.Write(out.Bytes())
 		return
 	}
 	status, body, err := do(claim.ObjectID)
 	var kerr error
+	var raw []byte
 	switch {
 	case err == nil:
-		raw, _ := json.MarshalIndent(body, "", "  ")
-		kerr = s.Idem.Finish(r.Context(), claim, idempotency.Answer{Status: status, Body: append(raw, '\n')})
+		raw, _ = json.MarshalIndent(body, "", "  ")
+		raw = append(raw, '\n') // what writeJSON writes
+		kerr = s.Idem.Finish(r.Context(), claim, idempotency.Answer{Status: status, Body: raw})
 	case Status(err) < 500:
 		kerr = s.Idem.Abandon(r.Context(), claim)
 	default:
@@ -167,7 +269,14 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, scope string
 	if kerr != nil {
 		s.log.Warn("idempotency record not updated", "err", kerr.Error())
 	}
-	s.answer(w, r, status, body, err)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	// The answer kept is the answer given, encoded once.
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(raw)
 }
 
 // answer writes a view, or the error.
@@ -211,7 +320,7 @@ func (s *Server) getPayment(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.PaymentOf(p))
+	writeJSON(w, http.StatusOK, apiview.PaymentOf(p))
 }
 
 func (s *Server) createRefund(w http.ResponseWriter, r *http.Request) {
@@ -238,57 +347,36 @@ func (s *Server) createRefund(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return 0, nil, err
 		}
-		return http.StatusCreated, api.RefundOf(pid, ref), nil
+		return http.StatusCreated, apiview.RefundOf(pid, ref), nil
 	})
-}
-
-type detokenizeRequest struct {
-	Token string `json:"token"`
-}
-
-type detokenizeResponse struct {
-	PAN            string `json:"pan"`
-	ExpMonth       int    `json:"exp_month"`
-	ExpYear        int    `json:"exp_year"`
-	CardholderName string `json:"cardholder_name"`
-	Brand          string `json:"brand"`
-	Merchant       string `json:"merchant"`
 }
 
 // detokenize gives an authorized processor the card behind a token of a
 // merchant it serves. It is rate-limited per processor (a token bucket that
-// every replica shares), and every call leaves an audit record.
+// every replica shares), and every call leaves an audit record. The spend
+// of the bucket runs while the body is read and the token's record is
+// fetched, so the two share a round trip to the store; nothing is opened
+// before the spend allows it, and a refused spend is the answer.
 func (s *Server) detokenize(w http.ResponseWriter, r *http.Request) {
 	p := principalOf(r)
-	if rate := s.detokenizeRate(p); rate > 0 {
-		// A bucket per processor and rate: a new rate starts a full bucket.
-		k := store.K("bucket_detok", p.ID+"-"+strconv.FormatInt(rate, 10))
-		wait, err := s.Store.Allow(r.Context(), k, store.Bucket{PerSecond: float64(rate), Burst: rate}, time.Now())
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		if wait > 0 {
-			err := apperr.E(apperr.RateLimited, "detokenize limit of %d a second reached", rate)
-			s.auditDetokenize(r, p.String(), "", "", err)
-			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-			s.writeError(w, r, err)
-			return
-		}
+	limit := s.spend(r, p)
+	var req api.DetokenizeParams
+	err := decodeJSON(r, &req)
+	if err == nil && req.Token == "" {
+		err = apperr.Field("token", "is required")
 	}
-	var req detokenizeRequest
-	if err := decodeJSON(r, &req); err != nil {
-		s.auditDetokenize(r, p.String(), "", "", err)
-		s.writeError(w, r, err)
+	if err != nil {
+		if lerr := limit.verdict(); lerr != nil {
+			err = lerr
+		}
+		s.refuseDetokenize(w, r, p, err)
 		return
 	}
-	if req.Token == "" {
-		err := apperr.Field("token", "is required")
-		s.auditDetokenize(r, p.String(), "", "", err)
-		s.writeError(w, r, err)
+	c, info, err := s.Vault.LookupForAfter(r.Context(), req.Token, p.Serves, limit.verdict)
+	if errors.As(err, new(*rateLimited)) || errors.As(err, new(*spendFailed)) {
+		s.refuseDetokenize(w, r, p, err)
 		return
 	}
-	c, info, err := s.Vault.LookupFor(r.Context(), req.Token, p.Serves)
 	object := req.Token
 	if !vault.ValidToken(object) {
 		object = "(malformed)" // never record what was sent: it could be a card number
@@ -302,7 +390,79 @@ func (s *Server) detokenize(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, detokenizeResponse{PAN: c.PAN.Digits(), ExpMonth: c.Expiry.Month, ExpYear: c.Expiry.Year, CardholderName: c.Name, Brand: string(info.Brand), Merchant: info.Merchant})
+	writeJSON(w, http.StatusOK, api.CardDetails{PAN: c.PAN.Digits(), ExpMonth: c.Expiry.Month, ExpYear: c.Expiry.Year, CardholderName: c.Name, Brand: string(info.Brand), Merchant: info.Merchant})
+}
+
+// refuseDetokenize answers a detokenize call refused before any token was
+// read: the rate (429 with Retry-After, audited as a refusal), the store
+// failing to spend it (as the store's error), or a bad body (audited).
+func (s *Server) refuseDetokenize(w http.ResponseWriter, r *http.Request, p account.Principal, err error) {
+	var sf *spendFailed
+	if errors.As(err, &sf) {
+		s.writeError(w, r, sf.err)
+		return
+	}
+	var rl *rateLimited
+	if errors.As(err, &rl) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(rl.wait.Seconds()))))
+		err = rl.err
+	}
+	s.auditDetokenize(r, p.String(), "", "", err)
+	s.writeError(w, r, err)
+}
+
+// spending is a detokenize rate's token being spent in the background.
+type spending struct {
+	done chan struct{}
+	err  error // nil, *rateLimited or *spendFailed
+}
+
+// rateLimited is a spend the bucket refused: how long until a token is there.
+type rateLimited struct {
+	wait time.Duration
+	err  error
+}
+
+func (e *rateLimited) Error() string { return e.err.Error() }
+func (e *rateLimited) Unwrap() error { return e.err }
+
+// spendFailed is a spend the store could not make.
+type spendFailed struct{ err error }
+
+func (e *spendFailed) Error() string { return e.err.Error() }
+func (e *spendFailed) Unwrap() error { return e.err }
+
+// spend starts spending a token of the processor's detokenize bucket; nil
+// when the processor has no limit.
+func (s *Server) spend(r *http.Request, p account.Principal) *spending {
+	rate := s.detokenizeRate(p)
+	if rate <= 0 {
+		return nil
+	}
+	sp := &spending{done: make(chan struct{})}
+	go func() {
+		defer close(sp.done)
+		// A bucket per processor and rate: a new rate starts a full bucket.
+		k := store.K("bucket_detok", p.ID+"-"+strconv.FormatInt(rate, 10))
+		wait, err := s.Store.Allow(r.Context(), k, store.Bucket{PerSecond: float64(rate), Burst: rate}, time.Now())
+		switch {
+		case err != nil:
+			sp.err = &spendFailed{err}
+		case wait > 0:
+			sp.err = &rateLimited{wait: wait, err: apperr.E(apperr.RateLimited, "detokenize limit of %d a second reached", rate)}
+		}
+	}()
+	return sp
+}
+
+// verdict waits for the spend: nil when a token was spent (or there is no
+// limit).
+func (sp *spending) verdict() error {
+	if sp == nil {
+		return nil
+	}
+	<-sp.done
+	return sp.err
 }
 
 // refuse counts a refused call for the audit trail (one record per source

@@ -20,10 +20,12 @@ type Asset struct {
 	ctype     string
 }
 
-// Assets are the page's own stylesheet and script: nothing else is loaded.
+// Assets are the page's own stylesheet, script and icon: nothing else is
+// loaded. Each is served under a versioned URL (its content's hash), so a
+// page names exactly the bytes it was made with.
 type Assets struct {
-	CSS, JS Asset
-	byName  map[string]*Asset
+	CSS, JS, Icon Asset
+	byName        map[string]*Asset
 }
 
 func loadAssets() (*Assets, error) {
@@ -31,7 +33,7 @@ func loadAssets() (*Assets, error) {
 	for _, f := range []struct {
 		name, ctype string
 		into        *Asset
-	}{{"pay.css", "text/css; charset=utf-8", &a.CSS}, {"pay.js", "text/javascript; charset=utf-8", &a.JS}} {
+	}{{"pay.css", "text/css; charset=utf-8", &a.CSS}, {"pay.js", "text/javascript; charset=utf-8", &a.JS}, {"favicon.svg", "image/svg+xml", &a.Icon}} {
 		b, err := templates.FS.ReadFile("static/" + f.name)
 		if err != nil {
 			return nil, err
@@ -46,6 +48,15 @@ func loadAssets() (*Assets, error) {
 		a.byName[f.name] = f.into
 	}
 	return a, nil
+}
+
+// serveIcon answers /favicon.ico, which browsers and tools ask for without
+// reading the page, with the same icon (cached for a day: its URL has no
+// version).
+func (a *Assets) serveIcon(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", a.Icon.ctype)
+	w.Header().Set("Cache-Control", "public, max-age=86400")
+	_, _ = w.Write(a.Icon.body)
 }
 
 // serve answers /static/{name}: versioned by query, so cached for a year.

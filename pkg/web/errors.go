@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/paypage/paypage/pkg/api"
 	"github.com/paypage/paypage/pkg/apperr"
 )
 
@@ -30,16 +31,6 @@ func Status(err error) int {
 	return http.StatusInternalServerError
 }
 
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Param   string `json:"param,omitempty"`
-}
-
 // writeError answers a JSON API call with {"error": {code, message, param}}.
 // Internal errors are logged (their text may name a cause) and answered with
 // a generic message.
@@ -56,8 +47,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // errorBodyOf is the JSON body of an error answer.
-func errorBodyOf(err error) errorBody {
-	return errorBody{errorDetail{Code: apperr.Code(err), Message: apperr.Message(err), Param: apperr.Param(err)}}
+func errorBodyOf(err error) api.ErrorBody {
+	return api.ErrorBody{Error: api.ErrorDetail{Code: apperr.Code(err), Message: apperr.Message(err), Param: apperr.Param(err)}}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

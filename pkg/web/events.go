@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/paypage/paypage/pkg/api"
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/event"
 )
@@ -12,14 +13,6 @@ import (
 // EventLister lists a merchant's webhook events with their delivery, oldest first.
 type EventLister interface {
 	List(ctx context.Context, merchant, after string, limit int) ([]event.Record, error)
-}
-
-// eventView is an event as GET /v1/events shows it: the event as delivered,
-// and where its delivery stands.
-type eventView struct {
-	event.Event
-	Object   string         `json:"object"`
-	Delivery event.Delivery `json:"delivery"`
 }
 
 // listEvents answers GET /v1/events?limit=&after=.
@@ -42,9 +35,11 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	evs := make([]eventView, len(recs))
+	list := api.EventList{Object: "list", Data: make([]api.Event, len(recs))}
 	for i, rec := range recs {
-		evs[i] = eventView{Event: rec.Event, Object: "event", Delivery: rec.Delivery}
+		e, d := rec.Event, rec.Delivery
+		list.Data[i] = api.Event{ID: e.ID, Type: e.Type, Created: e.Created, Merchant: e.Merchant, Data: e.Data, Object: "event",
+			Delivery: &api.Delivery{State: d.State, Attempts: d.Attempts, LastError: d.LastError, NextAttemptAt: d.NextAttemptAt}}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": evs})
+	writeJSON(w, http.StatusOK, list)
 }

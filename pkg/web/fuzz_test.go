@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/paypage/paypage/pkg/api"
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/kaspi"
 	"github.com/paypage/paypage/pkg/payment"
@@ -29,7 +30,7 @@ func FuzzDecodeJSON(f *testing.F) {
 	f.Add("text/plain", `{}`)
 	f.Add("application/json; charset=utf-8", `{"amount": -1}`)
 	f.Fuzz(func(t *testing.T, contentType, body string) {
-		targets := []any{&payment.CreateRequest{}, &payment.RefundRequest{}, &detokenizeRequest{}, &kaspi.Notification{}}
+		targets := []any{&payment.CreateRequest{}, &payment.RefundRequest{}, &api.DetokenizeParams{}, &kaspi.Notification{}}
 		for _, into := range targets {
 			r := httptest.NewRequest(http.MethodPost, "/v1/x", strings.NewReader(body))
 			r.Header.Set("Content-Type", contentType)

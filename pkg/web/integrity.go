@@ -39,6 +39,8 @@ func manifestOf(a *Assets, publicURL string) pagecheck.Manifest {
 			Purpose: "progressive enhancement: groups the card number and shows its brand as typed, disables the pay button after one click, sends the 3-D Secure form, polls a Kaspi payment; the pages work without it"}},
 		Styles: []pagecheck.Asset{{Path: a.CSS.URL, SHA384: a.CSS.Integrity,
 			Purpose: "the pages' layout and colours"}},
+		Icons: []pagecheck.Asset{{Path: a.Icon.URL, SHA384: a.Icon.Integrity,
+			Purpose: "the pages' icon (also at /favicon.ico), so browsers ask for nothing else"}},
 		InlineScripts: []string{},
 		Headers:       SecurityHeaders(publicURL),
 	}

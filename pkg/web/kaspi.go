@@ -177,8 +177,10 @@ func (s *Server) renderKaspiApp(w http.ResponseWriter, r *http.Request, q kaspi.
 	d.Body = d.T("sbkaspi.confirm", money.Format(q.Amount, "KZT"), q.MerchantName)
 	switch q.Status {
 	case payment.KaspiPending:
-	case payment.KaspiPaid, payment.KaspiDeclined:
-		d.Notice = d.T("sbkaspi.done")
+	case payment.KaspiPaid:
+		d.Notice = d.T("sbkaspi.paid")
+	case payment.KaspiDeclined:
+		d.Notice = d.T("sbkaspi.declined")
 	default:
 		d.Notice = d.T("sbkaspi.closed")
 	}

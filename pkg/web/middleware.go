@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/paypage/paypage/pkg/api"
 	"github.com/paypage/paypage/pkg/clientaddr"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -147,7 +148,7 @@ func (s *Server) refuseUnknownMethods(next http.Handler) http.Handler {
 // methodNotAllowed answers 405: in JSON on the API, in plain text elsewhere.
 func (s *Server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/v1/") {
-		writeJSON(w, http.StatusMethodNotAllowed, errorBody{errorDetail{Code: "method_not_allowed", Message: "method not allowed"}})
+		writeJSON(w, http.StatusMethodNotAllowed, api.ErrorBody{Error: api.ErrorDetail{Code: "method_not_allowed", Message: "method not allowed"}})
 		return
 	}
 	http.Error(w, "method not allowed", http.StatusMethodNotAllowed)

@@ -1,7 +1,6 @@
 package web
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 	"github.com/paypage/paypage/pkg/limit"
 	"github.com/paypage/paypage/pkg/money"
 	"github.com/paypage/paypage/pkg/payment"
+	"github.com/paypage/paypage/pkg/processor"
 	"github.com/paypage/paypage/pkg/threeds"
 )
 
@@ -57,6 +57,8 @@ type pageData struct {
 	Body         string
 	Notice       string
 	Decline      string
+	DeclineTitle string
+	Poll         string // the status URL the page polls with script
 	AttemptsLeft int
 	LinkURL      string
 	LinkText     string
@@ -69,10 +71,12 @@ type pageData struct {
 	Brand     string
 	BrandName string
 	CancelURL string
-	Kaspi     bool
-	KaspiURL  string
-	CardURL   string
-	Hidden    []hidden
+	// CardOffered: the session takes cards (else the page offers Kaspi QR only).
+	CardOffered bool
+	Kaspi       bool
+	KaspiURL    string
+	CardURL     string
+	Hidden      []hidden
 
 	ACS *acsView
 	QR  *qrView
@@ -96,13 +100,22 @@ func (d *pageData) T(key string, args ...any) string { return d.cat.T(d.Lang, ke
 func (s *Server) newPage(r *http.Request, lang string) *pageData {
 	d := &pageData{Lang: lang, Assets: s.assets, Script: true, cat: s.cat, Errors: map[string]string{}, TestMode: true}
 	d.Title = d.T("page.title")
+	d.Langs = make([]langLink, 0, len(Languages))
 	for _, l := range Languages {
-		q := r.URL.Query()
-		q.Set("lang", l)
-		u := url.URL{Path: r.URL.Path, RawQuery: q.Encode()}
-		d.Langs = append(d.Langs, langLink{Code: l, Name: s.cat.T(l, "lang.name"), URL: u.String(), Current: l == lang})
+		d.Langs = append(d.Langs, langLink{Code: l, Name: s.cat.T(l, "lang.name"), URL: langURL(r.URL, l), Current: l == lang})
 	}
 	return d
+}
+
+// langURL is the page's URL with its language set to lang, its other query
+// parameters kept.
+func langURL(u *url.URL, lang string) string {
+	if u.RawQuery == "" && u.RawPath == "" && plainPath(u.Path) {
+		return u.Path + "?lang=" + lang // what the general case makes of it, for less
+	}
+	q := u.Query()
+	q.Set("lang", lang)
+	return (&url.URL{Path: u.Path, RawQuery: q.Encode()}).String()
 }
 
 // render writes a page, from its skeleton when it has one (skeleton.go);
@@ -110,14 +123,14 @@ func (s *Server) newPage(r *http.Request, lang string) *pageData {
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page string, d *pageData) {
 	body, ok := s.skeletons.fill(s, page, d)
 	if !ok {
-		var buf bytes.Buffer
-		if err := s.pages[page].ExecuteTemplate(&buf, "layout", d); err != nil {
+		body = s.skeletons.buffer()
+		if err := s.pages[page].ExecuteTemplate(body, "layout", d); err != nil {
 			s.log.Error("render", "page", page, "err", err.Error())
 			http.Error(w, "internal error", http.StatusInternalServerError)
 			return
 		}
-		body = buf.Bytes()
 	}
+	defer s.skeletons.done(body)
 	if l := r.URL.Query().Get("lang"); isLang(l) {
 		http.SetCookie(w, &http.Cookie{Name: "pp_lang", Value: l, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode, MaxAge: 365 * 24 * 3600})
 	}
@@ -127,8 +140,9 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page
 	}
 	setFramers(w.Header(), formAction, d.frameOrigins())
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(body.Len()))
 	w.WriteHeader(status)
-	_, _ = w.Write(body)
+	_, _ = w.Write(body.Bytes())
 }
 
 func (s *Server) order(ctx context.Context, ss payment.Session) *orderView {
@@ -153,17 +167,24 @@ func (s *Server) sessionPage(r *http.Request, ss payment.Session, p *payment.Pay
 	d.Order = s.order(r.Context(), ss)
 	d.Action = "/pay/" + ss.ID
 	d.CancelURL = "/pay/" + ss.ID + "/cancel"
+	d.CardOffered = ss.Allows(payment.MethodCard)
 	d.Kaspi = ss.Allows(payment.MethodKaspi) && s.Payments.KaspiOffered()
 	d.KaspiURL = "/pay/" + ss.ID + "/kaspi"
 	if ss.LastDecline != nil {
-		d.Decline = s.declineText(d.Lang, ss.LastDecline.Code)
+		method := payment.MethodCard
+		if p != nil {
+			method = p.Method
+		}
+		d.DeclineTitle, d.Decline = s.declineText(d.Lang, ss.LastDecline.Code, method)
 	}
 	switch ss.StatusAt(s.Payments.Now()) {
 	case payment.SessionComplete:
 		ret := ss.ReturnURL(ss.SuccessURL)
 		d.State, d.Heading, d.Decline = "complete", d.T("state.complete.title"), ""
 		d.Body = d.T("state.complete.body", d.Order.Merchant)
-		d.LinkURL, d.LinkText, d.Refresh = ret, d.T("state.return"), "1;url="+ret
+		// At once: a timed refresh would hurry the shopper (WCAG 2.2.1);
+		// the page is there for the browser that does not follow it.
+		d.LinkURL, d.LinkText, d.Refresh = ret, d.T("state.return"), "0;url="+ret
 	case payment.SessionExpired:
 		d.State, d.Heading, d.Body = "expired", d.T("state.expired.title"), d.T("state.expired.body")
 		d.LinkURL, d.LinkText = ss.ReturnURL(ss.CancelURL), d.T("state.return")
@@ -174,7 +195,8 @@ func (s *Server) sessionPage(r *http.Request, ss payment.Session, p *payment.Pay
 		d.State = "form"
 		if ss.Live != nil {
 			d.State, d.Heading, d.Body, d.Decline = "processing", d.T("state.processing.title"), d.T("state.processing.body"), ""
-			d.Refresh, d.LinkURL, d.LinkText = "3", "/pay/"+ss.ID, d.T("state.refresh")
+			// Script polls (pay.js); without it the page reloads itself.
+			d.Poll, d.NoScriptRefresh, d.LinkURL, d.LinkText = "/pay/"+ss.ID+"/status", "3", "/pay/"+ss.ID, d.T("state.refresh")
 		} else if ss.LastDecline != nil && ss.Attempts > 0 {
 			d.AttemptsLeft = ss.AttemptsLeft()
 		}
@@ -182,11 +204,24 @@ func (s *Server) sessionPage(r *http.Request, ss payment.Session, p *payment.Pay
 	return d
 }
 
-func (s *Server) declineText(lang, code string) string {
-	if s.cat.Has("decline." + code) {
-		return s.cat.T(lang, "decline."+code)
+// notDeclined are the codes of attempts that nobody refused: the payment
+// did not go through, and the page does not call it declined.
+var notDeclined = map[string]bool{processor.Unavailable: true, processor.TryAgain: true, processor.QRExpired: true}
+
+// declineText is the title and the text the shopper reads about how their
+// last attempt ended, for the method it used: a Kaspi payment has its own
+// words where a card's would be wrong ("use another card").
+func (s *Server) declineText(lang, code, method string) (title, text string) {
+	title = s.cat.T(lang, "decline.title")
+	if notDeclined[code] {
+		title = s.cat.T(lang, "decline.title.not_completed")
 	}
-	return s.cat.T(lang, "decline.default")
+	for _, key := range []string{"decline." + method + "." + code, "decline." + code} {
+		if s.cat.Has(key) {
+			return title, s.cat.T(lang, key)
+		}
+	}
+	return title, s.cat.T(lang, "decline.default")
 }
 
 // payPage shows the page in the session's current state.
@@ -213,6 +248,7 @@ func (s *Server) showSession(w http.ResponseWriter, r *http.Request, id string, 
 	}
 	d := s.sessionPage(r, ss, p)
 	d.CSRF = s.csrfToken(w, r, ss.ID, d.frameOrigins() != nil)
+	d.Values.Name = rememberedName(r)
 	s.render(w, r, status, "pay", d)
 }
 
@@ -254,6 +290,9 @@ func (s *Server) paySubmit(w http.ResponseWriter, r *http.Request) {
 		ExpMonth: r.PostFormValue("exp_month"), ExpYear: r.PostFormValue("exp_year"), CVC: r.PostFormValue("cvc"),
 	}
 	out, err := s.Payments.SubmitCard(r.Context(), id, in, s.browser(r))
+	if err == nil || !errors.As(err, new(payment.FieldErrors)) {
+		s.rememberName(w, r, id, in.Name, out.Session)
+	}
 	if out.Challenge != nil && err == nil {
 		s.renderChallenge(w, r, http.StatusOK, out.Session, out.Challenge)
 		return
@@ -263,6 +302,10 @@ func (s *Server) paySubmit(w http.ResponseWriter, r *http.Request) {
 	case err == nil, errors.Is(err, payment.ErrInProgress), errors.Is(err, payment.ErrSessionComplete), errors.Is(err, payment.ErrChallengeOpen),
 		errors.Is(err, payment.ErrSessionExpired), errors.Is(err, payment.ErrSessionFailed):
 		http.Redirect(w, r, "/pay/"+id, http.StatusSeeOther)
+	case errors.Is(err, payment.ErrMethodNotOffered):
+		// A card posted to a session that takes Kaspi QR only (an old tab,
+		// a hand-made form): say so, and offer what the session takes.
+		s.noticePage(w, r, id, http.StatusBadRequest, "state.card_not_offered")
 	case errors.As(err, &fe):
 		d := s.sessionPage(r, out.Session, out.Payment)
 		d.CSRF = s.csrfToken(w, r, id, d.frameOrigins() != nil)
@@ -314,6 +357,7 @@ func (s *Server) noticePage(w http.ResponseWriter, r *http.Request, id string, s
 	d := s.sessionPage(r, ss, p)
 	d.CSRF = s.csrfToken(w, r, id, d.frameOrigins() != nil)
 	d.Notice = d.T(notice)
+	d.Values.Name = rememberedName(r)
 	s.render(w, r, status, "pay", d)
 }
 
@@ -405,4 +449,59 @@ func (s *Server) payStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": ss.StatusAt(s.Payments.Now()), "done": ss.Live == nil, "next": "/pay/" + id})
+}
+
+// nameCookie keeps the cardholder name in the shopper's browser while an
+// attempt runs, so the form after a decline has it filled in again (the
+// number and the code are never kept, anywhere). Nothing is stored on the
+// server for it; the cookie is scoped to the session's page and lives an
+// hour at most.
+const nameCookie = "pp_name"
+
+// rememberName sets (or, once the session is paid, clears) the name cookie
+// after a card submission that reached the rules.
+func (s *Server) rememberName(w http.ResponseWriter, r *http.Request, id, typed string, ss payment.Session) {
+	name, err := card.ParseName(typed)
+	if err != nil || ss.ID == "" {
+		return
+	}
+	c := &http.Cookie{Name: nameCookie, Value: url.QueryEscape(name), Path: "/pay/" + id, MaxAge: 3600, HttpOnly: true,
+		Secure: strings.HasPrefix(s.cfg.PublicURL, "https://"), SameSite: http.SameSiteLaxMode}
+	if ss.Status == payment.SessionComplete {
+		c.Value, c.MaxAge = "", -1
+	}
+	if c.Secure && s.order(r.Context(), ss).framers != nil {
+		c.SameSite, c.Partitioned = http.SameSiteNoneMode, true // as the CSRF cookie of a framed page
+	}
+	http.SetCookie(w, c)
+}
+
+// rememberedName is the name the name cookie holds (the browser sends only
+// the cookie of this session's page), if it still reads as a cardholder name.
+func rememberedName(r *http.Request) string {
+	c, err := r.Cookie(nameCookie)
+	if err != nil {
+		return ""
+	}
+	v, err := url.QueryUnescape(c.Value)
+	if err != nil {
+		return ""
+	}
+	name, err := card.ParseName(v)
+	if err != nil {
+		return ""
+	}
+	return name
+}
+
+// plainPath reports whether a path is letters, digits and -._~/ alone: a
+// URL holds it as it is.
+func plainPath(p string) bool {
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~/", c) >= 0) {
+			return false
+		}
+	}
+	return strings.HasPrefix(p, "/")
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/paypage/paypage/pkg/vault"
@@ -41,10 +42,15 @@ func SecurityHeaders(publicURL string) map[string]string {
 // themselves only, and the pages of a merchant that invites framing name its
 // origins in frame-ancestors (render).
 func (s *Server) securityHeaders(next http.Handler) http.Handler {
+	var keys, values []string
+	for k, v := range s.headers {
+		keys, values = append(keys, http.CanonicalHeaderKey(k)), append(values, v)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		for k, v := range s.headers {
-			h.Set(k, v)
+		vs := slices.Clone(values) // one allocation for all of them
+		for i, k := range keys {
+			h[k] = vs[i : i+1 : i+1]
 		}
 		next.ServeHTTP(w, r)
 	})

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	paypage "github.com/paypage/paypage"
 	"github.com/paypage/paypage/pkg/account"
 	"github.com/paypage/paypage/pkg/audit"
 	"github.com/paypage/paypage/pkg/clientaddr"
@@ -152,6 +153,7 @@ func (s *Server) routes() {
 	r.HandleFunc(cspReportPath, s.cspReport).Methods(http.MethodPost)
 	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet)
 	r.PathPrefix("/static/").HandlerFunc(s.assets.serve).Methods(http.MethodGet)
+	r.HandleFunc("/favicon.ico", s.assets.serveIcon).Methods(http.MethodGet)
 
 	r.HandleFunc("/v1/sessions", s.merchantOnly(s.createSession)).Methods(http.MethodPost)
 	r.HandleFunc("/v1/sessions/{id}", s.merchantOnly(s.getSession)).Methods(http.MethodGet)
@@ -161,6 +163,7 @@ func (s *Server) routes() {
 	if !s.cfg.ProcessorElsewhere {
 		r.HandleFunc("/v1/detokenize", s.processorOnly(s.detokenize)).Methods(http.MethodPost)
 	}
+	r.HandleFunc("/v1/openapi.yaml", s.openAPI).Methods(http.MethodGet)
 
 	r.HandleFunc("/pay/{id}", s.payPage).Methods(http.MethodGet)
 	r.HandleFunc("/pay/{id}", s.paySubmit).Methods(http.MethodPost)
@@ -218,6 +221,12 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// openAPI serves the API's description (openapi.yaml, embedded).
+func (s *Server) openAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/yaml; charset=utf-8")
+	_, _ = w.Write(paypage.OpenAPI)
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

@@ -3,7 +3,6 @@ package web
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -33,7 +32,8 @@ type skeletons struct {
 	nonce string // in every marker, so no stored text can pass for one
 	re    *regexp.Regexp
 	mu    sync.Mutex
-	byKey map[[32]byte]*skeleton
+	byKey map[string]*skeleton // by shapeKey
+	bufs  sync.Pool            // *bytes.Buffer: keys and pages
 }
 
 // skeleton is a page cut at its markers: chunks[0], slot[0], chunks[1], ...
@@ -58,14 +58,15 @@ func newSkeletons() *skeletons {
 	for _, c := range b {
 		nonce += string(rune('a' + c%26))
 	}
-	return &skeletons{nonce: nonce, re: regexp.MustCompile("pp" + nonce + "([0-9]+)x"), byKey: map[[32]byte]*skeleton{}}
+	return &skeletons{nonce: nonce, re: regexp.MustCompile("pp" + nonce + "([0-9]+)x"), byKey: map[string]*skeleton{},
+		bufs: sync.Pool{New: func() any { return new(bytes.Buffer) }}}
 }
 
 func (k *skeletons) marker(i int) string { return "pp" + k.nonce + strconv.Itoa(i) + "x" }
 
 // slots are the page's strings that change from request to request.
 func (d *pageData) slots() []*string {
-	out := []*string{&d.Action, &d.CancelURL, &d.KaspiURL, &d.CardURL, &d.LinkURL, &d.Refresh, &d.CSRF}
+	out := []*string{&d.Action, &d.CancelURL, &d.KaspiURL, &d.CardURL, &d.LinkURL, &d.Refresh, &d.CSRF, &d.Poll}
 	if d.Order != nil {
 		out = append(out, &d.Order.Merchant, &d.Order.Description, &d.Order.Reference, &d.Order.Amount)
 	}
@@ -108,29 +109,30 @@ func (k *skeletons) marked(d *pageData, suffix string) (*pageData, []string) {
 	return &c, values
 }
 
-// shapeKey names a page's shape: the page and its data with every slot
-// marked. The template reads exported fields only, so this is all it reads.
-func shapeKey(page string, marked *pageData) ([32]byte, error) {
-	b, err := json.Marshal(marked)
-	if err != nil {
-		return [32]byte{}, err
-	}
-	return sha256.Sum256(append([]byte(page+"\x00"), b...)), nil
+// shapeKey writes the name of a page's shape into key: the page and its
+// data with every slot marked. The template reads exported fields only, so
+// this is all it reads.
+func shapeKey(key *bytes.Buffer, page string, marked *pageData) error {
+	key.WriteString(page)
+	key.WriteByte(0)
+	return json.NewEncoder(key).Encode(marked)
 }
 
-// fill writes the page from its skeleton, learning the skeleton first if
-// its shape is new; ok is false when the page must run the template.
-func (k *skeletons) fill(s *Server, page string, d *pageData) (out []byte, ok bool) {
+// fill writes the page from its skeleton into a buffer, learning the
+// skeleton first if its shape is new; ok is false when the page must run
+// the template. The caller gives the buffer back with done once written.
+func (k *skeletons) fill(s *Server, page string, d *pageData) (out *bytes.Buffer, ok bool) {
 	if !cacheable(page, d) {
 		return nil, false
 	}
 	marked, values := k.marked(d, "")
-	key, err := shapeKey(page, marked)
-	if err != nil {
+	key := k.buffer()
+	defer k.done(key)
+	if shapeKey(key, page, marked) != nil {
 		return nil, false
 	}
 	k.mu.Lock()
-	sk, known := k.byKey[key]
+	sk, known := k.byKey[string(key.Bytes())]
 	k.mu.Unlock()
 	if !known {
 		sk = k.learn(s, page, d, marked)
@@ -138,17 +140,18 @@ func (k *skeletons) fill(s *Server, page string, d *pageData) (out []byte, ok bo
 		if len(k.byKey) >= maxSkeletons {
 			clear(k.byKey)
 		}
-		k.byKey[key] = sk
+		k.byKey[key.String()] = sk
 		k.mu.Unlock()
 	}
 	if sk == nil {
 		return nil, false
 	}
-	size := 0
-	for _, c := range sk.chunks {
-		size += len(c)
+	for i := range sk.slots {
+		if sk.url[i] && !plainURL(values[sk.slots[i]]) {
+			return nil, false
+		}
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size+512))
+	buf := k.buffer()
 	for i, c := range sk.chunks {
 		buf.Write(c)
 		if i == len(sk.slots) {
@@ -156,15 +159,40 @@ func (k *skeletons) fill(s *Server, page string, d *pageData) (out []byte, ok bo
 		}
 		v := values[sk.slots[i]]
 		if sk.url[i] {
-			if !plainURL(v) {
-				return nil, false
-			}
-			buf.WriteString(strings.ReplaceAll(v, "&", "&amp;"))
+			writeURL(buf, v)
 			continue
 		}
 		htmlEscape(buf, v)
 	}
-	return buf.Bytes(), true
+	return buf, true
+}
+
+// buffer is an empty buffer from the pool.
+func (k *skeletons) buffer() *bytes.Buffer {
+	b := k.bufs.Get().(*bytes.Buffer)
+	b.Reset()
+	return b
+}
+
+// done gives a buffer back, unless it grew too large to keep.
+func (k *skeletons) done(b *bytes.Buffer) {
+	if b.Cap() <= 64<<10 {
+		k.bufs.Put(b)
+	}
+}
+
+// writeURL writes a plain URL (plainURL) as an attribute holds it.
+func writeURL(buf *bytes.Buffer, v string) {
+	for {
+		i := strings.IndexByte(v, '&')
+		if i < 0 {
+			buf.WriteString(v)
+			return
+		}
+		buf.WriteString(v[:i])
+		buf.WriteString("&amp;")
+		v = v[i+1:]
+	}
 }
 
 // learn runs the template twice, with markers and with markers and the

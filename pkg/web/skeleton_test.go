@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http/httptest"
+	"net/url"
 	"testing"
 )
 
@@ -28,12 +29,14 @@ func TestSkeletonsMatchTemplate(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 2 { // learning the shape, then from the skeleton
-			got, ok := ts.skeletons.fill(ts.Server, page, d)
+			buf, ok := ts.skeletons.fill(ts.Server, page, d)
 			if !ok {
 				slow++
 				continue
 			}
 			fast++
+			got := bytes.Clone(buf.Bytes())
+			ts.skeletons.done(buf)
 			if !bytes.Equal(got, want.Bytes()) {
 				i := 0
 				for i < len(got) && i < len(want.Bytes()) && got[i] == want.Bytes()[i] {
@@ -57,8 +60,12 @@ func TestSkeletonsMatchTemplate(t *testing.T) {
 					d.LinkURL, d.LinkText, d.Refresh = u, d.T("state.return"), "1;url="+u
 				}
 				d.Kaspi, d.KaspiURL = i%2 == 0, "/pay/ses_x/kaspi"
+				d.CardOffered = i%4 != 1 // else the Kaspi-only choice
+				if state == "processing" {
+					d.Poll = u
+				}
 				if i%3 == 0 {
-					d.Decline, d.AttemptsLeft, d.Notice = d.T("decline.default"), 2, d.T("state.unavailable")
+					d.DeclineTitle, d.Decline, d.AttemptsLeft, d.Notice = d.T("decline.title.not_completed"), d.T("decline.default"), 2, d.T("state.unavailable")
 				}
 				check(fmt.Sprintf("pay %s %s %d", lang, state, i), "pay", d)
 			}
@@ -78,7 +85,7 @@ func TestSkeletonsMatchTemplate(t *testing.T) {
 	}
 	d := ts.newPage(r, "en")
 	d.Order = &orderView{Merchant: "Air Astana", Amount: "1 500,00 ₸"}
-	d.State, d.Action, d.CancelURL, d.CSRF = "form", "/pay/ses_x", "/pay/ses_x/cancel", "tok"
+	d.State, d.Action, d.CancelURL, d.CSRF, d.CardOffered = "form", "/pay/ses_x", "/pay/ses_x/cancel", "tok", true
 	if _, ok := ts.skeletons.fill(ts.Server, "pay", d); !ok {
 		t.Fatal("the card page in its plain form runs the template")
 	}
@@ -110,6 +117,23 @@ func TestSkeletonRefusesOtherContexts(t *testing.T) {
 		d.CSRF = "/abc"
 		if _, ok := ts.skeletons.fill(ts.Server, "redirect", d); ok != c.ok {
 			t.Errorf("%s: filled from a skeleton: %v, want %v", body, ok, c.ok)
+		}
+	}
+}
+
+// A language link is what url.URL makes of the page's URL with lang set.
+func TestLangURL(t *testing.T) {
+	t.Parallel()
+	for _, raw := range []string{"/pay/ses_x", "/pay/ses_x?lang=ru", "/pay/ses_x?a=1&b=%3C", "/pay/a%3Fb", "/pay/a%2Fb", "/pay/ä", "/pay/a b", "/", "/pay/ses_x/3ds"} {
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := u.Query()
+		q.Set("lang", "kk")
+		want := (&url.URL{Path: u.Path, RawQuery: q.Encode()}).String()
+		if got := langURL(u, "kk"); got != want {
+			t.Errorf("%s: %q, want %q", raw, got, want)
 		}
 	}
 }

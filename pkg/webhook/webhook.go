@@ -22,9 +22,6 @@ package webhook
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,12 +30,12 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/paypage/paypage/pkg/account"
+	"github.com/paypage/paypage/pkg/api"
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/egress"
 	"github.com/paypage/paypage/pkg/event"
@@ -47,49 +44,15 @@ import (
 )
 
 // SignatureHeader carries "t=<unix seconds>,v1=<hex HMAC-SHA256>".
-const SignatureHeader = "Paypage-Signature"
+const SignatureHeader = api.SignatureHeader
 
 // Sign returns the signature header value for body at time t.
-func Sign(secret string, t time.Time, body []byte) string {
-	ts := strconv.FormatInt(t.Unix(), 10)
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(ts + "."))
-	m.Write(body)
-	return "t=" + ts + ",v1=" + hex.EncodeToString(m.Sum(nil))
-}
+func Sign(secret string, t time.Time, body []byte) string { return api.SignWebhook(secret, t, body) }
 
 // Verify checks a signature header against body; it refuses a timestamp
 // further than tolerance from now (a replay).
 func Verify(secret, header string, body []byte, now time.Time, tolerance time.Duration) error {
-	var ts string
-	var sigs []string
-	for _, part := range strings.Split(header, ",") {
-		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
-		switch k {
-		case "t":
-			ts = v
-		case "v1":
-			sigs = append(sigs, v)
-		}
-	}
-	sec, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil || len(sigs) == 0 {
-		return errors.New("malformed signature header")
-	}
-	if d := now.Sub(time.Unix(sec, 0)); d > tolerance || d < -tolerance {
-		return errors.New("signature timestamp outside the tolerance: a replay?")
-	}
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(ts + "."))
-	m.Write(body)
-	want := m.Sum(nil)
-	for _, s := range sigs {
-		got, err := hex.DecodeString(s)
-		if err == nil && hmac.Equal(got, want) {
-			return nil
-		}
-	}
-	return errors.New("signature does not match")
+	return api.VerifyWebhook(secret, header, body, now, tolerance)
 }
 
 // Accounts is what the worker needs of the merchants.
@@ -394,8 +357,8 @@ func (w *Worker) post(ctx context.Context, url, secret string, ev event.Event) e
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "paypage-webhooks/1")
-	req.Header.Set("Paypage-Event-Id", ev.ID)
-	req.Header.Set("Paypage-Event-Type", ev.Type)
+	req.Header.Set(api.EventIDHeader, ev.ID)
+	req.Header.Set(api.EventTypeHeader, ev.Type)
 	req.Header.Set(SignatureHeader, Sign(secret, time.Now(), body)) // wall time: the shop compares it with its clock
 	began := time.Now()
 	resp, err := w.opts.Client.Do(req)
