@@ -59,7 +59,7 @@ var commands = []entry{
 		new: func() command { return &keysRetireCmd{} }},
 	{name: "keys split", args: "--shares N --threshold K", summary: "split the master key into N custodians' shares, any K of which unseal; printed once", audit: "keys.split",
 		new: func() command { return &keysSplitCmd{} }},
-	{name: "unseal", args: "[--share S]", summary: "give a sealed service one custodian's share (or on standard input); at the threshold it unseals", audit: "keys.unseal",
+	{name: "unseal", args: "[--share S] [--reset]", summary: "give a sealed service one custodian's share (or on standard input); at the threshold it unseals; --reset drops the shares given so far", audit: "keys.unseal",
 		reads: []*setting{settingNamed("unseal-shares")}, new: func() command { return &unsealCmd{} }},
 	{name: "seal", summary: "wipe the master key from a running service's memory: it answers 503 until unsealed", audit: "keys.seal",
 		new: func() command { return &sealCmd{} }},
@@ -143,9 +143,17 @@ type positional interface {
 	setArgs(args []string) error
 }
 
-// checker is an operation whose arguments are checked before it is sent.
+// checker is an operation whose arguments are checked before it is sent,
+// and again by the service that receives them.
 type checker interface {
 	check() error
+}
+
+// prompter is an operation that reads what its flags left out from the
+// operator's standard input (a share): in the operator's process only,
+// before check.
+type prompter interface {
+	prompt(stdin io.Reader) error
 }
 
 // need returns an error naming a required flag left empty.

@@ -130,12 +130,7 @@ func (c *keysSplitCmd) do(ctx context.Context, k *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if want, err := k.app.Vault.KEKID(ctx); err != nil {
-		return nil, err
-	} else if want != "" && want != kek.ID() {
-		return nil, fmt.Errorf("the configured master key (%s) is not the one this store's keyring is wrapped with (%s)", kek.ID(), want)
-	}
-	shares, err := vault.SplitMasterKey(key, c.Shares, c.Threshold)
+	shares, err := k.app.Vault.Split(ctx, key, c.Shares, c.Threshold)
 	if err != nil {
 		return nil, err
 	}

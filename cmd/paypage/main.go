@@ -41,6 +41,7 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 // Main is one run of the binary: where it writes, what it reads, and the
 // settings of the command it runs.
 type Main struct {
+	Stdin          io.Reader // nil: os.Stdin
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
 	Config         Config
@@ -109,6 +110,11 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	case runner:
 		return c.run(ctx, m)
 	case operation:
+		if p, ok := c.(prompter); ok {
+			if err := p.prompt(m.stdin()); err != nil {
+				return usagef("%s: %v", e.name, err)
+			}
+		}
 		if ch, ok := c.(checker); ok {
 			if err := ch.check(); err != nil {
 				return usagef("%s: %v", e.name, err)
@@ -117,6 +123,13 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.operate(ctx, *e, c)
 	}
 	panic("command " + e.name + " neither runs nor operates")
+}
+
+func (m *Main) stdin() io.Reader {
+	if m.Stdin == nil {
+		return os.Stdin
+	}
+	return m.Stdin
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {

@@ -145,7 +145,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Web, err = web.New(web.Config{PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, DetokenizePerSecond: cfg.DetokenizePerSecond,
 		RefusalsPerMinute: setting(cfg.RefusalsPerMinute, 30), ProcessorElsewhere: cfg.ProcessorAddr != ""}, web.Deps{
 		Store: a.store, Payments: a.Payments, Accounts: a.Accounts, Vault: a.Vault, Audit: a.Audit, Refusals: a.Refusals,
-		ACS: a.ACS, KaspiApp: a.Kaspi, Events: a.Webhooks, Idem: a.Idem, Registry: a.Registry, Logger: log, CSRFKeys: a.Vault.CSRFKeys,
+		ACS: a.ACS, KaspiApp: a.Kaspi, Events: a.Webhooks, Idem: a.Idem, Registry: a.Registry, Logger: log, CSRFTags: a.Vault.CSRFTags,
 	})
 	if err != nil {
 		a.Close()
@@ -252,7 +252,12 @@ func (a *App) devKeyAllowed() bool {
 // leaves it sealed until the custodians' shares unseal it.
 func (a *App) openVault(ctx context.Context) error {
 	opts := vault.Options{SealBudget: a.cfg.KeySealBudget, Logger: a.log, UnsealThreshold: a.cfg.UnsealShares,
-		CardReview: a.cfg.retention().cardUnused, TombstoneTTL: a.cfg.retention().records}
+		CardReview: a.cfg.retention().cardUnused, TombstoneTTL: a.cfg.retention().records, OnBudgetRotation: a.auditBudgetRotation}
+	if path := a.masterKeyPath(); path != "" {
+		// After keys rewrap elsewhere, a replica whose key file now holds
+		// the new key picks it up without a restart.
+		opts.ReloadKEK = func() (vault.KEK, error) { return vault.LoadKEKFile(path) }
+	}
 	if a.cfg.UnsealShares > 0 {
 		if a.cfg.MasterKey != "" || a.cfg.MasterKeyFile != "" {
 			return errors.New("--unseal-shares replaces the master key: set it, or --master-key-file / PAYPAGE_MASTER_KEY, not both")
@@ -266,6 +271,20 @@ func (a *App) openVault(ctx context.Context) error {
 	}
 	a.Vault, err = vault.OpenWith(ctx, a.store, kek, opts)
 	return err
+}
+
+// masterKeyPath is the file the master key is read from ("" when it comes
+// from the environment or from custodians' shares).
+func (a *App) masterKeyPath() string {
+	switch {
+	case a.cfg.MasterKey != "" || a.cfg.UnsealShares > 0:
+		return ""
+	case a.cfg.MasterKeyFile != "":
+		return a.cfg.MasterKeyFile
+	case a.devKeyAllowed():
+		return filepath.Join(a.cfg.Data, "master.key")
+	}
+	return ""
 }
 
 // loadKEK reads the master key file, or in development makes one in the

@@ -3,12 +3,14 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/paypage/paypage/pkg/account"
+	"github.com/paypage/paypage/pkg/audit"
 	"github.com/paypage/paypage/pkg/threeds"
 	"github.com/paypage/paypage/pkg/vault"
 )
@@ -46,12 +48,37 @@ func (a *App) Unseal(ctx context.Context, share string) (vault.UnsealProgress, e
 	return p, err
 }
 
+// ResetUnseal drops the shares given so far (audited by the operator
+// command).
+func (a *App) ResetUnseal() vault.UnsealProgress {
+	p := a.Vault.ResetUnseal()
+	a.log.Warn("unsealing reset: the shares given so far are dropped")
+	return p
+}
+
 // Seal wipes the master key and the opened keys from this process's memory:
 // the service answers 503 until the custodians unseal it again.
 func (a *App) Seal() vault.UnsealProgress {
 	a.Vault.Seal()
 	a.log.Warn("vault sealed: pages and APIs answer 503 until it is unsealed")
 	return a.Vault.UnsealProgress()
+}
+
+// auditBudgetRotation records a rotation the service made by itself
+// because a data key neared its seal budget.
+func (a *App) auditBudgetRotation(ctx context.Context, from, to uint32, seals uint64) {
+	if a.Audit == nil {
+		return
+	}
+	budget := a.cfg.KeySealBudget
+	if budget == 0 {
+		budget = vault.DefaultSealBudget
+	}
+	e := audit.Event{Actor: "system", Action: "keys.rotate", Outcome: audit.Success,
+		Object: fmt.Sprintf("v%d (v%d sealed %d of its budget of %d)", to, from, seals, budget)}
+	if err := a.Audit.Record(context.WithoutCancel(ctx), e); err != nil {
+		a.log.Error("audit record failed", "action", e.Action, "err", err.Error())
+	}
 }
 
 // keyringPoll is how often a replica rereads the keyring's head, so that a

@@ -112,14 +112,19 @@ func TestSandboxCards(t *testing.T) {
 	})
 }
 
-// assertNoHeldCVV checks that no CVV is held once the attempts ended
-// (invariant 2: gone after authorization, approved or not).
+// assertNoHeldCVV checks that no sensitive authentication data is held
+// once the attempts ended (invariant 2, PCI DSS 3.3.1: the CVV and the 3-D
+// Secure authentication value, gone after authorization, approved or not).
 func assertNoHeldCVV(t *testing.T, e *env) {
 	t.Helper()
-	n := 0
-	_ = e.app.Store().Scan(context.Background(), "cvv", func(string, store.Record) error { n++; return nil })
-	if n != 0 {
-		t.Fatalf("%d CVVs still held after authorization", n)
+	for _, kind := range []string{"cvv", "auth"} {
+		n := 0
+		if err := e.app.Store().Scan(context.Background(), kind, func(string, store.Record) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Fatalf("%d held %s values still there after authorization", n, kind)
+		}
 	}
 }
 

@@ -26,16 +26,16 @@ func TestSealedUntilCustodiansUnseal(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "data")
 	// The deployment as it was: a master key file, a merchant.
 	first := newEnv(t, envOpts{data: data})
-	first.stop()
 	key, err := vault.ReadMasterKeyFile(filepath.Join(data, "master.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	shares, err := vault.SplitMasterKey(key, 5, 3)
+	shares, err := first.app.Vault.Split(context.Background(), key, 5, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	others, _ := vault.SplitMasterKey(make([]byte, 32), 5, 3)
+	others, _ := first.app.Vault.Split(context.Background(), key, 5, 3) // a second split
+	first.stop()
 	if err := os.Remove(filepath.Join(data, "master.key")); err != nil { // the custodians hold it now
 		t.Fatal(err)
 	}
@@ -56,6 +56,10 @@ func TestSealedUntilCustodiansUnseal(t *testing.T) {
 		}
 		if p := e.browser().get("/pay/ses_aaaaaaaaaaaaaaaaaaaaaaaaaa"); want != (p.status == 503) {
 			t.Fatalf("pay page %d, sealed: want %v", p.status, want)
+		}
+		// Kaspi's notifications wait too (Kaspi sends them again).
+		if status, _, _ := e.api("POST", "/kaspi/notify", "", map[string]any{"qr_id": "qr_x", "external_id": "ses_x"}); want != (status == 503) {
+			t.Fatalf("kaspi notify %d, sealed: want %v", status, want)
 		}
 	}
 	sealed(true)

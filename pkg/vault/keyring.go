@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/paypage/paypage/pkg/apperr"
@@ -46,10 +47,15 @@ type keyVersion struct {
 	Created     time.Time `json:"created"`
 }
 
-// retired records a version whose keys were destroyed.
+// retired records a version whose keys were destroyed. When the version was
+// the one before the active one, its CSRF key alone is kept (wrapped) until
+// CSRFUntil, so that forms opened before the rotation still post within
+// CSRFGrace; it seals and recognises nothing.
 type retired struct {
-	Version uint32    `json:"version"`
-	At      time.Time `json:"at"`
+	Version   uint32    `json:"version"`
+	At        time.Time `json:"at"`
+	CSRF      []byte    `json:"csrf,omitempty"`
+	CSRFUntil time.Time `json:"csrf_until,omitzero"`
 }
 
 // clone returns a deep enough copy to change Versions and Retired.
@@ -61,7 +67,9 @@ func (d keyringDoc) clone() keyringDoc {
 
 // without returns a copy of the ring without version v, recorded as retired
 // at now. Like OpenBao's Keyring.RemoveKey it never changes the receiver and
-// refuses the active version.
+// refuses the active version. The fingerprint key of a ring made before keys
+// had terms goes once no remaining version lacks its own, and CSRF keys
+// kept past their grace go too.
 func (d keyringDoc) without(v uint32, now time.Time) (keyringDoc, error) {
 	i := slices.IndexFunc(d.Versions, func(kv keyVersion) bool { return kv.Version == v })
 	if i < 0 {
@@ -73,7 +81,38 @@ func (d keyringDoc) without(v uint32, now time.Time) (keyringDoc, error) {
 	out := d.clone()
 	out.Versions = slices.Delete(out.Versions, i, i+1)
 	out.Retired = append(out.Retired, retired{Version: v, At: now.UTC()})
+	if !slices.ContainsFunc(out.Versions, func(kv keyVersion) bool { return kv.Fingerprint == nil }) {
+		out.FingerprintKey = nil
+	}
+	out.dropExpiredCSRF(now)
 	return out, nil
+}
+
+// dropExpiredCSRF forgets the CSRF keys of retired versions whose grace ended.
+func (d *keyringDoc) dropExpiredCSRF(now time.Time) {
+	for i, rt := range d.Retired {
+		if rt.CSRF != nil && !now.Before(rt.CSRFUntil) {
+			d.Retired[i].CSRF, d.Retired[i].CSRFUntil = nil, time.Time{}
+		}
+	}
+}
+
+// previous is the version made right before the active one, live or
+// retired (0: none): the one whose CSRF key has a grace.
+func (d keyringDoc) previous() uint32 {
+	var p uint32
+	a := d.active()
+	for _, kv := range d.Versions {
+		if kv.Version < a {
+			p = max(p, kv.Version)
+		}
+	}
+	for _, rt := range d.Retired {
+		if rt.Version < a {
+			p = max(p, rt.Version)
+		}
+	}
+	return p
 }
 
 func (d keyringDoc) active() uint32 {
@@ -102,23 +141,70 @@ type term struct {
 	created time.Time
 }
 
-// ring is the keyring opened under the KEK.
+// ring is the keyring opened under the KEK. It never changes once opened:
+// a rotation or a retirement opens a new one. Every use holds it (hold,
+// release), and a ring replaced or sealed away is wiped when its last user
+// lets go, so no request ever finds its keys cleared under it.
 type ring struct {
 	storeVersion int64
 	doc          keyringDoc
 	terms        map[uint32]*term
 	active       uint32
 	oldest       uint32 // the oldest live version: fingerprints are made under it
+	// graceCSRF is the CSRF key of the version before the active one, when
+	// that version is retired and its key kept for its grace (nil: none).
+	graceCSRF []byte
+
+	mu      sync.Mutex
+	users   int
+	dropped bool
+	wiped   bool
+}
+
+// hold marks one more user of the ring. The vault calls it under its lock,
+// while the ring is still the one in use.
+func (r *ring) hold() {
+	r.mu.Lock()
+	r.users++
+	r.mu.Unlock()
+}
+
+// release lets go of the ring; the last user of a dropped ring wipes it.
+func (r *ring) release() {
+	r.mu.Lock()
+	r.users--
+	last := r.dropped && r.users == 0
+	r.mu.Unlock()
+	if last {
+		r.wipe()
+	}
+}
+
+// drop marks the ring replaced (or the vault sealed): it is wiped at once
+// when nobody holds it, or by its last user.
+func (r *ring) drop() {
+	r.mu.Lock()
+	r.dropped = true
+	last := r.users == 0
+	r.mu.Unlock()
+	if last {
+		r.wipe()
+	}
 }
 
 // wipe clears the key bytes the ring holds. (The AES key schedules inside
 // the AEADs are out of reach; dropping the ring leaves them to the collector.)
 func (r *ring) wipe() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for _, t := range r.terms {
 		clear(t.fp)
 		clear(t.csrf)
+		t.aead = nil
 	}
+	clear(r.graceCSRF)
 	clear(r.terms)
+	r.wiped = true
 }
 
 // ErrWrongKEK means the master key does not open the keyring in the store.
@@ -188,7 +274,7 @@ func loadRing(ctx context.Context, s store.Store, kek KEK, now time.Time) (*ring
 	} else if err != nil {
 		return nil, err
 	}
-	return openRing(rec, kek)
+	return openRing(rec, kek, now)
 }
 
 // ops writes the keyring over the version it was read at (0: new), and
@@ -202,7 +288,9 @@ func (d keyringDoc) ops(at int64) []store.Op {
 	}
 }
 
-func openRing(rec store.Record, kek KEK) (*ring, error) {
+// openRing opens every key of the keyring record under kek (at now: a
+// retired version's CSRF key only within its grace).
+func openRing(rec store.Record, kek KEK, now time.Time) (*ring, error) {
 	var doc keyringDoc
 	if err := json.Unmarshal(rec.Value, &doc); err != nil || len(doc.Versions) == 0 {
 		return nil, apperr.E(apperr.Internal, "the keyring record in the store is corrupt")
@@ -247,7 +335,51 @@ func openRing(rec store.Record, kek KEK) (*ring, error) {
 			r.oldest = kv.Version
 		}
 	}
+	for _, rt := range doc.Retired {
+		if rt.Version == doc.previous() && rt.CSRF != nil && now.Before(rt.CSRFUntil) {
+			k, err := unwrap(rt.CSRF, csrfAD(rt.Version))
+			if err != nil {
+				return nil, err
+			}
+			r.graceCSRF = k
+		}
+	}
 	return r, nil
+}
+
+// carry returns a ring of doc made of the keys r holds already, for a
+// keyring that keys rewrap wrapped under another master key: its versions
+// are the same keys, so a replica that holds them goes on with them. False
+// when doc has a version r lacks (a rotation since): that key needs the new
+// master key.
+func (r *ring) carry(doc keyringDoc, storeVersion int64, now time.Time) (*ring, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.wiped {
+		return nil, false
+	}
+	out := &ring{storeVersion: storeVersion, doc: doc, terms: map[uint32]*term{}}
+	for _, kv := range doc.Versions {
+		t := r.terms[kv.Version]
+		if t == nil {
+			return nil, false
+		}
+		out.terms[kv.Version] = &term{version: t.version, aead: t.aead, fp: slices.Clone(t.fp), csrf: slices.Clone(t.csrf), created: kv.Created}
+		out.active = max(out.active, kv.Version)
+		if out.oldest == 0 || kv.Version < out.oldest {
+			out.oldest = kv.Version
+		}
+	}
+	for _, rt := range doc.Retired {
+		if rt.Version == doc.previous() && rt.CSRF != nil && now.Before(rt.CSRFUntil) {
+			if t := r.terms[rt.Version]; t != nil {
+				out.graceCSRF = slices.Clone(t.csrf)
+			} else if r.graceCSRF != nil {
+				out.graceCSRF = slices.Clone(r.graceCSRF)
+			}
+		}
+	}
+	return out, true
 }
 
 // Sealed data layout: format (1 byte) | key version (4 bytes, big endian) | nonce | AEAD output.
@@ -258,7 +390,7 @@ const formatV1 = 1
 var ErrCorrupt = apperr.E(apperr.Internal, "sealed data does not open: corrupt, moved, or under an unknown or retired key")
 
 func (r *ring) seal(plain, ad []byte) []byte {
-	a := r.terms[r.active].aead
+	a := r.terms[r.active].aead // the ring is held: never wiped under its user
 	out := make([]byte, 5, 5+a.NonceSize()+len(plain)+a.Overhead())
 	out[0] = formatV1
 	binary.BigEndian.PutUint32(out[1:], r.active)

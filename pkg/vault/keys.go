@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/paypage/paypage/pkg/apperr"
+	"github.com/paypage/paypage/pkg/card"
 	"github.com/paypage/paypage/pkg/store"
 )
 
@@ -33,6 +34,9 @@ type Kind struct {
 	// active key through move (which leaves a value already there as it
 	// is). Nil for a kind that expires instead of moving.
 	Reseal func(ctx context.Context, id string, value []byte, move Mover) ([]byte, error)
+	// Outdated reports a record that Reseal must rewrite even when its
+	// versions are current (a card record of an older layout). Nil: none.
+	Outdated func(value []byte) bool
 }
 
 // Mover re-seals one sealed value of a seal kind under the active key; a
@@ -66,7 +70,9 @@ func held(name, kind string) Kind {
 // sealed PAN) and its fingerprint key version (under which it is recognised
 // again); moving it re-seals the PAN and writes an alias of its fingerprint
 // under the active fingerprint key, so the same card at the same shop keeps
-// its first fingerprint after the old key is retired.
+// its first fingerprint after the old key is retired. A record written
+// before the BIN rule (no fp_version, a BIN kept) is rewritten even when
+// current, its BIN made again from the opened number.
 func (v *Vault) Cards() Kind {
 	return Kind{
 		Name: "cards", StoreKind: "card", Seals: []string{KindCard}, Key: cardKey,
@@ -78,38 +84,52 @@ func (v *Vault) Cards() Kind {
 			return []uint32{rec.KeyVersion, rec.fpVersion()}, nil
 		},
 		Reseal: v.moveCard,
+		Outdated: func(value []byte) bool {
+			var rec record
+			return json.Unmarshal(value, &rec) == nil && rec.FPVersion == 0 && rec.BIN != ""
+		},
 	}
 }
 
+// moveCard opens a card record's number, keeps in clear only the leading
+// digits card.Mask shows for its length, writes the alias of its
+// fingerprint under the active fingerprint key when it lacks one, and
+// re-seals it under the active data key.
 func (v *Vault) moveCard(ctx context.Context, _ string, value []byte, move Mover) ([]byte, error) {
 	var rec record
 	if err := json.Unmarshal(value, &rec); err != nil {
 		return nil, ErrCorrupt
 	}
-	r, err := v.current()
+	r, err := v.acquire()
 	if err != nil {
 		return nil, err
 	}
+	defer r.release()
 	bind := cardBind(rec.Merchant, rec.Token)
+	plain, err := v.OpenValue(ctx, KindCard, bind, rec.Sealed)
+	if err != nil {
+		return nil, err
+	}
+	var s secret
+	err = json.Unmarshal(plain, &s)
+	clear(plain)
+	if err != nil {
+		return nil, ErrCorrupt
+	}
+	pan, err := card.ParsePAN(s.PAN)
+	if err != nil {
+		return nil, ErrCorrupt
+	}
+	rec.BIN = pan.BIN()
 	if rec.fpVersion() != r.active {
-		plain, err := v.OpenValue(ctx, KindCard, bind, rec.Sealed)
-		if err != nil {
-			return nil, err
-		}
-		var s secret
-		err = json.Unmarshal(plain, &s)
-		clear(plain)
-		if err != nil {
-			return nil, ErrCorrupt
-		}
-		alias := fingerprintKey(r.fingerprint(r.active, "merchant|"+rec.Merchant+"|"+s.PAN))
-		s.PAN = ""
+		alias := fingerprintKey(r.fingerprint(r.active, "merchant|"+rec.Merchant+"|"+pan.Digits()))
 		err = v.store.Commit(ctx, store.Create(alias, []byte(rec.Fingerprint), 0))
 		if err != nil && !errors.Is(err, store.ErrConflict) { // conflict: another token of the card made it
 			return nil, err
 		}
-		rec.FPVersion = r.active
 	}
+	rec.FPVersion = r.active
+	s.PAN = ""
 	if rec.Sealed, err = move(KindCard, bind, rec.Sealed); err != nil {
 		return nil, err
 	}
@@ -139,6 +159,9 @@ type KeyStatus struct {
 type RetiredStatus struct {
 	Version uint32    `json:"version"`
 	At      time.Time `json:"retired_at"`
+	// CSRFUntil is when its CSRF key, kept for forms opened before the
+	// rotation, goes too (zero: gone).
+	CSRFUntil time.Time `json:"csrf_kept_until,omitzero"`
 }
 
 // Status is the keyring's state, for `paypage keys status`.
@@ -150,6 +173,8 @@ type Status struct {
 	Retired    []RetiredStatus `json:"retired,omitempty"`
 	// Records counts every record of each Kind.
 	Records map[string]int `json:"records"`
+	// Replicas are the serving replicas and the master key each holds.
+	Replicas []Holder `json:"replicas"`
 }
 
 // Status counts, for each key version, the records of every kind that use it.
@@ -158,6 +183,7 @@ func (v *Vault) Status(ctx context.Context, kinds ...Kind) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
+	defer r.release()
 	use, totals, err := v.usage(ctx, kinds)
 	if err != nil {
 		return Status{}, err
@@ -181,7 +207,14 @@ func (v *Vault) Status(ctx context.Context, kinds ...Kind) (Status, error) {
 	}
 	sort.Slice(s.Versions, func(i, j int) bool { return s.Versions[i].Version < s.Versions[j].Version })
 	for _, rt := range r.doc.Retired {
-		s.Retired = append(s.Retired, RetiredStatus(rt))
+		rs := RetiredStatus{Version: rt.Version, At: rt.At}
+		if rt.CSRF != nil && v.Now().Before(rt.CSRFUntil) {
+			rs.CSRFUntil = rt.CSRFUntil
+		}
+		s.Retired = append(s.Retired, rs)
+	}
+	if s.Replicas, err = v.Holders(ctx); err != nil {
+		return Status{}, err
 	}
 	return s, nil
 }
@@ -224,41 +257,55 @@ func (v *Vault) Rotate(ctx context.Context) (uint32, error) {
 }
 
 // rotateFrom rotates when the active version is from (0: whatever it is);
-// it reports false when another process rotated away from it first.
+// it reports false when another process rotated away from it first. It
+// refuses while a serving replica holds another master key than the
+// keyring's (keys rewrap, not yet given to it): that replica could not open
+// the new version and would stop sealing.
 func (v *Vault) rotateFrom(ctx context.Context, from uint32) (uint32, bool, error) {
 	for {
-		r, err := v.reload(ctx)
-		if err != nil {
-			return 0, false, err
-		}
-		if from != 0 && r.active != from {
-			return r.active, false, nil
-		}
-		v.mu.RLock()
-		kek := v.kek
-		v.mu.RUnlock()
-		if kek == nil {
-			return 0, false, ErrSealed
-		}
-		next := r.doc.next()
-		kv, err := newVersion(kek, next, v.Now())
-		if err != nil {
-			return 0, false, err
-		}
-		doc := r.doc.clone()
-		doc.Versions = append(doc.Versions, kv)
-		err = v.store.Commit(ctx, doc.ops(r.storeVersion)...)
+		next, rotated, err := v.rotateOnce(ctx, from)
 		if errors.Is(err, store.ErrConflict) {
 			continue // the ring changed meanwhile: take the new one and go again
 		}
-		if err != nil {
-			return 0, false, err
-		}
-		if _, err := v.reload(ctx); err != nil {
-			return 0, false, err
-		}
-		return next, true, nil
+		return next, rotated, err
 	}
+}
+
+func (v *Vault) rotateOnce(ctx context.Context, from uint32) (uint32, bool, error) {
+	r, err := v.reload(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	defer r.release()
+	if from != 0 && r.active != from {
+		return r.active, false, nil
+	}
+	if err := v.refuseStrayHolders(ctx, r.doc.KEKID); err != nil {
+		return 0, false, err
+	}
+	v.mu.RLock()
+	kek := v.kek
+	v.mu.RUnlock()
+	if kek == nil {
+		return 0, false, ErrSealed
+	}
+	next := r.doc.next()
+	kv, err := newVersion(kek, next, v.Now())
+	if err != nil {
+		return 0, false, err
+	}
+	doc := r.doc.clone()
+	doc.Versions = append(doc.Versions, kv)
+	doc.dropExpiredCSRF(v.Now())
+	if err := v.store.Commit(ctx, doc.ops(r.storeVersion)...); err != nil {
+		return 0, false, err
+	}
+	nr, err := v.reload(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	nr.release()
+	return next, true, nil
 }
 
 // ReencryptResult counts what Reencrypt did.
@@ -279,6 +326,7 @@ func (v *Vault) Reencrypt(ctx context.Context, kinds ...Kind) (ReencryptResult, 
 	if err != nil {
 		return res, err
 	}
+	defer r.release()
 	move := func(kind, bind string, sealed []byte) ([]byte, error) {
 		if kv, _ := KeyVersionOf(sealed); kv == r.active {
 			return sealed, nil
@@ -296,13 +344,21 @@ func (v *Vault) Reencrypt(ctx context.Context, kinds ...Kind) (ReencryptResult, 
 			if err != nil {
 				return fmt.Errorf("%s %s: %w", k.Name, id, err)
 			}
-			if !slices.ContainsFunc(vs, func(kv uint32) bool { return kv != r.active }) {
+			outdated := k.Outdated != nil && k.Outdated(st.Value)
+			if !outdated && !slices.ContainsFunc(vs, func(kv uint32) bool { return kv != r.active }) {
 				res.Current++
 				return nil
 			}
 			if k.Reseal == nil {
 				res.Expiring++
 				return nil
+			}
+			var ttl time.Duration // what is left of the record's time to live; 0: none
+			if !st.ExpiresAt.IsZero() {
+				if ttl = st.ExpiresAt.Sub(v.Now()); ttl < time.Millisecond {
+					res.Expiring++ // past its time: it goes, not moves
+					return nil
+				}
 			}
 			b, err := k.Reseal(ctx, id, st.Value, move)
 			if err != nil {
@@ -316,7 +372,7 @@ func (v *Vault) Reencrypt(ctx context.Context, kinds ...Kind) (ReencryptResult, 
 			if k.Key != nil {
 				key = k.Key(id)
 			}
-			err = v.store.Commit(ctx, store.Update(key, b, st.Version))
+			err = v.store.Commit(ctx, store.Op{Key: key, Value: b, IfVersion: st.Version, TTL: ttl})
 			if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
 				return nil // changed or gone meanwhile; a later run takes it
 			}
@@ -336,57 +392,136 @@ func (v *Vault) Reencrypt(ctx context.Context, kinds ...Kind) (ReencryptResult, 
 	return res, nil
 }
 
-// RetireSettle is how long after the latest rotation a version can be
-// retired: more than three times as long as replicas take to notice a
-// rotation (they reread the keyring's head every 3 seconds), so none still
-// seals under the version before.
+// RetireSettle is how long keys retire waits, on its own clock, after it
+// first saw the keyring's latest change before it checks that nothing uses
+// the version, and again before it destroys it. A replica seals only under
+// a ring it confirmed within SealFresh (5 s, shorter), so by the first check
+// none still seals under the version before; the second lets seals made
+// before then reach the store, where the second check counts them.
 const RetireSettle = 10 * time.Second
 
-// Retire destroys key version n: its wrapped data, fingerprint and CSRF keys
-// leave the keyring, so nothing sealed under it opens again. It refuses the
-// active version, a version replaced less than RetireSettle ago, a version
-// that sealed a kind none of kinds counts, and a version any record of kinds
-// still uses (run Reencrypt; CVV holds expire).
+// errAgain makes Retire look again at a keyring that changed.
+var errAgain = errors.New("again")
+
+// Retire destroys key version n: its wrapped data and fingerprint keys
+// leave the keyring, so nothing sealed under it opens again (its CSRF key,
+// which seals nothing, stays until CSRFGrace after the rotation when n was
+// the version before the active one, so forms opened before it still post).
+// It refuses the active version, a version that sealed a kind none of kinds
+// counts, and a version any record of kinds still uses (run Reencrypt; CVV
+// holds expire). It waits RetireSettle after this process saw the latest
+// change of the ring, checks, waits RetireSettle again and checks again
+// before the change.
 func (v *Vault) Retire(ctx context.Context, n uint32, kinds ...Kind) error {
 	for {
-		r, err := v.reload(ctx)
-		if err != nil {
+		err := v.retireOnce(ctx, n, kinds)
+		if !errors.Is(err, errAgain) && !errors.Is(err, store.ErrConflict) {
 			return err
 		}
-		doc, err := r.doc.without(n, v.Now())
-		if err != nil {
-			return err
-		}
-		if age := v.Now().Sub(r.terms[r.active].created); age < RetireSettle {
-			return apperr.E(apperr.Conflict, "the active key is %s old: replicas may still seal under the one before; retry when it is %s old",
-				age.Round(time.Second), RetireSettle)
-		}
-		if err := v.covered(ctx, n, kinds); err != nil {
-			return err
-		}
-		use, _, err := v.usage(ctx, kinds)
-		if err != nil {
-			return err
-		}
-		if u := use[n]; len(u) > 0 {
-			var parts []string
-			for _, name := range slices.Sorted(maps.Keys(u)) {
-				parts = append(parts, fmt.Sprintf("%d %s", u[name], name))
-			}
-			return apperr.E(apperr.Conflict, "key version %d is still used by %s: run keys reencrypt (CVV holds expire within minutes) and retry",
-				n, strings.Join(parts, ", "))
-		}
-		ops := doc.ops(r.storeVersion)
-		err = v.store.Commit(ctx, ops...)
-		if errors.Is(err, store.ErrConflict) {
-			continue // rotated meanwhile: check again on the new ring
-		}
-		if err != nil {
-			return err
-		}
-		_, err = v.reload(ctx)
+	}
+}
+
+func (v *Vault) retireOnce(ctx context.Context, n uint32, kinds []Kind) error {
+	r, err := v.reload(ctx)
+	if err != nil {
 		return err
 	}
+	defer r.release()
+	if _, err := r.doc.without(n, v.Now()); err != nil {
+		return err
+	}
+	if err := v.covered(ctx, n, kinds); err != nil {
+		return err
+	}
+	v.mu.RLock()
+	wait := RetireSettle - max(0, v.Now().Sub(v.seen))
+	v.mu.RUnlock()
+	if wait > 0 {
+		if err := v.settle(ctx, r, wait); err != nil {
+			return err
+		}
+	}
+	if err := v.unused(ctx, n, kinds); err != nil {
+		return err
+	}
+	if err := v.settle(ctx, r, RetireSettle); err != nil {
+		return err
+	}
+	if err := v.unused(ctx, n, kinds); err != nil {
+		return err
+	}
+	now := v.Now()
+	doc, err := r.doc.without(n, now)
+	if err != nil {
+		return err
+	}
+	if a := r.terms[r.active]; n == r.doc.previous() && now.Sub(a.created) < CSRFGrace {
+		if err := v.keepCSRF(&doc, r.terms[n], a.created.Add(CSRFGrace)); err != nil {
+			return err
+		}
+	}
+	if err := v.store.Commit(ctx, doc.ops(r.storeVersion)...); err != nil {
+		return err
+	}
+	nr, err := v.reload(ctx)
+	if err != nil {
+		return err
+	}
+	nr.release()
+	return nil
+}
+
+// settle waits d, then answers errAgain when the keyring changed from r
+// meanwhile (a rotation: the wait starts over).
+func (v *Vault) settle(ctx context.Context, r *ring, d time.Duration) error {
+	if err := v.Sleep(ctx, d); err != nil {
+		return err
+	}
+	again, err := v.reload(ctx)
+	if err != nil {
+		return err
+	}
+	defer again.release()
+	if again.storeVersion != r.storeVersion {
+		return errAgain
+	}
+	return nil
+}
+
+// keepCSRF keeps a retired version's CSRF key in its retired entry, wrapped
+// anew (a ring of old may only derive it), until until.
+func (v *Vault) keepCSRF(doc *keyringDoc, t *term, until time.Time) error {
+	v.mu.RLock()
+	kek := v.kek
+	v.mu.RUnlock()
+	if kek == nil {
+		return ErrSealed
+	}
+	w, err := kek.Wrap(t.csrf, csrfAD(t.version))
+	if err != nil {
+		return err
+	}
+	rt := &doc.Retired[len(doc.Retired)-1]
+	rt.CSRF, rt.CSRFUntil = w, until.UTC()
+	return nil
+}
+
+// unused refuses while any record of kinds uses version n.
+func (v *Vault) unused(ctx context.Context, n uint32, kinds []Kind) error {
+	use, _, err := v.usage(ctx, kinds)
+	if err != nil {
+		return err
+	}
+	u := use[n]
+	if len(u) == 0 {
+		return nil
+	}
+	var parts []string
+	for _, name := range slices.Sorted(maps.Keys(u)) {
+		parts = append(parts, fmt.Sprintf("%d %s", u[name], name))
+	}
+	return apperr.E(apperr.Conflict, "key version %d is still used by %s: run keys reencrypt (CVV holds expire within minutes) and retry",
+		n, strings.Join(parts, ", "))
 }
 
 // covered checks that kinds count every kind of value version n sealed.
@@ -409,59 +544,75 @@ func (v *Vault) covered(ctx context.Context, n uint32, kinds []Kind) error {
 
 // Rewrap re-wraps every key under a new KEK (the master key's own
 // rotation). Records are not touched: their keys stay the same. Afterwards
-// only the new KEK opens the keyring, so every replica must be restarted
-// with it (or unsealed with its shares); until then they keep working on the
-// keys they hold in memory.
+// only the new KEK opens the keyring. A serving replica still on the old
+// one goes on with the keys it holds, picks up the new one by itself when
+// its key file now holds it (Options.ReloadKEK), and keys rotate refuses
+// until every serving replica holds the new key (Announce).
 func (v *Vault) Rewrap(ctx context.Context, next KEK) error {
 	for {
-		r, err := v.reload(ctx)
-		if err != nil {
+		err := v.rewrapOnce(ctx, next)
+		if !errors.Is(err, store.ErrConflict) {
 			return err
 		}
-		v.mu.RLock()
-		kek := v.kek
-		v.mu.RUnlock()
-		if kek == nil {
-			return ErrSealed
-		}
-		doc := r.doc.clone()
-		doc.KEKID = next.ID()
-		rewrap := func(w, oldAD, newAD []byte) ([]byte, error) {
-			if w == nil {
-				return nil, nil
-			}
-			plain, err := kek.Unwrap(w, oldAD)
-			if err != nil {
-				return nil, ErrWrongKEK
-			}
-			defer clear(plain)
-			return next.Wrap(plain, newAD)
-		}
-		if doc.FingerprintKey, err = rewrap(doc.FingerprintKey, fpAD, fpAD); err != nil {
-			return err
-		}
-		for i, kv := range doc.Versions {
-			for _, k := range []struct {
-				w  *[]byte
-				ad []byte
-			}{{&kv.Wrapped, dekAD(kv.Version)}, {&kv.Fingerprint, fpkAD(kv.Version)}, {&kv.CSRF, csrfAD(kv.Version)}} {
-				if *k.w, err = rewrap(*k.w, k.ad, k.ad); err != nil {
-					return err
-				}
-			}
-			doc.Versions[i] = kv
-		}
-		err = v.store.Commit(ctx, doc.ops(r.storeVersion)...)
-		if errors.Is(err, store.ErrConflict) {
-			continue // rotated meanwhile: wrap the new ring
-		}
-		if err != nil {
-			return err
-		}
-		v.mu.Lock()
-		v.kek = next
-		v.mu.Unlock()
-		_, err = v.reload(ctx)
+	}
+}
+
+func (v *Vault) rewrapOnce(ctx context.Context, next KEK) error {
+	r, err := v.reload(ctx)
+	if err != nil {
 		return err
 	}
+	defer r.release()
+	v.mu.RLock()
+	kek := v.kek
+	v.mu.RUnlock()
+	if kek == nil {
+		return ErrSealed
+	}
+	doc := r.doc.clone()
+	doc.KEKID = next.ID()
+	doc.dropExpiredCSRF(v.Now())
+	rewrap := func(w, oldAD, newAD []byte) ([]byte, error) {
+		if w == nil {
+			return nil, nil
+		}
+		plain, err := kek.Unwrap(w, oldAD)
+		if err != nil {
+			return nil, ErrWrongKEK
+		}
+		defer clear(plain)
+		return next.Wrap(plain, newAD)
+	}
+	if doc.FingerprintKey, err = rewrap(doc.FingerprintKey, fpAD, fpAD); err != nil {
+		return err
+	}
+	for i, kv := range doc.Versions {
+		for _, k := range []struct {
+			w  *[]byte
+			ad []byte
+		}{{&kv.Wrapped, dekAD(kv.Version)}, {&kv.Fingerprint, fpkAD(kv.Version)}, {&kv.CSRF, csrfAD(kv.Version)}} {
+			if *k.w, err = rewrap(*k.w, k.ad, k.ad); err != nil {
+				return err
+			}
+		}
+		doc.Versions[i] = kv
+	}
+	for i, rt := range doc.Retired {
+		if doc.Retired[i].CSRF, err = rewrap(rt.CSRF, csrfAD(rt.Version), csrfAD(rt.Version)); err != nil {
+			return err
+		}
+	}
+	if err := v.store.Commit(ctx, doc.ops(r.storeVersion)...); err != nil {
+		return err
+	}
+	v.mu.Lock()
+	v.kek = next
+	v.mu.Unlock()
+	nr, err := v.reload(ctx)
+	if err != nil {
+		return err
+	}
+	nr.release()
+	v.announce(ctx)
+	return nil
 }

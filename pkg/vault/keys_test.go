@@ -6,12 +6,14 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/card"
 	"github.com/paypage/paypage/pkg/store"
+	"github.com/paypage/paypage/pkg/threeds"
 	"github.com/paypage/paypage/pkg/vault"
 )
 
@@ -89,8 +91,10 @@ func putSecret(t *testing.T, s store.Store, v *vault.Vault, id, plain string) {
 
 // clock is a settable clock.
 type clock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu     sync.Mutex
+	now    time.Time
+	slept  []time.Duration
+	during []func() // run during the next sleeps, one each
 }
 
 func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
@@ -98,6 +102,32 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
+}
+
+// Sleep is a vault's Sleep on the settable clock: it moves the clock on,
+// records the wait, and calls the next of the test's hooks first.
+func (c *clock) Sleep(_ context.Context, d time.Duration) error {
+	c.mu.Lock()
+	c.slept = append(c.slept, d)
+	var hook func()
+	if len(c.during) > 0 {
+		hook, c.during = c.during[0], c.during[1:]
+	}
+	c.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	c.Add(d)
+	return nil
+}
+
+// waits returns the sleeps asked so far, and forgets them.
+func (c *clock) waits() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w := c.slept
+	c.slept = nil
+	return w
 }
 
 func TestReplicasPickUpRotation(t *testing.T) {
@@ -173,15 +203,18 @@ func TestStatusReencryptRetire(t *testing.T) {
 				t.Fatalf("version 1 sealed kinds %v", kinds)
 			}
 
-			// Too soon after the rotation: a replica may still seal under 1.
-			if err := v.Retire(ctx, 1, kinds...); !apperr.Is(err, apperr.Conflict) || !strings.Contains(err.Error(), "old") {
-				t.Fatalf("retire right after rotation: %v", err)
-			}
-			clk.Add(2 * time.Minute)
+			// Right after the rotation a replica may still seal under 1:
+			// retire first waits out the settle time, on its own clock, from
+			// when it saw the rotation; then it counts what uses version 1.
+			v.Sleep = clk.Sleep
 			if err := v.Retire(ctx, 1, kinds...); !apperr.Is(err, apperr.Conflict) ||
 				!strings.Contains(err.Error(), "1 cards, 1 cvv_holds, 1 test_secrets") {
 				t.Fatalf("retire while in use: %v", err)
 			}
+			if w := clk.waits(); len(w) != 1 || w[0] != vault.RetireSettle {
+				t.Fatalf("retire right after the rotation waited %v, want %v once", w, vault.RetireSettle)
+			}
+			clk.Add(2 * time.Minute)
 			if err := v.Retire(ctx, 2, kinds...); !apperr.Is(err, apperr.Conflict) || !strings.Contains(err.Error(), "active") {
 				t.Fatalf("retire the active version: %v", err)
 			}
@@ -200,8 +233,14 @@ func TestStatusReencryptRetire(t *testing.T) {
 			if _, err := v.TakeCVV(ctx, "mer_a", hold); err != nil { // used (or expired)
 				t.Fatal(err)
 			}
+			clk.waits()
 			if err := v.Retire(ctx, 1, kinds...); err != nil {
 				t.Fatalf("retire: %v", err)
+			}
+			// Long after the rotation: no first wait, but the second settle,
+			// after which nothing uses version 1 still.
+			if w := clk.waits(); len(w) != 1 || w[0] != vault.RetireSettle {
+				t.Fatalf("retire waited %v, want one second settle of %v", w, vault.RetireSettle)
 			}
 			st, _ = v.Status(ctx, kinds...)
 			if len(st.Versions) != 1 || st.Versions[0].Version != 2 || len(st.Retired) != 1 || st.Retired[0].Version != 1 {
@@ -254,7 +293,7 @@ func TestFingerprintKeepsAcrossRotationAndRetirement(t *testing.T) {
 			e := open(t)
 			v := mustVault(t, e, testKEK(t))
 			clk := &clock{now: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}
-			v.Now = clk.Now
+			v.Now, v.Sleep = clk.Now, clk.Sleep
 			first, _ := v.Tokenize(ctx, "mer_a", testCard(t, "4242424242424242"))
 			otherShop, _ := v.Tokenize(ctx, "mer_b", testCard(t, "4242424242424242"))
 			if !strings.HasPrefix(first.Fingerprint, "fp_") || first.Fingerprint == otherShop.Fingerprint {
@@ -405,20 +444,412 @@ func TestCSRFKeysRotateWithAGrace(t *testing.T) {
 	e := engines(t)["bolt"](t)
 	v := mustVault(t, e, testKEK(t))
 	clk := &clock{now: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}
-	v.Now = clk.Now
-	k1 := v.CSRFKeys()
+	v.Now, v.Sleep = clk.Now, clk.Sleep
+	msg := []byte("cookie|ses_1")
+	k1 := v.CSRFTags(msg)
 	if len(k1) != 1 || len(k1[0]) != 32 {
-		t.Fatalf("keys %d", len(k1))
+		t.Fatalf("tags %d", len(k1))
+	}
+	rotated := clk.Now()
+	if _, err := v.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k2 := v.CSRFTags(msg)
+	if len(k2) != 2 || string(k2[0]) == string(k1[0]) || string(k2[1]) != string(k1[0]) {
+		t.Fatal("after rotation: want the new key first and the old one still accepted")
+	}
+	// Version 1 retired within the grace: its CSRF key alone stays, so a
+	// form opened before the rotation still posts, here and in a new process.
+	clk.Add(time.Hour)
+	if err := v.Retire(ctx, 1, v.Cards(), vault.CVVHolds(), secrets); err != nil {
+		t.Fatal(err)
+	}
+	fresh := vault.NewSealed(e, vault.Options{})
+	fresh.Now = clk.Now
+	if err := fresh.Unseal(ctx, testKEK(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []*vault.Vault{v, fresh} {
+		if k := x.CSRFTags(msg); len(k) != 2 || string(k[0]) != string(k2[0]) || string(k[1]) != string(k1[0]) {
+			t.Fatal("after retiring version 1 within the grace: a form made under it no longer posts")
+		}
+	}
+	st, err := v.Status(ctx)
+	if err != nil || len(st.Retired) != 1 || !st.Retired[0].CSRFUntil.Equal(rotated.Add(vault.CSRFGrace)) {
+		t.Fatalf("status of the retired version: %+v %v", st.Retired, err)
+	}
+	clk.Add(vault.CSRFGrace)
+	if k3 := v.CSRFTags(msg); len(k3) != 1 || string(k3[0]) != string(k2[0]) {
+		t.Fatal("after the grace: want only the new key")
+	}
+	// The next change of the ring drops the kept key from the store.
+	if _, err := v.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := e.Get(ctx, store.K("keyring", "main"))
+	if strings.Contains(string(rec.Value), `"csrf_until"`) {
+		t.Fatalf("a CSRF key past its grace is still in the keyring: %s", rec.Value)
+	}
+}
+
+// headless is a store whose reads of the keyring's head fail, as on a Redis
+// Cluster node that cannot reach the head's slot while card writes to other
+// slots still succeed (or a replica whose poll is stuck).
+type headless struct {
+	store.Store
+	cut atomic.Bool
+}
+
+func (h *headless) Get(ctx context.Context, k store.Key) (store.Record, error) {
+	if h.cut.Load() && k.Kind == "keyring" && k.ID == "head" {
+		return store.Record{}, store.ErrUnavailable
+	}
+	return h.Store.Get(ctx, k)
+}
+
+// TestReplicaThatCannotReadTheRingSealsNothing (from the review of issue 14): "every replica picks
+// up a new active data key within 10 seconds", and retire "refuses while
+// anything still uses version N". The 10 s is a wall-clock assumption
+// (keys.go RetireSettle) with no fence: a replica whose head poll fails only
+// logs a warning (vault.go Watch) and keeps sealing under the version it
+// holds, after that version was retired elsewhere. The card it stores never
+// opens again.
+func TestReplicaThatCannotReadTheRingSealsNothing(t *testing.T) {
+	e := engines(t)["bolt"](t)
+	clk := &clock{now: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}
+	op := mustVault(t, e, testKEK(t)) // the operator's process
+	op.Now, op.Sleep = clk.Now, clk.Sleep
+	partitioned := &headless{Store: e}
+	replica := mustVault(t, partitioned, testKEK(t))
+	if _, err := op.Tokenize(ctx, "mer_a", testCard(t, "5555555555554444")); err != nil { // version 1 in use
+		t.Fatal(err)
+	}
+	partitioned.cut.Store(true)
+	if _, err := op.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(time.Minute) // well past RetireSettle
+	if _, err := op.Reencrypt(ctx, op.Cards()); err != nil {
+		t.Fatal(err)
+	}
+	if err := op.Retire(ctx, 1, op.Cards()); err != nil {
+		t.Fatalf("retire: %v", err)
+	}
+	// The replica tried to poll (as Watch does every 3 s) and could not.
+	if _, err := replica.Refresh(ctx); err == nil {
+		t.Fatal("the head read should fail in this test")
+	}
+	i, err := replica.Tokenize(ctx, "mer_a", testCard(t, "4242424242424242"))
+	if err != nil {
+		return // refusing to seal on a ring it cannot confirm is the fix
+	}
+	if _, _, err := op.Lookup(ctx, i.Token); err != nil {
+		t.Fatalf("a card stored a minute after version 1 was retired was sealed under version %s and never opens again: %v",
+			rawRecord(t, e, i.Token)["key_version"], err)
+	}
+}
+
+// TestReencryptKeepsTimeToLive (from the review of issue 14): keys reencrypt rewrites each record
+// with store.Update (keys.go Reencrypt), whose TTL is 0, "keeps it
+// forever". The sandbox issuer's transactions hold a sealed 3-D Secure
+// authentication value "for a day" (threeds/sandbox.go save: TTL 24h);
+// after a re-encryption they never expire. The store's Record carries
+// ExpiresAt, which Reencrypt ignores.
+func TestReencryptKeepsTimeToLive(t *testing.T) {
+	for name, open := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			e := open(t)
+			v := mustVault(t, e, testKEK(t))
+			const id = "3ds_aaaaaaaaaaaaaaaaaaaaaaaaaa"
+			sealed, err := v.SealSecret("acs-auth|"+id, []byte("AAABBBCCCDDDEEEFFF=="))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(map[string]any{"id": id, "auth_value_sealed": sealed})
+			k := store.K("acs_tx", id)
+			if err := e.Commit(ctx, store.Op{Key: k, Value: b, IfVersion: 0, TTL: 24 * time.Hour}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.Rotate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			res, err := v.Reencrypt(ctx, threeds.SandboxAuthValues())
+			if err != nil || res.Moved != 1 {
+				t.Fatalf("reencrypt: %+v %v", res, err)
+			}
+			rec, err := e.Get(ctx, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.ExpiresAt.IsZero() {
+				t.Fatal("after keys reencrypt the sandbox 3-D Secure transaction (a sealed authentication value) no longer expires")
+			}
+		})
+	}
+}
+
+// TestReencryptTrimsLegacyBINs (from the review of issue 14): "a record keeps at most as many leading
+// digits as card.Mask shows for that length". Records written before the
+// change keep "bin": the first six of a 13-digit Visa (10 of 13 digits in
+// clear with last4). Nothing migrates them: keys reencrypt opens every card
+// yet leaves the bin as it was (keys.go moveCard).
+func TestReencryptTrimsLegacyBINs(t *testing.T) {
+	e := engines(t)["bolt"](t)
+	v := mustVault(t, e, testKEK(t))
+	p, err := card.ParsePAN("4222222222222")
+	if err != nil {
+		t.Fatal(err)
+	}
+	i, err := v.Tokenize(ctx, "mer_a", vault.Card{PAN: p, Expiry: card.Expiry{Month: 1, Year: 2031}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rawRecord(t, e, i.Token)
+	r["bin"] = json.RawMessage(`"422222"`) // what the code before f55ef79..aed093a stored
+	putRaw(t, e, i.Token, r)
+	if _, err := v.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Reencrypt(ctx, v.Cards()); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(rawRecord(t, e, i.Token)["bin"]); got != `""` {
+		t.Fatalf("a 13-digit card's record still keeps bin %s after keys reencrypt (10 of 13 digits in clear)", got)
+	}
+}
+
+// TestRetireDestroysTheLegacyFingerprintKey (from the review of issue 14): "keys retire destroys
+// version N's three keys". A keyring made before this change keeps version
+// 1's fingerprint key in keyringDoc.FingerprintKey (keyring.go), which
+// without() never drops: after version 1 is retired, the key that made
+// every "fp_..." fingerprint (and the CSRF key derived from it) is still
+// wrapped in the store, and in every backup.
+func TestRetireDestroysTheLegacyFingerprintKey(t *testing.T) {
+	e := engines(t)["bolt"](t)
+	kek := testKEK(t)
+	// The keyring as the code before issue 14 wrote it (git show 52cace7:pkg/vault/keyring.go).
+	fp, err := kek.Wrap([]byte(strings.Repeat("f", 32)), []byte("paypage/fingerprint-key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dek, err := kek.Wrap([]byte(strings.Repeat("d", 32)), []byte("paypage/dek/v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, _ := json.Marshal(map[string]any{"kek_id": kek.ID(), "fingerprint_key": fp,
+		"versions": []map[string]any{{"version": 1, "wrapped": dek, "created": time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}}})
+	if err := e.Commit(ctx, store.Create(store.K("keyring", "main"), doc, 0)); err != nil {
+		t.Fatal(err)
+	}
+	v := mustVault(t, e, kek)
+	clk := &clock{now: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}
+	v.Now, v.Sleep = clk.Now, clk.Sleep
+	if _, err := v.Tokenize(ctx, "mer_a", testCard(t, "4242424242424242")); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := v.Rotate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	k2 := v.CSRFKeys()
-	if len(k2) != 2 || string(k2[0]) == string(k1[0]) || string(k2[1]) != string(k1[0]) {
-		t.Fatal("after rotation: want the new key first and the old one still accepted")
+	if _, err := v.Reencrypt(ctx, v.Cards()); err != nil {
+		t.Fatal(err)
 	}
-	clk.Add(vault.CSRFGrace + time.Minute)
-	if k3 := v.CSRFKeys(); len(k3) != 1 || string(k3[0]) != string(k2[0]) {
-		t.Fatal("after the grace: want only the new key")
+	clk.Add(time.Hour)
+	if err := v.Retire(ctx, 1, v.Cards()); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := e.Get(ctx, store.K("keyring", "main"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left struct {
+		FingerprintKey []byte `json:"fingerprint_key"`
+	}
+	_ = json.Unmarshal(rec.Value, &left)
+	if left.FingerprintKey != nil {
+		if k, err := kek.Unwrap(left.FingerprintKey, []byte("paypage/fingerprint-key")); err == nil {
+			t.Fatalf("version 1 is retired, yet its fingerprint key still unwraps from the keyring (%d bytes)", len(k))
+		}
+	}
+}
+
+// TestRetireSettlesOnItsOwnClock (from the review of issue 14) is the clock-skew form of
+// the stale-replica race: Retire measures RetireSettle with the retiring
+// process's clock against the Created time the rotating process wrote
+// (keys.go Retire). An operator host 15 s ahead retires at once, while a
+// replica that has not polled yet still seals under version 1.
+func TestRetireSettlesOnItsOwnClock(t *testing.T) {
+	e := engines(t)["bolt"](t)
+	// One clock for the time that passes, so the settle times run at once:
+	// the operator's host reads it 15 s ahead, and its waits move it on.
+	clk := &clock{now: time.Now()}
+	rotator := mustVault(t, e, testKEK(t))
+	replica := mustVault(t, e, testKEK(t)) // polls every 3 s; its next poll is not due yet
+	operator := mustVault(t, e, testKEK(t))
+	rotator.Now, replica.Now = clk.Now, clk.Now
+	operator.Now = func() time.Time { return clk.Now().Add(15 * time.Second) } // a skewed host clock
+	operator.Sleep = clk.Sleep
+	if _, err := rotator.Tokenize(ctx, "mer_a", testCard(t, "5555555555554444")); err != nil { // version 1 in use
+		t.Fatal(err)
+	}
+	if _, err := rotator.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := operator.Reencrypt(ctx, operator.Cards()); err != nil {
+		t.Fatal(err)
+	}
+	if err := operator.Retire(ctx, 1, operator.Cards()); err != nil {
+		t.Logf("retire refused: %v", err)
+		return // refused: sound
+	}
+	i, err := replica.Tokenize(ctx, "mer_a", testCard(t, "4242424242424242"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := mustVault(t, e, testKEK(t)).Lookup(ctx, i.Token); errors.Is(err, vault.ErrCorrupt) {
+		t.Fatalf("retired 0 s after the rotation (operator clock 15 s ahead); a card sealed in the replica's poll window never opens: %v", err)
+	}
+}
+
+// TestRewrapThenRotateStrandsNoReplica (from the review of issue 14) is the same race with no
+// fault at all, following the README's ceremony (step 8, then 4-6): after
+// keys rewrap, a replica still running on the old master key cannot reread
+// the ring (Refresh answers ErrWrongKEK; Watch only logs it), so it never
+// learns of the next rotation and keeps sealing under the old active
+// version, which keys retire then destroys.
+func TestRewrapThenRotateStrandsNoReplica(t *testing.T) {
+	e := engines(t)["bolt"](t)
+	clk := &clock{now: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}
+	op := mustVault(t, e, testKEK(t))
+	op.Now, op.Sleep = clk.Now, clk.Sleep
+	replica := mustVault(t, e, testKEK(t)) // a serving replica, not restarted yet
+	if _, err := op.Tokenize(ctx, "mer_a", testCard(t, "5555555555554444")); err != nil {
+		t.Fatal(err)
+	}
+	next, _ := vault.ParseKEK(strings.Repeat("ef", 32))
+	if err := op.Rewrap(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(time.Minute)
+	if _, err := op.Reencrypt(ctx, op.Cards()); err != nil {
+		t.Fatal(err)
+	}
+	if err := op.Retire(ctx, 1, op.Cards()); err != nil {
+		t.Fatalf("retire: %v", err)
+	}
+	_, rerr := replica.Refresh(ctx)
+	i, err := replica.Tokenize(ctx, "mer_a", testCard(t, "4242424242424242"))
+	if err != nil {
+		return // refusing to seal on a ring it cannot reread is the fix
+	}
+	if _, _, err := mustVault(t, e, next).Lookup(ctx, i.Token); err != nil {
+		t.Fatalf("after rewrap + rotate + retire, a replica (refresh: %v) sealed a card under version %s that never opens: %v",
+			rerr, rawRecord(t, e, i.Token)["key_version"], err)
+	}
+}
+
+// TestRetireChecksAgainAfterTheSecondSettle: a value sealed under the old
+// version before the replicas saw the rotation may reach the store late.
+// Retire counts use once the first settle is over, waits a second one and
+// counts again before it destroys: a record that lands in between is seen,
+// and the version stays.
+func TestRetireChecksAgainAfterTheSecondSettle(t *testing.T) {
+	t.Parallel()
+	e := engines(t)["bolt"](t)
+	clk := &clock{now: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}
+	v := mustVault(t, e, testKEK(t))
+	v.Now, v.Sleep = clk.Now, clk.Sleep
+	late, err := v.SealSecret("test|late", []byte("whsec_late")) // sealed under 1, its write still on the way
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(time.Hour)
+	kinds := []vault.Kind{v.Cards(), vault.CVVHolds(), secrets}
+	clk.during = []func(){func() { // during the second settle
+		if err := e.Commit(ctx, store.Put(store.K("testsecret", "late"), late)); err != nil {
+			t.Error(err)
+		}
+	}}
+	if err := v.Retire(ctx, 1, kinds...); !apperr.Is(err, apperr.Conflict) || !strings.Contains(err.Error(), "1 test_secrets") {
+		t.Fatalf("a version-1 value that landed during the second settle: retire answered %v", err)
+	}
+	if b, err := v.OpenSecret(ctx, "test|late", late); err != nil || string(b) != "whsec_late" {
+		t.Fatalf("the late value no longer opens: %v", err)
+	}
+}
+
+// TestRotationWaitsForReplicasToHoldTheNewMasterKey: after keys rewrap, a
+// serving replica still on the old master key goes on sealing with the keys
+// it holds; keys rotate refuses, naming it, until it holds the new key
+// (here it rereads its key file, which now has the new key), and a replica
+// that stops takes its line out.
+func TestRotationWaitsForReplicasToHoldTheNewMasterKey(t *testing.T) {
+	t.Parallel()
+	e := engines(t)["bolt"](t)
+	old := testKEK(t)
+	next, _ := vault.ParseKEK(strings.Repeat("ef", 32))
+	var keyFile atomic.Value // what the replica's --master-key-file holds
+	keyFile.Store(old)
+	replica, err := vault.OpenWith(ctx, e, old, vault.Options{ReloadKEK: func() (vault.KEK, error) { return keyFile.Load().(vault.KEK), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	envKey := mustVault(t, e, old) // a replica whose key came from the environment: it cannot reread it
+	for _, r := range []*vault.Vault{replica, envKey} {
+		if err := r.Announce(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	op := mustVault(t, e, old)
+	if err := op.Rewrap(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	// The replicas go on: same versions, the keys they hold.
+	for _, r := range []*vault.Vault{replica, envKey} {
+		if _, err := r.Refresh(ctx); err != nil {
+			t.Fatalf("refresh after rewrap: %v", err)
+		}
+		if _, err := r.Tokenize(ctx, "mer_a", testCard(t, "4242424242424242")); err != nil {
+			t.Fatalf("a replica on the old master key stopped sealing after rewrap: %v", err)
+		}
+	}
+	if _, err := op.Rotate(ctx); !apperr.Is(err, apperr.Conflict) || !strings.Contains(err.Error(), old.ID()) {
+		t.Fatalf("rotate while replicas hold the old master key: %v", err)
+	}
+	// The key file now holds the new key: the replica picks it up.
+	keyFile.Store(next)
+	if _, err := replica.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.Announce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.Rotate(ctx); err == nil || !strings.Contains(err.Error(), old.ID()) {
+		t.Fatalf("rotate while one replica still holds the old master key: %v", err)
+	}
+	// The other one stops (to be restarted with the new key): its line goes.
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { envKey.Watch(wctx, time.Hour); close(done) }()
+	stop()
+	<-done
+	st, err := op.Status(ctx)
+	if err != nil || len(st.Replicas) != 1 || st.Replicas[0].KEK != next.ID() {
+		t.Fatalf("replicas after one stopped: %+v %v", st.Replicas, err)
+	}
+	if n, err := op.Rotate(ctx); err != nil || n != 2 {
+		t.Fatalf("rotate once every replica holds the new key: %d %v", n, err)
+	}
+	if _, err := replica.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	i, err := replica.Tokenize(ctx, "mer_a", testCard(t, "4242424242424242"))
+	if err != nil || string(rawRecord(t, e, i.Token)["key_version"]) != "2" {
+		t.Fatalf("the replica that picked up the new key does not seal under version 2: %v", err)
 	}
 }

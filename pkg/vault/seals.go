@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/store"
 )
 
@@ -48,36 +49,41 @@ func (v *Vault) block() uint64 { return min(4096, max(1, v.opts.SealBudget/1024)
 // rotateAt is the count at which a key is rotated.
 func (v *Vault) rotateAt() uint64 { return v.opts.SealBudget - v.opts.SealBudget/8 }
 
-// count adds one seal of kind under r's active key, reserving a block in the
-// store when this process's block is used up or the kind is new to it.
-func (v *Vault) count(r *ring, kind string) {
+// count adds one seal of kind under r's active key, before it is made,
+// reserving a block in the store when this process's block is used up or
+// the kind is new to it. When the reservation fails the seal is not made
+// (the error says so): the stored count is never below the seals made, even
+// across a restart.
+func (v *Vault) count(ctx context.Context, r *ring, kind string) error {
 	c := &v.seals
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.version != r.active {
 		c.version, c.used, c.reserved, c.total, c.kinds = r.active, 0, 0, 0, map[string]bool{}
 	}
-	c.used++
-	if c.used <= c.reserved && c.kinds[kind] {
-		return
+	if c.used < c.reserved && c.kinds[kind] {
+		c.used++
+		return nil
 	}
 	var n uint64
-	if c.used > c.reserved {
-		n = max(v.block(), c.used-c.reserved)
+	if c.used >= c.reserved {
+		n = max(v.block(), c.used+1-c.reserved)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	total, err := v.reserve(ctx, c.version, n, kind)
-	if err != nil { // counted at the next reservation; the seal itself is made
-		v.log.Warn("counting seals of a data key", "version", c.version, "err", err.Error())
-		return
+	if err != nil {
+		v.log.Warn("counting seals of a data key: nothing sealed", "version", c.version, "err", err.Error())
+		return apperr.Wrap(apperr.Unavailable, err, "the data key's seal count could not be reserved: nothing was sealed; retry")
 	}
+	c.used++
 	c.reserved += n
 	c.kinds[kind] = true
 	c.total = total
 	if total >= v.rotateAt() {
 		v.rotateForBudget(ctx, c.version, total)
 	}
+	return nil
 }
 
 // reserve adds n to version's count and records kind, returning the new count.
@@ -136,6 +142,9 @@ func (v *Vault) rotateForBudget(ctx context.Context, version uint32, total uint6
 		v.budgetRotations.Add(1)
 		v.log.Warn("data key near its seal budget: rotated", "version", version, "seals", total,
 			"budget", v.opts.SealBudget, "active_version", next)
+		if v.opts.OnBudgetRotation != nil {
+			v.opts.OnBudgetRotation(ctx, version, next, total)
+		}
 	}
 }
 

@@ -4,14 +4,19 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/shamir"
+	"github.com/paypage/paypage/pkg/store"
 )
 
 // Dual control of the master key: SplitMasterKey turns it into n shares, one
@@ -23,6 +28,12 @@ import (
 // where split names the split (shares of two splits never mix), k is the
 // threshold, x the share's number, and check the first 4 bytes of the
 // SHA-256 of everything before it, so a mistyped share is refused on entry.
+
+// Each split is recorded beside the keyring with a verifier of every share
+// (a hash of it: a share's value is 32 random bytes, so its hash gives
+// nothing away), so a sealed service refuses a share no split of its store
+// made, or one altered, on entry: a forged share (anyone can compute a
+// check value) can neither count nor spoil the custodians' unsealing.
 
 // Share is one custodian's share as text, with its check value.
 type Share struct {
@@ -60,7 +71,82 @@ func SplitMasterKey(key []byte, n, k int) ([]Share, error) {
 	return out, nil
 }
 
+// splitKey is where a split of this store's master key is recorded.
+func splitKey(id string) store.Key {
+	return store.Key{Kind: "keyring", ID: "split-" + id, Group: "main"}
+}
+
+// splitDoc records a split: its master key, threshold and share verifiers.
+type splitDoc struct {
+	KEK       string            `json:"kek"`
+	Threshold int               `json:"threshold"`
+	Verifiers map[string]string `json:"verifiers"` // share number -> verifier
+	Created   time.Time         `json:"created"`
+}
+
+// verifier is the hash a share is checked against on entry.
+func verifier(body string) string {
+	sum := sha256.Sum256([]byte("paypage/share-verifier|" + body))
+	return hex.EncodeToString(sum[:16])
+}
+
+// Split splits the master key (which must be the one this store's keyring
+// is wrapped with) into n shares, any k of which rebuild it, and records
+// the split with a verifier of each share.
+func (v *Vault) Split(ctx context.Context, key []byte, n, k int) ([]Share, error) {
+	kek, err := NewLocalKEK(key)
+	if err != nil {
+		return nil, err
+	}
+	if want, err := v.KEKID(ctx); err != nil {
+		return nil, err
+	} else if want != "" && want != kek.ID() {
+		return nil, apperr.E(apperr.Invalid, "the master key given (%s) is not the one this store's keyring is wrapped with (%s)", kek.ID(), want)
+	}
+	shares, err := SplitMasterKey(key, n, k)
+	if err != nil {
+		return nil, err
+	}
+	doc := splitDoc{KEK: kek.ID(), Threshold: k, Verifiers: map[string]string{}, Created: v.Now().UTC()}
+	var id string
+	for _, sh := range shares {
+		p, err := parseShare(sh.Text)
+		if err != nil {
+			return nil, err
+		}
+		id = p.split
+		doc.Verifiers[strconv.Itoa(int(p.share.X))] = verifier(p.body)
+		clear(p.share.Y)
+	}
+	b, _ := json.Marshal(doc)
+	if err := v.store.Commit(ctx, store.Create(splitKey(id), b, 0)); err != nil {
+		return nil, err
+	}
+	return shares, nil
+}
+
+// known checks a share against its split's record.
+func (v *Vault) known(ctx context.Context, p parsedShare) error {
+	rec, err := v.store.Get(ctx, splitKey(p.split))
+	if errors.Is(err, store.ErrNotFound) {
+		return apperr.Field("share", "this share belongs to split %s, which this store does not know: a share of another deployment, made before splits were recorded, or forged", p.split)
+	}
+	if err != nil {
+		return err
+	}
+	var doc splitDoc
+	if err := json.Unmarshal(rec.Value, &doc); err != nil {
+		return ErrCorrupt
+	}
+	want, ok := doc.Verifiers[strconv.Itoa(int(p.share.X))]
+	if !ok || subtle.ConstantTimeCompare([]byte(want), []byte(verifier(p.body))) != 1 {
+		return apperr.Field("share", "share %d is not the one keys split made for split %s: altered or forged", p.share.X, p.split)
+	}
+	return nil
+}
+
 type parsedShare struct {
+	body      string // the text without its check value
 	split     string
 	threshold int
 	share     shamir.Share
@@ -82,7 +168,7 @@ func parseShare(text string) (parsedShare, error) {
 	if shareCheck(strings.Join(f[:5], "-")) != strings.ToLower(f[5]) {
 		return parsedShare{}, apperr.Field("share", "share %d does not match its check value %s: mistyped?", x, f[5])
 	}
-	return parsedShare{split: strings.ToLower(f[1]), threshold: k, share: shamir.Share{X: byte(x), Y: y}}, nil
+	return parsedShare{body: strings.ToLower(strings.Join(f[:5], "-")), split: strings.ToLower(f[1]), threshold: k, share: shamir.Share{X: byte(x), Y: y}}, nil
 }
 
 // UnsealProgress says how far unsealing has come.
@@ -122,16 +208,29 @@ func (v *Vault) progress() UnsealProgress {
 	return p
 }
 
+// ResetUnseal drops the shares given so far (custodians who mixed up their
+// splits start again).
+func (v *Vault) ResetUnseal() UnsealProgress {
+	v.shares.mu.Lock()
+	defer v.shares.mu.Unlock()
+	v.shares.reset()
+	return v.progress()
+}
+
 // AddShare takes one custodian's share. At the threshold it rebuilds the
 // master key, checks it against the key the store's keyring was wrapped
-// with and unseals the vault. A malformed, mistyped, repeated or mixed-up
-// share is refused with a clear error and changes nothing; shares that
-// rebuild the wrong key are all dropped, so the custodians start again.
+// with and unseals the vault. A malformed, mistyped, unknown (no split of
+// this store made it), altered, repeated or mixed-up share is refused with
+// a clear error and changes nothing; shares that rebuild the wrong key are
+// all dropped, so the custodians start again.
 func (v *Vault) AddShare(ctx context.Context, text string) (UnsealProgress, error) {
 	if !v.Sealed() {
 		return v.UnsealProgress(), apperr.E(apperr.Conflict, "the vault is unsealed already")
 	}
 	p, err := parseShare(text)
+	if err == nil {
+		err = v.known(ctx, p)
+	}
 	if err != nil {
 		return v.UnsealProgress(), err
 	}

@@ -38,6 +38,9 @@ type Vault struct {
 	opts  Options
 	log   *slog.Logger
 	Now   func() time.Time
+	// Sleep waits d, or until ctx ends (keys retire's settle times); tests
+	// give it their settable clock's.
+	Sleep func(ctx context.Context, d time.Duration) error
 	// OnReencrypt, when set, is called after each record Reencrypt moves
 	// (progress reports; tests use it to interrupt a run).
 	OnReencrypt func()
@@ -46,10 +49,19 @@ type Vault struct {
 	kek  KEK   // nil while sealed
 	ring *ring // nil while sealed
 	head int64 // the head record's version when the ring was read
+	// seen is when this process first read that head: keys retire counts
+	// its settle time from there, on this process's own clock.
+	seen time.Time
+	// confirmed is when a read of the head last showed the ring current
+	// (taken before the read was sent); zero after a failed read. Nothing is
+	// sealed under a ring not confirmed within SealFresh.
+	confirmed time.Time
+	refresh   sync.Mutex // one synchronous refresh at a time
 
 	seals           counter
 	budgetRotations atomic.Int64
 	shares          unsealer
+	holder          holderState
 }
 
 // Options are a vault's settings.
@@ -67,14 +79,35 @@ type Options struct {
 	// TombstoneTTL is how long a deleted card's tombstone answers
 	// "token_deleted" (0: DefaultTombstoneTTL).
 	TombstoneTTL time.Duration
+	// ReloadKEK reads the master key again from where it came from (its
+	// file), so a replica picks up the new key after keys rewrap without a
+	// restart. Nil: it cannot (a key from the environment, or from shares).
+	ReloadKEK func() (KEK, error)
+	// OnBudgetRotation is told of each rotation this process makes because
+	// a data key neared its seal budget (the audit trail records it). It is
+	// called with the seal count's lock held: it must not seal, nor ask for
+	// SealStats.
+	OnBudgetRotation func(ctx context.Context, from, to uint32, seals uint64)
 }
 
 // DefaultSealBudget is 2^30 seals per data key, far below the 2^32 random
 // nonces NIST SP 800-38D allows one AES-GCM key.
 const DefaultSealBudget = 1 << 30
 
+// SealFresh is how recently a replica must have read the keyring's head to
+// seal under its ring: a replica that cannot read it (a partition, a
+// master key it lacks) stops sealing within this time instead of going on
+// under a version that keys retire may have destroyed. RetireSettle is
+// longer.
+const SealFresh = 5 * time.Second
+
 // ErrSealed is returned by every operation of a sealed vault.
 var ErrSealed = apperr.E(apperr.Unavailable, "the vault is sealed: the custodians must unseal it")
+
+// errStale is what a seal answers when the ring could not be confirmed.
+func errStale(err error) error {
+	return apperr.Wrap(apperr.Unavailable, err, "the keyring could not be confirmed current: nothing is sealed under a key that may be retired; retry")
+}
 
 // Open loads the keyring from the store (creating it on a new store) and
 // checks that the KEK opens it.
@@ -99,12 +132,24 @@ func NewSealed(s store.Store, opts Options) *Vault {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Vault{store: s, opts: opts, log: opts.Logger, Now: time.Now}
+	return &Vault{store: s, opts: opts, log: opts.Logger, Now: time.Now, Sleep: sleep}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // Unseal opens the keyring with kek: ErrWrongKEK when kek is not the master
 // key the store's keyring was wrapped with.
 func (v *Vault) Unseal(ctx context.Context, kek KEK) error {
+	asked := v.Now()
 	head, err := v.readHead(ctx)
 	if err != nil {
 		return err
@@ -114,23 +159,26 @@ func (v *Vault) Unseal(ctx context.Context, kek KEK) error {
 		return err
 	}
 	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.ring != nil {
-		v.ring.wipe()
+	old := v.ring
+	v.kek, v.ring, v.head, v.seen, v.confirmed = kek, r, head, v.Now(), asked
+	v.mu.Unlock()
+	if old != nil {
+		old.drop()
 	}
-	v.kek, v.ring, v.head = kek, r, head
 	return nil
 }
 
-// Seal drops the master key and the opened keys and clears the key bytes
-// the vault holds; until Unseal every operation answers ErrSealed.
+// Seal drops the master key and the opened keys, and clears the key bytes
+// the vault holds (at once, or as each request in flight lets go of them);
+// until Unseal every operation answers ErrSealed.
 func (v *Vault) Seal() {
 	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.ring != nil {
-		v.ring.wipe()
+	old := v.ring
+	v.kek, v.ring, v.confirmed = nil, nil, time.Time{}
+	v.mu.Unlock()
+	if old != nil {
+		old.drop()
 	}
-	v.kek, v.ring = nil, nil
 }
 
 // Sealed reports whether the vault lacks its master key.
@@ -157,13 +205,72 @@ func (v *Vault) KEKID(ctx context.Context) (string, error) {
 	return doc.KEKID, nil
 }
 
-func (v *Vault) current() (*ring, error) {
+// acquire returns the ring in use, held: the caller releases it.
+func (v *Vault) acquire() (*ring, error) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	if v.ring == nil {
 		return nil, ErrSealed
 	}
+	v.ring.hold()
 	return v.ring, nil
+}
+
+// sealing returns the ring to seal under, held: one confirmed current
+// within SealFresh, after a synchronous read of the head when the last is
+// older. A replica that cannot confirm its ring seals nothing (503).
+func (v *Vault) sealing(ctx context.Context) (*ring, error) {
+	if err := v.fresh(ctx); err != nil {
+		return nil, err
+	}
+	return v.acquire()
+}
+
+// confirmedWithin reports whether the ring was confirmed within SealFresh.
+func (v *Vault) confirmedWithin() bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	age := v.Now().Sub(v.confirmed)
+	return v.ring != nil && !v.confirmed.IsZero() && age >= 0 && age < SealFresh // a clock set back confirms again
+}
+
+// fresh confirms the ring, reading the head when the last confirmation is
+// older than SealFresh (one reader at a time; the others wait for it).
+func (v *Vault) fresh(ctx context.Context) error {
+	if v.confirmedWithin() {
+		return nil
+	}
+	v.refresh.Lock()
+	defer v.refresh.Unlock()
+	if v.confirmedWithin() {
+		return nil
+	}
+	if v.Sealed() {
+		return ErrSealed
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := v.Refresh(ctx); err != nil {
+		return errStale(err)
+	}
+	if !v.confirmedWithin() {
+		if v.Sealed() {
+			return ErrSealed
+		}
+		return errStale(errors.New("the head was read but the ring not confirmed"))
+	}
+	return nil
+}
+
+// Ready reports whether the vault can seal: ErrSealed, or why its keyring
+// could not be confirmed current (readiness probes take the replica out).
+func (v *Vault) Ready(ctx context.Context) error { return v.fresh(ctx) }
+
+// unconfirm records a failed read: nothing is sealed until one succeeds.
+func (v *Vault) unconfirm() {
+	v.mu.Lock()
+	v.confirmed = time.Time{}
+	v.mu.Unlock()
 }
 
 func (v *Vault) readHead(ctx context.Context) (int64, error) {
@@ -174,55 +281,132 @@ func (v *Vault) readHead(ctx context.Context) (int64, error) {
 	return rec.Version, err
 }
 
-// reload rereads the keyring, for a key version another replica added.
+// reload rereads the keyring, for a key version another process added or
+// retired, and returns it held. A keyring that keys rewrap wrapped under
+// another master key is opened with that key when Options.ReloadKEK finds
+// it (the key file was replaced); otherwise, while its versions are the keys
+// this process holds, it goes on with them (and says so), and once a version
+// it lacks appears it fails: the replica then seals nothing.
 func (v *Vault) reload(ctx context.Context) (*ring, error) {
 	v.mu.RLock()
-	kek := v.kek
+	kek, cur := v.kek, v.ring
+	if cur != nil {
+		cur.hold()
+	}
 	v.mu.RUnlock()
-	if kek == nil {
+	if kek == nil || cur == nil {
 		return nil, ErrSealed
 	}
+	defer cur.release()
+	asked := v.Now()
 	head, err := v.readHead(ctx)
 	if err != nil {
 		return nil, err
 	}
-	r, err := loadRing(ctx, v.store, kek, v.Now())
+	rec, err := v.store.Get(ctx, keyringKey)
+	if err != nil {
+		return nil, err
+	}
+	use := kek
+	r, err := openRing(rec, kek, v.Now())
+	if errors.Is(err, ErrWrongKEK) {
+		r, use, err = v.rewrapped(rec, kek, cur, head)
+	}
 	if err != nil {
 		return nil, err
 	}
 	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.kek != kek { // sealed or rewrapped meanwhile
-		r.wipe()
-		return v.ring, nil
+	if v.kek != kek { // sealed or rewrapped here meanwhile
+		v.mu.Unlock()
+		r.drop()
+		return nil, ErrSealed
 	}
-	v.ring, v.head = r, head
+	old := v.ring
+	if head != v.head {
+		v.seen = v.Now()
+	}
+	v.kek, v.ring, v.head, v.confirmed = use, r, head, asked
+	r.hold()
+	v.mu.Unlock()
+	old.drop()
 	return r, nil
+}
+
+// rewrapped opens a keyring that kek does not open: with the master key
+// Options.ReloadKEK reads now, when that is the ring's; else with the keys
+// cur holds, when the ring has no version cur lacks.
+func (v *Vault) rewrapped(rec store.Record, kek KEK, cur *ring, head int64) (*ring, KEK, error) {
+	var doc keyringDoc
+	if err := json.Unmarshal(rec.Value, &doc); err != nil {
+		return nil, nil, ErrWrongKEK
+	}
+	if v.opts.ReloadKEK != nil {
+		if next, err := v.opts.ReloadKEK(); err == nil && next.ID() == doc.KEKID {
+			if r, err := openRing(rec, next, v.Now()); err == nil {
+				v.log.Info("picked up the new master key the keyring is wrapped with", "kek", next.ID())
+				return r, next, nil
+			}
+		}
+	}
+	if cur == nil {
+		return nil, nil, ErrWrongKEK
+	}
+	r, ok := cur.carry(doc, rec.Version, v.Now())
+	if !ok {
+		return nil, nil, apperr.Wrap(apperr.Unavailable, ErrWrongKEK, "the keyring has a key version wrapped under master key %s, and this replica holds %s: give it the new master key", doc.KEKID, kek.ID())
+	}
+	if head != v.head {
+		v.log.Warn("the keyring is wrapped under another master key (keys rewrap): going on with the keys held; give this replica the new master key before the next keys rotate",
+			"keyring_kek", doc.KEKID, "held_kek", kek.ID())
+	}
+	return r, kek, nil
 }
 
 // Refresh reads the keyring's small head record and, when another process
 // changed the ring (a rotation, a retirement), rereads the ring. It reports
-// whether it did.
+// whether it did. A failed read leaves the ring unconfirmed: nothing is
+// sealed until a read succeeds.
 func (v *Vault) Refresh(ctx context.Context) (bool, error) {
 	v.mu.RLock()
 	sealed, seen := v.ring == nil, v.head
+	behind := !sealed && v.opts.ReloadKEK != nil && v.kek.ID() != v.ring.doc.KEKID
 	v.mu.RUnlock()
 	if sealed {
 		return false, nil
 	}
+	asked := v.Now()
 	head, err := v.readHead(ctx)
-	if err != nil || head == seen {
+	if err != nil {
+		v.unconfirm()
 		return false, err
 	}
-	_, err = v.reload(ctx)
-	return err == nil, err
+	if head == seen && !behind {
+		v.mu.Lock()
+		if v.head == head && v.ring != nil {
+			v.confirmed = asked
+		}
+		v.mu.Unlock()
+		return false, nil
+	}
+	r, err := v.reload(ctx)
+	if err != nil {
+		if !errors.Is(err, ErrSealed) {
+			v.unconfirm()
+		}
+		return false, err
+	}
+	r.release()
+	return true, nil
 }
 
 // Watch calls Refresh every interval until ctx ends, so a key rotated by
-// another process is used here within that interval.
+// another process is used here within that interval, and records in the
+// store which master key this replica holds (Announce).
 func (v *Vault) Watch(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
+	defer v.withdraw()
+	v.announceDue(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -230,28 +414,31 @@ func (v *Vault) Watch(ctx context.Context, every time.Duration) {
 		case <-t.C:
 		}
 		if changed, err := v.Refresh(ctx); err != nil && ctx.Err() == nil {
-			v.log.Warn("rereading the keyring", "err", err.Error())
+			v.log.Warn("rereading the keyring: sealing nothing until it is read", "err", err.Error())
 		} else if changed {
-			r, _ := v.current()
-			if r != nil {
+			if r, err := v.acquire(); err == nil {
 				v.log.Info("keyring changed: sealing under the active data key", "active_version", r.active)
+				r.release()
 			}
 		}
+		v.announceDue(ctx)
 	}
 }
 
 // open decrypts with the cached ring, rereading it once when the ciphertext
 // names a key version the cache does not have.
 func (v *Vault) open(ctx context.Context, sealed, ad []byte) ([]byte, error) {
-	r, err := v.current()
+	r, err := v.acquire()
 	if err != nil {
 		return nil, err
 	}
 	if kv, ok := KeyVersionOf(sealed); ok && r.terms[kv] == nil {
+		r.release()
 		if r, err = v.reload(ctx); err != nil {
 			return nil, err
 		}
 	}
+	defer r.release()
 	return r.open(sealed, ad)
 }
 
@@ -281,7 +468,7 @@ type record struct {
 	Token       string     `json:"token"`
 	Merchant    string     `json:"merchant"`
 	Brand       card.Brand `json:"brand"`
-	BIN         string     `json:"bin,omitempty"` // only what card.Mask shows: none under 16 digits
+	BIN         string     `json:"bin"` // only what card.Mask shows: none under 16 digits
 	Last4       string     `json:"last4"`
 	ExpMonth    int        `json:"exp_month"`
 	ExpYear     int        `json:"exp_year"`
@@ -368,13 +555,16 @@ func (v *Vault) SealValue(kind, bind string, plain []byte) ([]byte, error) {
 	if !slices.Contains(sealKinds, kind) {
 		return nil, apperr.E(apperr.Internal, "vault: unknown sealed kind %q", kind)
 	}
-	r, err := v.current()
+	ctx := context.Background()
+	r, err := v.sealing(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := r.seal(plain, ad(kind, bind))
-	v.count(r, kind)
-	return out, nil
+	defer r.release()
+	if err := v.count(ctx, r, kind); err != nil {
+		return nil, err
+	}
+	return r.seal(plain, ad(kind, bind)), nil
 }
 
 // OpenValue opens what SealValue sealed with the same kind and bind.
@@ -406,10 +596,11 @@ func (v *Vault) fingerprint(ctx context.Context, r *ring, merchant string, pan c
 // live fingerprint key, so it stays the same across a rotation and changes
 // once, when that key is retired ("" while sealed).
 func (v *Vault) CardKey(pan card.PAN) string {
-	r, err := v.current()
+	r, err := v.acquire()
 	if err != nil {
 		return ""
 	}
+	defer r.release()
 	m := hmac.New(sha256.New, r.terms[r.oldest].fp)
 	m.Write([]byte("card|" + pan.Digits()))
 	sum := hex.EncodeToString(m.Sum(nil)[:16])
@@ -431,12 +622,16 @@ func (v *Vault) TokenizeFor(ctx context.Context, merchant string, c Card, owner 
 	if merchant == "" || c.PAN.IsZero() {
 		return Info{}, apperr.E(apperr.Invalid, "tokenize needs a merchant and a card")
 	}
-	r, err := v.current()
+	r, err := v.sealing(ctx)
 	if err != nil {
 		return Info{}, err
 	}
+	defer r.release()
 	fp, fpv, err := v.fingerprint(ctx, r, merchant, c.PAN)
 	if err != nil {
+		return Info{}, err
+	}
+	if err := v.count(ctx, r, KindCard); err != nil {
 		return Info{}, err
 	}
 	token := NewID(tokenPrefix)
@@ -447,7 +642,6 @@ func (v *Vault) TokenizeFor(ctx context.Context, merchant string, c Card, owner 
 		ExpMonth: c.Expiry.Month, ExpYear: c.Expiry.Year, Fingerprint: fp, FPVersion: fpv,
 		KeyVersion: r.active, Sealed: r.seal(plain, ad(KindCard, cardBind(merchant, token))), Created: v.Now().UTC(), Owner: owner,
 	}
-	v.count(r, KindCard)
 	b, _ := json.Marshal(rec)
 	op := store.Create(cardKey(token), b, 0)
 	if owner != "" && v.opts.CardReview > 0 {
@@ -626,27 +820,33 @@ func (v *Vault) OpenSecret(ctx context.Context, purpose string, sealed []byte) (
 // key version still post: the longest a payment session lives.
 const CSRFGrace = 24 * time.Hour
 
-// CSRFKeys returns the keys CSRF tokens are checked with: the active
-// version's first (new tokens use it), then the previous version's until
-// CSRFGrace after the rotation, so a form open in a tab survives it. Nil
-// while sealed.
-func (v *Vault) CSRFKeys() [][]byte {
-	r, err := v.current()
+// CSRFTags returns the HMAC-SHA256 of msg under each key CSRF tokens are
+// accepted with: the active version's first (new tokens use it), then the
+// previous version's (live, or kept after its retirement) until CSRFGrace
+// after the rotation, so a form open in a tab survives a rotation and a
+// retirement. The keys never leave the vault. Nil while sealed.
+func (v *Vault) CSRFTags(msg []byte) [][]byte {
+	r, err := v.acquire()
 	if err != nil {
 		return nil
 	}
+	defer r.release()
 	a := r.terms[r.active]
 	keys := [][]byte{a.csrf}
-	var prev *term
-	for ver, t := range r.terms {
-		if ver < r.active && (prev == nil || ver > prev.version) {
-			prev = t
+	if v.Now().Sub(a.created) < CSRFGrace {
+		if p := r.terms[r.doc.previous()]; p != nil {
+			keys = append(keys, p.csrf)
+		} else if r.graceCSRF != nil { // retired, its CSRF key kept for the grace
+			keys = append(keys, r.graceCSRF)
 		}
 	}
-	if prev != nil && v.Now().Sub(a.created) < CSRFGrace {
-		keys = append(keys, prev.csrf)
+	tags := make([][]byte, len(keys))
+	for i, k := range keys {
+		m := hmac.New(sha256.New, k)
+		m.Write(msg)
+		tags[i] = m.Sum(nil)
 	}
-	return keys
+	return tags
 }
 
 // SealHeld seals a secret that waits for an attempt (a security code, a 3-D

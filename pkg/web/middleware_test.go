@@ -2,6 +2,8 @@ package web
 
 import (
 	"bufio"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -64,7 +66,11 @@ func newTestServer(t testing.TB, cfg Config) *testServer {
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	al := audit.New(st)
 	s, err := New(cfg, Deps{Store: st, Audit: al, Refusals: audit.NewRefusals(al, time.Minute, 100, log), Registry: reg, Logger: log,
-		CSRFKeys: func() [][]byte { return [][]byte{make([]byte, 32)} }})
+		CSRFTags: func(msg []byte) [][]byte {
+			m := hmac.New(sha256.New, make([]byte, 32))
+			m.Write(msg)
+			return [][]byte{m.Sum(nil)}
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}

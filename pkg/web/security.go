@@ -3,7 +3,6 @@ package web
 import (
 	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"net/http"
 	"slices"
@@ -80,10 +79,11 @@ func setFramers(h http.Header, formAction string, framers []string) {
 	}
 }
 
-// sealedGate answers 503 to the shopper pages and the APIs while the vault
-// is sealed (a service started with --unseal-shares, before the custodians
-// unseal it, or after paypage seal). Health, static files, the page
-// manifest and CSP reports stay up.
+// sealedGate answers 503 to the shopper pages, the APIs and Kaspi's
+// notifications (Kaspi retries them) while the vault is sealed (a service
+// started with --unseal-shares, before the custodians unseal it, or after
+// paypage seal). Health, static files, the page manifest and CSP reports
+// stay up.
 func (s *Server) sealedGate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.Vault == nil || !s.Vault.Sealed() {
@@ -92,7 +92,7 @@ func (s *Server) sealedGate(next http.Handler) http.Handler {
 		}
 		p := r.URL.Path
 		switch {
-		case strings.HasPrefix(p, "/v1/"):
+		case strings.HasPrefix(p, "/v1/"), strings.HasPrefix(p, "/kaspi/"):
 			s.writeError(w, r, vault.ErrSealed)
 		case strings.HasPrefix(p, "/pay/"), strings.HasPrefix(p, "/sandbox/"):
 			s.pageError(w, r, vault.ErrSealed)
@@ -130,18 +130,16 @@ func (s *Server) csrfToken(w http.ResponseWriter, r *http.Request, scope string,
 		}
 		http.SetCookie(w, c)
 	}
-	keys := s.CSRFKeys()
-	if len(keys) == 0 {
+	tags := s.CSRFTags(csrfMessage(val, scope))
+	if len(tags) == 0 {
 		return "" // sealed: the post will fail, and the page says why
 	}
-	return csrfMAC(keys[0], val, scope)
+	return base64.RawURLEncoding.EncodeToString(tags[0])
 }
 
-func csrfMAC(key []byte, cookie, scope string) string {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(cookie + "|" + scope))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
-}
+// csrfMessage is what a CSRF token authenticates: the browser's cookie and
+// the session it acts on.
+func csrfMessage(cookie, scope string) []byte { return []byte(cookie + "|" + scope) }
 
 // csrfOK checks a posted form's token against the cookie, under each key
 // still accepted.
@@ -150,10 +148,13 @@ func (s *Server) csrfOK(r *http.Request, scope string) bool {
 	if err != nil || c.Value == "" {
 		return false
 	}
-	got := []byte(r.PostFormValue("csrf"))
+	got, err := base64.RawURLEncoding.DecodeString(r.PostFormValue("csrf"))
+	if err != nil {
+		return false
+	}
 	ok := false
-	for _, k := range s.CSRFKeys() {
-		ok = hmac.Equal([]byte(csrfMAC(k, c.Value, scope)), got) || ok
+	for _, tag := range s.CSRFTags(csrfMessage(c.Value, scope)) {
+		ok = hmac.Equal(tag, got) || ok
 	}
 	return ok
 }

@@ -71,9 +71,10 @@ type Deps struct {
 	Idem     *idempotency.Keys
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
-	// CSRFKeys returns the keys CSRF tokens are made with (the first) and
-	// checked with (each): vault.Vault.CSRFKeys.
-	CSRFKeys func() [][]byte
+	// CSRFTags returns the MAC of a message under each key CSRF tokens are
+	// made with (the first) and checked with (each), keeping the keys to
+	// itself; nil while there are none (sealed): vault.Vault.CSRFTags.
+	CSRFTags func(msg []byte) [][]byte
 }
 
 // Server is the HTTP handler of paypage.
@@ -106,7 +107,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
-	if d.CSRFKeys == nil {
+	if d.CSRFTags == nil {
 		return nil, errors.New("web: no CSRF keys")
 	}
 	if d.Registry == nil {
@@ -243,6 +244,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if err := s.Store.Ping(ctx); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "store": "unreachable"})
 		return
+	}
+	if s.Vault != nil {
+		if err := s.Vault.Ready(ctx); err != nil { // a keyring it cannot confirm: it seals nothing
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "keyring": "unconfirmed"})
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
