@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/paypage/paypage/pkg/pagecheck"
@@ -19,12 +20,16 @@ import (
 // binary's release (PCI DSS 11.6.1): the page's scripts, styles, inline code
 // and security headers, and the manifest the service serves.
 type verifyPageCmd struct {
-	URL     string
-	Timeout time.Duration
+	URL          string
+	Timeout      time.Duration
+	UserAgent    string
+	AllowHeaders string
 }
 
 func (c *verifyPageCmd) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Timeout, "timeout", 30*time.Second, "how long to wait for the page and its assets")
+	fs.StringVar(&c.UserAgent, "user-agent", pagecheck.BrowserUserAgent, "the User-Agent to ask with: a browser's, so a proxy that cloaks its tampering from tools shows it")
+	fs.StringVar(&c.AllowHeaders, "allow-header", "", "headers your own proxy or CDN adds to the pages, comma separated (`NAMES`): allowed besides the manifest's")
 }
 
 func (c *verifyPageCmd) setArgs(args []string) error {
@@ -48,11 +53,17 @@ func (c *verifyPageCmd) run(ctx context.Context, m *Main) error {
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	diffs, err := pagecheck.Verify(ctx, client, c.URL, want)
+	var allow []string
+	for _, h := range strings.Split(c.AllowHeaders, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			allow = append(allow, h)
+		}
+	}
+	diffs, err := pagecheck.VerifyWith(ctx, client, c.URL, want, pagecheck.Options{UserAgent: c.UserAgent, AllowHeaders: allow})
 	if err != nil {
 		return err
 	}
-	served, err := fetchManifest(ctx, client, origin+web.ManifestPath)
+	served, err := fetchManifest(ctx, client, origin+web.ManifestPath, c.UserAgent)
 	if err != nil {
 		diffs = append(diffs, "the page manifest could not be read: "+err.Error())
 	} else {
@@ -68,12 +79,13 @@ func (c *verifyPageCmd) run(ctx context.Context, m *Main) error {
 	return nil
 }
 
-func fetchManifest(ctx context.Context, client *http.Client, u string) (pagecheck.Manifest, error) {
+func fetchManifest(ctx context.Context, client *http.Client, u, userAgent string) (pagecheck.Manifest, error) {
 	var m pagecheck.Manifest
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return m, err
 	}
+	req.Header.Set("User-Agent", userAgent)
 	res, err := client.Do(req)
 	if err != nil {
 		return m, err

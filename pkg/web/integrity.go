@@ -1,9 +1,12 @@
 package web
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
@@ -13,8 +16,10 @@ import (
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/publicsuffix"
 
 	"github.com/paypage/paypage/pkg/pagecheck"
+	"github.com/paypage/paypage/pkg/store"
 )
 
 // ManifestPath is where the page manifest is served.
@@ -43,6 +48,8 @@ func manifestOf(a *Assets, publicURL string) pagecheck.Manifest {
 			Purpose: "the pages' icon (also at /favicon.ico), so browsers ask for nothing else"}},
 		InlineScripts: []string{},
 		Headers:       SecurityHeaders(publicURL),
+		OtherHeaders:  []string{"Content-Length", "Content-Type", "Date", "Set-Cookie"},
+		LinkOrigins:   []string{},
 	}
 }
 
@@ -52,25 +59,58 @@ func (s *Server) manifest(w http.ResponseWriter, _ *http.Request) {
 }
 
 // cspReports records the Content-Security-Policy violations browsers report:
-// only the directive, the blocked URL's origin and the page's route
-// template are kept (no query, no path IDs, nothing a shopper typed), at a
-// bounded rate, and each is counted in a metric.
+// only the directive, the blocked URL's registrable domain and the page's
+// route template are kept (no query, no path, no subdomain, no long run of
+// digits, nothing a shopper typed), at a bounded rate per client and over
+// the process, and each is counted in a metric. The store's log of them is
+// capped (cspKeep); paypage csp-reports reads it.
 type cspReports struct {
 	violations *prometheus.CounterVec
 	dropped    prometheus.Counter
 
-	mu     sync.Mutex
+	now       func() time.Time
+	keep      int // reports the log keeps (cspKeep)
+	trimEvery int // appends between trims (cspTrimEvery)
+
+	mu       sync.Mutex
+	all      bucket
+	clients  map[string]*bucket
+	appended int
+}
+
+// A bucket of report tokens.
+type bucket struct {
 	tokens float64
 	last   time.Time
 }
 
-// cspRate and cspBurst bound how many reports a process records a second.
+// take spends a token of a bucket filled at rate up to burst.
+func (b *bucket) take(now time.Time, rate, burst float64) bool {
+	if b.last.IsZero() {
+		b.tokens = burst
+	}
+	b.tokens = min(burst, b.tokens+max(0, now.Sub(b.last).Seconds())*rate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// The rates: over the process, and per client address (an IPv6 /64).
 const (
-	cspRate     = 5.0
-	cspBurst    = 20.0
-	cspMaxBody  = 16 << 10
-	cspLogName  = "csp-reports"
-	cspMaxBatch = 10
+	cspRate          = 5.0
+	cspBurst         = 20.0
+	cspClientRate    = 0.5
+	cspClientBurst   = 5.0
+	cspClientsMax    = 4096 // clients tracked at once; past it, new ones wait
+	cspMaxBody       = 16 << 10
+	cspLogName       = "csp-reports"
+	cspMaxBatch      = 10
+	cspKeep          = 10_000 // reports the store keeps; older ones are trimmed
+	cspTrimEvery     = 100    // appends between trims
+	cspDigitsReplace = "#"
 )
 
 func newCSPReports(reg prometheus.Registerer) *cspReports {
@@ -79,25 +119,45 @@ func newCSPReports(reg prometheus.Registerer) *cspReports {
 			Name: "paypage_csp_violations_total", Help: "Content-Security-Policy violations reported by browsers, by directive.",
 		}, []string{"directive"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "paypage_csp_reports_dropped_total", Help: "CSP violation reports refused by the rate limit.",
+			Name: "paypage_csp_reports_dropped_total", Help: "CSP violation reports refused by the rate limits (per client and over the process).",
 		}),
-		tokens: cspBurst,
+		clients: map[string]*bucket{}, now: time.Now, keep: cspKeep, trimEvery: cspTrimEvery,
 	}
 	reg.MustRegister(c.violations, c.dropped)
 	return c
 }
 
-// allow takes a token from the bucket.
-func (c *cspReports) allow(now time.Time) bool {
+// allow takes a token from the client's bucket and from the process's.
+func (c *cspReports) allow(client string, now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.tokens = min(cspBurst, c.tokens+now.Sub(c.last).Seconds()*cspRate)
-	c.last = now
-	if c.tokens < 1 {
+	b := c.clients[client]
+	if b == nil {
+		if len(c.clients) >= cspClientsMax {
+			for k, old := range c.clients { // forget the clients whose buckets are full again
+				if now.Sub(old.last).Seconds()*cspClientRate >= cspClientBurst {
+					delete(c.clients, k)
+				}
+			}
+			if len(c.clients) >= cspClientsMax {
+				return false
+			}
+		}
+		b = &bucket{}
+		c.clients[client] = b
+	}
+	if !b.take(now, cspClientRate, cspClientBurst) {
 		return false
 	}
-	c.tokens--
-	return true
+	return c.all.take(now, cspRate, cspBurst)
+}
+
+// trimDue reports whether this append should trim the log.
+func (c *cspReports) trimDue() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.appended++
+	return c.appended%c.trimEvery == 0
 }
 
 // CSPViolation is what is kept of one report.
@@ -119,7 +179,7 @@ var cspKeywords = regexp.MustCompile(`^(inline|eval|wasm-eval|trusted-types-poli
 // cspReport takes a browser's violation report: the Reporting API's
 // application/reports+json (a list) or report-uri's application/csp-report.
 func (s *Server) cspReport(w http.ResponseWriter, r *http.Request) {
-	if !s.csp.allow(time.Now()) {
+	if !s.csp.allow(clientBucket(r), s.csp.now()) {
 		s.csp.dropped.Inc()
 		w.WriteHeader(http.StatusTooManyRequests)
 		return
@@ -146,8 +206,15 @@ func (s *Server) cspReport(w http.ResponseWriter, r *http.Request) {
 		s.csp.violations.WithLabelValues(v.Directive).Inc()
 		s.log.Warn("csp violation", "directive", v.Directive, "blocked", v.Blocked, "page", v.Page)
 		b, _ := json.Marshal(v)
-		if _, err := s.Store.Append(r.Context(), cspLogName, b); err != nil {
+		id, err := s.Store.Append(r.Context(), cspLogName, b)
+		if err != nil {
 			s.log.Warn("recording a csp violation", "err", err.Error())
+			continue
+		}
+		if s.csp.trimDue() {
+			if _, err := s.Store.TrimLog(r.Context(), cspLogName, id, s.csp.keep); err != nil {
+				s.log.Warn("trimming the csp reports", "err", err.Error())
+			}
 		}
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -182,7 +249,7 @@ func (s *Server) parseViolation(rep map[string]json.RawMessage) (CSPViolation, b
 	}
 	return CSPViolation{
 		Directive: dir, Blocked: originOf(firstOf(f.BlockedURL, f.LegacyBlocked)),
-		Page: s.routeOf(firstOf(f.DocumentURL, f.LegacyDocument)), At: time.Now().UTC(),
+		Page: s.routeOf(firstOf(f.DocumentURL, f.LegacyDocument)), At: s.csp.now().UTC(),
 	}, true
 }
 
@@ -195,20 +262,57 @@ func firstOf(s ...string) string {
 	return ""
 }
 
-// originOf keeps a blocked URL's origin, or the keyword a browser reports
-// for inline code; nothing else of it.
+// originOf keeps of a blocked URL its scheme and registrable domain (the
+// public suffix and one label: https://skim.example of
+// https://4242424242424242.1230.981.skim.example/p.gif, where a skimmer
+// that exfiltrates by DNS puts the card), with every run of four or more
+// digits replaced; or the keyword a browser reports for inline code.
+// Nothing else of it.
 func originOf(blocked string) string {
 	if cspKeywords.MatchString(blocked) {
 		return blocked
 	}
 	u, err := url.Parse(blocked)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "wss" && u.Scheme != "ws") || u.Host == "" {
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "wss" && u.Scheme != "ws") || u.Hostname() == "" {
 		if err == nil && cspKeywords.MatchString(u.Scheme) {
 			return u.Scheme
 		}
 		return "other"
 	}
-	return u.Scheme + "://" + u.Host
+	host := strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.String()
+	} else if d, err := publicsuffix.EffectiveTLDPlusOne(host); err == nil {
+		host = d
+	}
+	return u.Scheme + "://" + digitRuns.ReplaceAllString(host, cspDigitsReplace)
+}
+
+// digitRuns are what could carry a card number, an expiry or a code.
+var digitRuns = regexp.MustCompile(`[0-9]{4,}`)
+
+// CSPReport is one recorded violation report and its entry ID in the log.
+type CSPReport struct {
+	ID string `json:"id"`
+	CSPViolation
+}
+
+// ReadCSPReports returns up to limit recorded violation reports after the
+// entry ID after ("" from the oldest kept).
+func ReadCSPReports(ctx context.Context, s store.Store, after string, limit int) ([]CSPReport, error) {
+	ents, err := s.Read(ctx, cspLogName, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]CSPReport, 0, len(ents))
+	for _, e := range ents {
+		rep := CSPReport{ID: e.ID}
+		if err := json.Unmarshal(e.Data, &rep.CSPViolation); err != nil {
+			return nil, fmt.Errorf("csp report %s: %w", e.ID, err)
+		}
+		out = append(out, rep)
+	}
+	return out, nil
 }
 
 // routeOf is the route template of one of our pages ("/pay/{id}"), or "other".
