@@ -2,6 +2,8 @@ package vault_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -541,11 +543,63 @@ func TestReplicaThatCannotReadTheRingSealsNothing(t *testing.T) {
 	}
 	i, err := replica.Tokenize(ctx, "mer_a", testCard(t, "4242424242424242"))
 	if err != nil {
-		return // refusing to seal on a ring it cannot confirm is the fix
+		// Refusing to seal on a ring it cannot confirm is the fix: a 503,
+		// readiness says so, and it seals again once it reads the head.
+		if !apperr.Is(err, apperr.Unavailable) || replica.Ready(ctx) == nil {
+			t.Fatalf("refused with %v; ready: %v", err, replica.Ready(ctx))
+		}
+		partitioned.cut.Store(false)
+		i, err := replica.Tokenize(ctx, "mer_a", testCard(t, "4242424242424242"))
+		if err != nil || string(rawRecord(t, e, i.Token)["key_version"]) != "2" || replica.Ready(ctx) != nil {
+			t.Fatalf("once the head reads again: %v", err)
+		}
+		return
 	}
 	if _, _, err := op.Lookup(ctx, i.Token); err != nil {
 		t.Fatalf("a card stored a minute after version 1 was retired was sealed under version %s and never opens again: %v",
 			rawRecord(t, e, i.Token)["key_version"], err)
+	}
+}
+
+// failingSeals is a store whose writes of the seal count fail.
+type failingSeals struct{ store.Store }
+
+func (f failingSeals) Commit(ctx context.Context, ops ...store.Op) error {
+	for _, op := range ops {
+		if op.Key.Kind == "keyring" && op.Key.ID == "seals" {
+			return store.ErrUnavailable
+		}
+	}
+	return f.Store.Commit(ctx, ops...)
+}
+
+// TestSealNotMadeWithoutItsCount: a seal is counted (its block reserved in
+// the store) before it is made; when the count cannot be written the seal
+// is refused, so no restart can lose a seal the count never saw.
+func TestSealNotMadeWithoutItsCount(t *testing.T) {
+	t.Parallel()
+	e := engines(t)["bolt"](t)
+	v := mustVault(t, failingSeals{e}, testKEK(t))
+	if _, err := v.SealSecret("p", []byte("x")); !apperr.Is(err, apperr.Unavailable) {
+		t.Fatalf("a seal whose count could not be reserved: %v", err)
+	}
+	if _, err := v.Tokenize(ctx, "mer_a", testCard(t, "4242424242424242")); !apperr.Is(err, apperr.Unavailable) {
+		t.Fatalf("a card whose count could not be reserved: %v", err)
+	}
+	n := 0
+	_ = e.Scan(ctx, "card", func(string, store.Record) error { n++; return nil })
+	if n != 0 {
+		t.Fatalf("%d cards stored without their count", n)
+	}
+	// Reserved, the block covers the next seals without a write each.
+	ok := mustVault(t, e, testKEK(t))
+	for range 3 {
+		if _, err := ok.SealSecret("p", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := ok.SealStats(); st.Seals < 3 {
+		t.Fatalf("count %d after 3 seals", st.Seals)
 	}
 }
 
@@ -701,6 +755,11 @@ func TestRetireSettlesOnItsOwnClock(t *testing.T) {
 		t.Logf("retire refused: %v", err)
 		return // refused: sound
 	}
+	// The operator saw the rotation just now, on its own clock: it waited a
+	// whole settle before it counted use, and a second before it destroyed.
+	if w := clk.waits(); len(w) != 2 || w[0] != vault.RetireSettle || w[1] != vault.RetireSettle {
+		t.Fatalf("retire right after the rotation waited %v, want two settles of %v", w, vault.RetireSettle)
+	}
 	i, err := replica.Tokenize(ctx, "mer_a", testCard(t, "4242424242424242"))
 	if err != nil {
 		t.Fatal(err)
@@ -851,5 +910,32 @@ func TestRotationWaitsForReplicasToHoldTheNewMasterKey(t *testing.T) {
 	i, err := replica.Tokenize(ctx, "mer_a", testCard(t, "4242424242424242"))
 	if err != nil || string(rawRecord(t, e, i.Token)["key_version"]) != "2" {
 		t.Fatalf("the replica that picked up the new key does not seal under version 2: %v", err)
+	}
+}
+
+// TestFingerprintsAreKeyedHashes (PCI DSS 3.5.1.1): a fingerprint is a
+// keyed hash of the card number: another keyring (another key) gives the
+// same card another fingerprint, and no unkeyed hash of the number, alone
+// or with the merchant, is it.
+func TestFingerprintsAreKeyedHashes(t *testing.T) {
+	t.Parallel()
+	pan := "4242424242424242"
+	var fps []string
+	for range 2 {
+		v := mustVault(t, engines(t)["bolt"](t), testKEK(t)) // a new store: a new fingerprint key
+		i, err := v.Tokenize(ctx, "mer_a", testCard(t, pan))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fps = append(fps, strings.TrimPrefix(i.Fingerprint, "fp_"))
+	}
+	if fps[0] == fps[1] {
+		t.Fatal("two keyrings give the same card the same fingerprint: the hash is not keyed")
+	}
+	for _, msg := range []string{pan, "mer_a" + pan, "merchant|mer_a|" + pan} {
+		sum := sha256.Sum256([]byte(msg))
+		if strings.HasPrefix(hex.EncodeToString(sum[:]), fps[0]) {
+			t.Fatalf("the fingerprint is the unkeyed SHA-256 of %q", msg)
+		}
 	}
 }

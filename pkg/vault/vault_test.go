@@ -154,8 +154,16 @@ func TestVault(t *testing.T) {
 				if err := v.HoldCVV(ctx, "mer_a", vault.CVVKey("att_1", "g1"), cvv, time.Minute); err != nil {
 					t.Fatal(err)
 				}
+				// A 3-D Secure authentication value, held for the attempt (PCI DSS 3.3.2).
+				auth, err := v.SealHeld(vault.KindAuth, "mer_a", "att_1", []byte("AAABBBCCCDDDEEEFFF0="))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := e.Commit(ctx, store.Op{Key: store.Key{Kind: "auth", ID: "att_1", Group: "g1"}, Value: auth, IfVersion: store.Any, TTL: time.Minute}); err != nil {
+					t.Fatal(err)
+				}
 				raw := e.raw(t)
-				for _, secret := range []string{"378282246310005", "3782 822463 10005", "82246310", "7319", "IVAN PETROV"} {
+				for _, secret := range []string{"378282246310005", "3782 822463 10005", "82246310", "7319", "IVAN PETROV", "AAABBBCCCDDDEEEFFF0"} {
 					if bytes.Contains(raw, []byte(secret)) {
 						t.Errorf("store holds %q in plain text", secret)
 					}
