@@ -3,10 +3,16 @@ package vault
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"testing/cryptotest"
 
+	"github.com/paypage/paypage/pkg/store/bolt"
 	"github.com/paypage/paypage/pkg/store/memory"
 )
 
@@ -129,5 +135,90 @@ func TestKeysComeFromCryptoRand(t *testing.T) {
 	}
 	if s1 != s2 || s1 == s3 || t1 != t2 || t1 == t3 {
 		t.Fatal("shares or tokens do not follow crypto/rand's source")
+	}
+}
+
+// TestKeysStoredOnlyWrapped (PCI DSS 3.7.3): the store holds every data,
+// fingerprint and CSRF key only wrapped under the master key: none of
+// their bytes is in the bolt file.
+func TestKeysStoredOnlyWrapped(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "paypage.db")
+	db, err := bolt.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kek := masterKey(t)
+	v, err := Open(ctx, db, kek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := v.acquire()
+	defer r.release()
+	var keys [][]byte
+	for _, kv := range r.doc.Versions {
+		dek, err := kek.Unwrap(kv.Wrapped, dekAD(kv.Version))
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, dek, r.terms[kv.Version].fp, r.terms[kv.Version].csrf)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(raw, []byte(`"versions"`)) {
+		t.Fatal("the keyring is not in the file: the scan reads nothing")
+	}
+	for i, k := range keys {
+		if len(k) != 32 || bytes.Contains(raw, k) || bytes.Contains(raw, []byte(base64.StdEncoding.EncodeToString(k))) {
+			t.Fatalf("key %d of the ring is in the store in clear", i)
+		}
+	}
+}
+
+// TestSubstitutedKeysDoNotOpen (PCI DSS 3.7.7): each wrapped key is bound
+// to its version and purpose, so a data key moved to another version, or
+// a fingerprint key put in a data key's place, does not unwrap: the
+// keyring refuses to open instead of using it.
+func TestSubstitutedKeysDoNotOpen(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for name, swap := range map[string]func(d *keyringDoc){
+		"DataKeysOfTwoVersions": func(d *keyringDoc) {
+			d.Versions[0].Wrapped, d.Versions[1].Wrapped = d.Versions[1].Wrapped, d.Versions[0].Wrapped
+		},
+		"FingerprintKeyAsDataKey": func(d *keyringDoc) { d.Versions[1].Wrapped = d.Versions[1].Fingerprint },
+		"CSRFKeyOfAnotherVersion": func(d *keyringDoc) { d.Versions[1].CSRF = d.Versions[0].CSRF },
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := memory.New()
+			v, err := Open(ctx, s, masterKey(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.Rotate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			rec, _ := s.Get(ctx, keyringKey)
+			var doc keyringDoc
+			if err := json.Unmarshal(rec.Value, &doc); err != nil {
+				t.Fatal(err)
+			}
+			swap(&doc)
+			if err := s.Commit(ctx, doc.ops(rec.Version)...); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Open(ctx, s, masterKey(t)); !errors.Is(err, ErrWrongKEK) {
+				t.Fatalf("a keyring with a substituted key opened: %v", err)
+			}
+		})
 	}
 }
