@@ -55,7 +55,7 @@ var commands = []entry{
 	{name: "keys status", summary: "the key versions: per version, the records of every sealed kind that use it, and its seal count", new: func() command { return &keysStatusCmd{} }},
 	{name: "keys rotate", summary: "add a key version (data, fingerprint and CSRF keys); every replica seals under it within seconds", audit: "keys.rotate", new: func() command { return &keysRotateCmd{} }},
 	{name: "keys reencrypt", summary: "move every sealed record to the active key version (resumable); CVV holds expire instead", audit: "keys.reencrypt", new: func() command { return &keysReencryptCmd{} }},
-	{name: "keys retire", args: "--version N", summary: "destroy a key version nothing uses any more: what it sealed never opens again", audit: "keys.retire",
+	{name: "keys retire", args: "--version N", summary: "destroy a key version nothing uses any more (about 20 s: two settle times): what it sealed never opens again", audit: "keys.retire",
 		new: func() command { return &keysRetireCmd{} }},
 	{name: "keys split", args: "--shares N --threshold K", summary: "split the master key into N custodians' shares, any K of which unseal; printed once", audit: "keys.split",
 		new: func() command { return &keysSplitCmd{} }},
@@ -67,7 +67,7 @@ var commands = []entry{
 		new: func() command { return &cspReportsCmd{} }},
 	{name: "verify-page", args: "URL", summary: "fetch a live payment page and its assets; name each difference from the page manifest (exit 1 if any)",
 		reads: []*setting{}, new: func() command { return &verifyPageCmd{} }},
-	{name: "keys rewrap", args: "--new-master-key-file F", summary: "wrap the data keys under a new master key; then restart every replica with it", audit: "keys.rewrap",
+	{name: "keys rewrap", args: "--new-master-key-file F", summary: "wrap the data keys under a new master key; then give every replica the new key (its key file: it picks it up); keys rotate waits for them", audit: "keys.rewrap",
 		new: func() command { return &keysRewrapCmd{} }},
 
 	{name: "audit list", args: "[--merchant ID] [--after ID] [--limit N]", summary: "the audit trail, oldest first", new: func() command { return &auditListCmd{} }},

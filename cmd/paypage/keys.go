@@ -75,7 +75,7 @@ func (c *keysRewrapCmd) do(ctx context.Context, k *call) (any, error) {
 	if err := k.app.Vault.Rewrap(ctx, next); err != nil {
 		return nil, err
 	}
-	return map[string]string{"kek": next.ID(), "next": "restart every replica with the new master key"}, nil
+	return map[string]string{"kek": next.ID(), "next": "give every replica the new master key: write it to its --master-key-file (it picks it up within seconds), or restart it with it, or unseal it with the new key's shares; keys status lists what each holds, and keys rotate waits until all hold the new one"}, nil
 }
 
 // keysRetireCmd destroys a key version nothing uses.
