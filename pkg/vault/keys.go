@@ -280,14 +280,12 @@ func (v *Vault) rotateOnce(ctx context.Context, from uint32) (uint32, bool, erro
 	if from != 0 && r.active != from {
 		return r.active, false, nil
 	}
-	if err := v.refuseStrayHolders(ctx, r.doc.KEKID); err != nil {
+	kek, err := v.wrapping(r)
+	if err != nil {
 		return 0, false, err
 	}
-	v.mu.RLock()
-	kek := v.kek
-	v.mu.RUnlock()
-	if kek == nil {
-		return 0, false, ErrSealed
+	if err := v.refuseStrayHolders(ctx, r.doc.KEKID); err != nil {
+		return 0, false, err
 	}
 	next := r.doc.next()
 	kv, err := newVersion(kek, next, v.Now())
@@ -456,7 +454,7 @@ func (v *Vault) retireOnce(ctx context.Context, n uint32, kinds []Kind) error {
 		return err
 	}
 	if a := r.terms[r.active]; n == r.doc.previous() && now.Sub(a.created) < CSRFGrace {
-		if err := v.keepCSRF(&doc, r.terms[n], a.created.Add(CSRFGrace)); err != nil {
+		if err := v.keepCSRF(&doc, r, n, a.created.Add(CSRFGrace)); err != nil {
 			return err
 		}
 	}
@@ -490,13 +488,12 @@ func (v *Vault) settle(ctx context.Context, r *ring, d time.Duration) error {
 
 // keepCSRF keeps a retired version's CSRF key in its retired entry, wrapped
 // anew (a ring of old may only derive it), until until.
-func (v *Vault) keepCSRF(doc *keyringDoc, t *term, until time.Time) error {
-	v.mu.RLock()
-	kek := v.kek
-	v.mu.RUnlock()
-	if kek == nil {
-		return ErrSealed
+func (v *Vault) keepCSRF(doc *keyringDoc, r *ring, n uint32, until time.Time) error {
+	kek, err := v.wrapping(r)
+	if err != nil {
+		return err
 	}
+	t := r.terms[n]
 	w, err := kek.Wrap(t.csrf, csrfAD(t.version))
 	if err != nil {
 		return err
@@ -563,11 +560,9 @@ func (v *Vault) rewrapOnce(ctx context.Context, next KEK) error {
 		return err
 	}
 	defer r.release()
-	v.mu.RLock()
-	kek := v.kek
-	v.mu.RUnlock()
-	if kek == nil {
-		return ErrSealed
+	kek, err := v.wrapping(r)
+	if err != nil {
+		return err
 	}
 	doc := r.doc.clone()
 	doc.KEKID = next.ID()

@@ -880,6 +880,10 @@ func TestRotationWaitsForReplicasToHoldTheNewMasterKey(t *testing.T) {
 	if _, err := op.Rotate(ctx); !apperr.Is(err, apperr.Conflict) || !strings.Contains(err.Error(), old.ID()) {
 		t.Fatalf("rotate while replicas hold the old master key: %v", err)
 	}
+	// A replica on the old key wraps nothing under it (the others could not open it).
+	if _, err := envKey.Rotate(ctx); !apperr.Is(err, apperr.Conflict) || !strings.Contains(err.Error(), "give it the new key first") {
+		t.Fatalf("rotate by a replica on the old master key: %v", err)
+	}
 	// The key file now holds the new key: the replica picks it up.
 	keyFile.Store(next)
 	if _, err := replica.Refresh(ctx); err != nil {

@@ -317,9 +317,13 @@ func (v *Vault) reload(ctx context.Context) (*ring, error) {
 	}
 	v.mu.Lock()
 	if v.kek != kek { // sealed or rewrapped here meanwhile
+		sealed := v.kek == nil
 		v.mu.Unlock()
 		r.drop()
-		return nil, ErrSealed
+		if sealed {
+			return nil, ErrSealed
+		}
+		return nil, apperr.E(apperr.Unavailable, "the master key changed meanwhile: retry")
 	}
 	old := v.ring
 	if head != v.head {
@@ -360,6 +364,23 @@ func (v *Vault) rewrapped(rec store.Record, kek KEK, cur *ring, head int64) (*ri
 			"keyring_kek", doc.KEKID, "held_kek", kek.ID())
 	}
 	return r, kek, nil
+}
+
+// wrapping returns the master key to wrap keys of r's keyring with: the
+// one it is wrapped with. A replica still on the old master key after keys
+// rewrap (it goes on with the keys it holds) wraps nothing: a key it wrapped
+// would not open for the others.
+func (v *Vault) wrapping(r *ring) (KEK, error) {
+	v.mu.RLock()
+	kek := v.kek
+	v.mu.RUnlock()
+	if kek == nil {
+		return nil, ErrSealed
+	}
+	if kek.ID() != r.doc.KEKID {
+		return nil, apperr.E(apperr.Conflict, "this process holds master key %s, and the keyring is wrapped under %s (keys rewrap): give it the new key first", kek.ID(), r.doc.KEKID)
+	}
+	return kek, nil
 }
 
 // Refresh reads the keyring's small head record and, when another process
