@@ -59,7 +59,7 @@ func TestDetokenizeSpendsWhileReading(t *testing.T) {
 	info := vaulttest.Card(t, v, m.ID, "4242424242424242")
 	al := audit.New(db)
 	s, err := New(Config{PublicURL: "http://pay.example"}, Deps{Store: db, Vault: v, Accounts: accounts, Audit: al,
-		Refusals: audit.NewRefusals(al, time.Minute, 100, nil), CSRFKeys: func() [][]byte { return [][]byte{make([]byte, 32)} }})
+		Refusals: audit.NewRefusals(al, time.Minute, 100, nil), CSRFTags: v.CSRFTags})
 	if err != nil {
 		t.Fatal(err)
 	}
