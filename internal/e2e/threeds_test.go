@@ -107,6 +107,9 @@ func TestThreeDSChallenge(t *testing.T) {
 			fv.Set("code", "123456")
 			late := b.do("POST", action, fv)
 			b.back(late)
+			// The page's return and the reconciler may both reach for the
+			// timed-out challenge; let whichever holds it finish.
+			e.reconcile()
 			// The shopper never answered in time: the challenge is abandoned,
 			// not an attempt; the session stays open for another try.
 			if st, pay := sessionState(t, e, id); st != "open" || pay["decline"].(map[string]any)["code"] != "try_again" ||

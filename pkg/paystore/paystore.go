@@ -106,6 +106,13 @@ func (s *Store) Load(ctx context.Context, id string) (*payment.State, error) {
 	st := &payment.State{Session: sr.domain(), Rev: payment.Rev{Session: r.Version}}
 	if sr.HasPayment {
 		pr, err := s.db.Get(ctx, paymentKey(payment.PaymentIDFor(id)))
+		if errors.Is(err, store.ErrNotFound) {
+			// Deleted between the two reads (the end of the record
+			// retention takes both in one commit): the session is gone too.
+			if _, serr := s.db.Get(ctx, sessionKey(id)); errors.Is(serr, store.ErrNotFound) {
+				return nil, payment.ErrSessionNotFound
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("payment of session %s: %w", id, err)
 		}
