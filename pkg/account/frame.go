@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/net/publicsuffix"
+
 	"github.com/paypage/paypage/pkg/apperr"
 )
 
@@ -16,9 +18,10 @@ const MaxFrameOrigins = 10
 // pages and returns it in the form a Content-Security-Policy names it:
 // "https://host" or "https://host:port", lower case. Only https; no path
 // (a lone "/" is dropped), query, fragment or credentials; the host is a DNS
-// name, or a wildcard "*." before at least two labels ("*.shop.example",
-// which CSP matches for every subdomain, not the name itself). No IP
-// literals, no "*" alone, no CSP keywords.
+// name, or a wildcard "*." before a registrable domain or a name under one
+// ("*.shop.example", which CSP matches for every subdomain, not the name
+// itself; never "*.github.io" or "*.co.uk", a public suffix where anyone
+// may host a page). No IP literals, no "*" alone, no CSP keywords.
 func ParseFrameOrigin(s string) (string, error) {
 	bad := apperr.Field("origins", "%q is not an https origin (https://shop.example, https://*.shop.example)", s)
 	u, err := url.Parse(strings.TrimSpace(s))
@@ -28,7 +31,7 @@ func ParseFrameOrigin(s string) (string, error) {
 	}
 	host := strings.ToLower(u.Hostname())
 	name, wild := strings.CutPrefix(host, "*.")
-	if !validDNSName(name) || wild && !strings.Contains(name, ".") {
+	if !validDNSName(name) || wild && !registrable(name) {
 		return "", bad
 	}
 	out := "https://" + host
@@ -42,6 +45,15 @@ func ParseFrameOrigin(s string) (string, error) {
 		return "", bad
 	}
 	return out, nil
+}
+
+// registrable reports whether name is a registrable domain (a public
+// suffix and one label more: shop.example, shop.co.uk) or a name under one,
+// by the Public Suffix List, its private section included (github.io,
+// vercel.app).
+func registrable(name string) bool {
+	base, err := publicsuffix.EffectiveTLDPlusOne(name)
+	return err == nil && (name == base || strings.HasSuffix(name, "."+base))
 }
 
 // validDNSName reports whether s is a host name: dot-separated labels of

@@ -15,6 +15,8 @@ func TestParseFrameOrigin(t *testing.T) {
 		"https://Shop.Example/":        "https://shop.example",
 		"https://shop.example:8443":    "https://shop.example:8443",
 		"https://*.shop.example":       "https://*.shop.example",
+		"https://*.shop.co.uk":         "https://*.shop.co.uk",
+		"https://*.pay.shop.github.io": "https://*.pay.shop.github.io",
 		"https://localhost":            "https://localhost",
 		" https://xn--80ak6aa92e.com ": "https://xn--80ak6aa92e.com",
 	} {
@@ -24,18 +26,21 @@ func TestParseFrameOrigin(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{
-		"http://shop.example",           // https only
-		"shop.example",                  // no scheme
-		"https://shop.example/checkout", // a path
-		"https://shop.example?x=1",      // a query
-		"https://shop.example#top",      // a fragment
-		"https://user@shop.example",     // credentials
-		"https://*",                     // everyone
-		"https://*.example",             // a whole top-level domain
-		"https://shop.*.example",        // a wildcard inside
-		"https://*shop.example",         // not a label wildcard
-		"*",                             // CSP's everyone
-		"'self'", "'none'", "https:",    // keywords and schemes
+		"http://shop.example",                 // https only
+		"shop.example",                        // no scheme
+		"https://shop.example/checkout",       // a path
+		"https://shop.example?x=1",            // a query
+		"https://shop.example#top",            // a fragment
+		"https://user@shop.example",           // credentials
+		"https://*",                           // everyone
+		"https://*.example",                   // a whole top-level domain
+		"https://*.github.io",                 // public suffixes (private section):
+		"https://*.vercel.app",                // anyone may host a page there
+		"https://*.co.uk", "https://*.com.kz", // public suffixes (ICANN section)
+		"https://shop.*.example",     // a wildcard inside
+		"https://*shop.example",      // not a label wildcard
+		"*",                          // CSP's everyone
+		"'self'", "'none'", "https:", // keywords and schemes
 		"https://192.0.2.1", "https://[::1]", // IP literals
 		"https://shop.example:0", "https://shop.example:99999", "https://shop.example:",
 		"https://shop.example; script-src *", // CSP injection
