@@ -109,16 +109,24 @@ func TestRefusalsOneRecordPerWindow(t *testing.T) {
 }
 
 // Past the bound on sources, the rest of a window's refusals are one
-// record under OtherSources, and are not counted per source.
+// record under OtherSources, and are counted in shared slots: each at least
+// its own count, some with others'.
 func TestRefusalsBoundTheirMemory(t *testing.T) {
 	t.Parallel()
 	l, c, _ := newLog(t)
 	r := audit.NewRefusals(l, time.Minute, 10, nil)
+	shared := 0
 	for i := 0; i < 5000; i++ {
 		n := r.Add(audit.Event{Actor: "unknown", Action: "authenticate", Source: fmt.Sprintf("198.51.%d.%d", i/250, i%250), Reason: "unauthorized"})
-		if (i < 10) != (n == 1) {
+		if n < 1 || i < 10 && n != 1 {
 			t.Fatalf("source %d counted %d", i, n)
 		}
+		if n > 1 {
+			shared++
+		}
+	}
+	if shared == 0 || shared > 2500 {
+		t.Errorf("%d of 4,990 sources past the bound shared a slot with an earlier one", shared)
 	}
 	c.Advance(time.Minute)
 	if err := r.Flush(ctx, false); err != nil {
@@ -136,6 +144,32 @@ func TestRefusalsBoundTheirMemory(t *testing.T) {
 	}
 	if others != 4990 {
 		t.Fatalf("other sources: %d", others)
+	}
+}
+
+// A source past the bound is still held back: a window that has seen its
+// bound of sources counts a further source's refusals in its slot, so the
+// refusal limit (web: Count(source) >= max -> 429) applies to it, and a
+// source never refused is not held back while the table has room.
+func TestRefusalsPastTheBoundStillCount(t *testing.T) {
+	t.Parallel()
+	l, _, _ := newLog(t)
+	r := audit.NewRefusals(l, time.Minute, 3, nil)
+	if n := r.Count("203.0.113.66"); n != 0 {
+		t.Fatalf("a source never refused counts %d", n)
+	}
+	for i := 0; i < 3; i++ { // three sources fill the table with one refusal each
+		r.Add(audit.Event{Actor: "unknown", Action: "detokenize", Reason: "unauthorized", Source: fmt.Sprintf("198.51.100.%d", i)})
+	}
+	const flood = 1000
+	for i := 0; i < flood; i++ {
+		r.Add(audit.Event{Actor: "unknown", Action: "detokenize", Reason: "unauthorized", Source: "203.0.113.66"})
+	}
+	if n := r.Count("203.0.113.66"); n < flood {
+		t.Fatalf("a fourth source made %d refused calls and its count is %d: the limit of 30 never applies to it", flood, n)
+	}
+	if n := r.Count("198.51.100.1"); n != 1 {
+		t.Errorf("a tracked source's count moved with a folded one's: %d", n)
 	}
 }
 

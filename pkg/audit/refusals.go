@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"hash/maphash"
 	"log/slog"
 	"sync"
 	"time"
@@ -17,19 +18,30 @@ const OtherSources = "(other sources)"
 // and last time: a flood of refusals costs one durable write a window, not
 // one a call. Successes are never counted here: they are recorded one by
 // one. It bounds its memory: past MaxSources distinct sources in a window,
-// the rest are summed up under OtherSources.
+// the rest are summed up under OtherSources in the trail, and counted
+// toward the limit in a fixed table of shared counters (foldedSlots), each
+// source's slot picked by a keyed hash: a source past the bound is counted
+// with the few it shares a slot with, never less than its own refusals, so
+// the limit holds it back (it fails closed) and an outsider cannot choose
+// whom it collides with.
 type Refusals struct {
 	log        *Log
 	window     time.Duration
 	maxSources int
 	logger     *slog.Logger
+	seed       maphash.Seed // keys the folded sources' slots
 
 	mu        sync.Mutex
 	end       time.Time // when the current window ends
 	groups    map[refusalKey]*refusal
 	perSource map[string]int64
-	pending   []Event // ended windows' records, not yet written
+	folded    [foldedSlots]int64 // the counts of sources past the bound, by slot
+	pending   []Event            // ended windows' records, not yet written
 }
+
+// foldedSlots is how many shared counters the sources past the bound are
+// counted in (32 KiB).
+const foldedSlots = 4096
 
 type refusalKey struct{ source, actor, action, reason, merchant string }
 
@@ -44,7 +56,7 @@ func NewRefusals(l *Log, window time.Duration, maxSources int, logger *slog.Logg
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Refusals{log: l, window: window, maxSources: maxSources, logger: logger,
+	return &Refusals{log: l, window: window, maxSources: maxSources, logger: logger, seed: maphash.MakeSeed(),
 		groups: map[refusalKey]*refusal{}, perSource: map[string]int64{}}
 }
 
@@ -55,6 +67,7 @@ func (r *Refusals) roll(now time.Time) {
 	}
 	r.closeGroups()
 	clear(r.perSource)
+	clear(r.folded[:])
 	r.end = now.Truncate(r.window).Add(r.window)
 }
 
@@ -76,7 +89,8 @@ func (r *Refusals) closeGroups() {
 
 // Add counts one refused call (e.Source names where it came from) and
 // returns how many refusals its source has had in this window, this one
-// included; 0 for a source past the bound, which is not tracked alone.
+// included; for a source past the bound, which is not tracked alone, the
+// count of the slot it shares (at least its own).
 func (r *Refusals) Add(e Event) int64 {
 	now := r.log.Now()
 	r.mu.Lock()
@@ -97,19 +111,33 @@ func (r *Refusals) Add(e Event) int64 {
 	g.count++
 	g.last = now
 	if k.source == OtherSources {
-		return 0
+		slot := r.slot(e.Source)
+		r.folded[slot]++
+		return r.folded[slot]
 	}
 	r.perSource[e.Source]++
 	return r.perSource[e.Source]
 }
 
-// Count returns how many refusals source has had in this window.
+// slot is the shared counter of a source past the bound.
+func (r *Refusals) slot(source string) uint64 {
+	return maphash.String(r.seed, source) % foldedSlots
+}
+
+// Count returns how many refusals source has had in this window: for a
+// source past the bound, its slot's count (at least its own).
 func (r *Refusals) Count(source string) int64 {
 	now := r.log.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.roll(now)
-	return r.perSource[source]
+	if n, ok := r.perSource[source]; ok {
+		return n
+	}
+	if len(r.perSource) < r.maxSources {
+		return 0 // never refused: not folded
+	}
+	return r.folded[r.slot(source)]
 }
 
 // Remaining is how long the current window has left (when its counts
