@@ -59,6 +59,14 @@ var settings = []*setting{
 		set: func(c *Config, v string) error { c.TLSKey = v; return nil }},
 	{flag: "acme-domain", env: "PAYPAGE_ACME_DOMAIN", arg: "NAME", help: "serve TLS with a certificate from Let's Encrypt for this name (TLS-ALPN-01 on --addr, which must be reachable on port 443; cached in the data directory)",
 		set: func(c *Config, v string) error { c.ACMEDomain = v; return nil }},
+	{flag: "max-connections", env: "PAYPAGE_MAX_CONNECTIONS", def: "1024", arg: "N", help: "connections held at once on --addr and --processor-addr together (about 20 KiB each idle, more with a long header half sent); at the cap the longest idle keep-alive is closed, else new ones wait (0: no bound)",
+		set: func(c *Config, v string) error { n, err := parseLimit(v); c.MaxConnections = int(n); return err }},
+	{flag: "max-connections-per-address", env: "PAYPAGE_MAX_CONNECTIONS_PER_ADDRESS", def: "128", arg: "N", help: "connections one peer address (or IPv6 /64) may hold at once; past it a new one is closed at once. --trusted-proxies are not bound by it (0: no bound)",
+		set: func(c *Config, v string) error {
+			n, err := parseLimit(v)
+			c.MaxConnectionsPerAddress = int(n)
+			return err
+		}},
 	{flag: "limit-refusals-per-minute", env: "PAYPAGE_LIMIT_REFUSALS_PER_MINUTE", def: "30", arg: "N", help: "refused API calls (no key, a wrong key, a refused detokenize) one address (or IPv6 /64) may make in a minute; past it 429 before any lookup (0: no limit)",
 		set: func(c *Config, v string) (err error) { c.RefusalsPerMinute, err = parseLimit(v); return err }},
 	{flag: "audit-max-records", env: "PAYPAGE_AUDIT_MAX_RECORDS", def: "1000000", arg: "N", help: "cap the audit trail at this many records by removing the oldest that \"audit export\" has written out; records not exported are never removed (0: no cap)",

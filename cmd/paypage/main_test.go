@@ -171,6 +171,16 @@ func TestHardeningSettings(t *testing.T) {
 	if c, err := parseConfig([]string{"--acme-domain", "pay.example"}, none); err != nil || c.PublicURL != "https://pay.example" {
 		t.Fatalf("ACME: %q %v", c.PublicURL, err)
 	}
+	if c.MaxConnections != 1024 || c.MaxConnectionsPerAddress != 128 {
+		t.Fatalf("connection bounds by default: %d, %d per address", c.MaxConnections, c.MaxConnectionsPerAddress)
+	}
+	env = map[string]string{"PAYPAGE_MAX_CONNECTIONS": "0", "PAYPAGE_MAX_CONNECTIONS_PER_ADDRESS": "16"}
+	if c, err := parseConfig(nil, func(k string) string { return env[k] }); err != nil || c.MaxConnections >= 0 || c.MaxConnectionsPerAddress != 16 {
+		t.Fatalf("connection bounds from the environment: %d, %d per address, %v", c.MaxConnections, c.MaxConnectionsPerAddress, err)
+	}
+	if _, err := parseConfig([]string{"--max-connections", "many"}, none); err == nil {
+		t.Fatal("--max-connections many accepted")
+	}
 }
 
 // Boolean settings are real booleans: the bare flag means true, and the

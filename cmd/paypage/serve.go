@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/paypage/paypage/internal/app"
 	"github.com/paypage/paypage/internal/opsock"
@@ -21,6 +23,8 @@ func (*serveCmd) flags(*flag.FlagSet) {}
 // --addr 127.0.0.1:0 picks a free one), serves the operator socket beside
 // HTTP, and runs until ctx ends.
 func (*serveCmd) run(ctx context.Context, m *Main) error {
+	// A hangup while starting does nothing; app.Serve takes it from there.
+	signal.Ignore(syscall.SIGHUP)
 	cfg := m.Config
 	a, err := app.Open(ctx, cfg, m.Log)
 	if err != nil {

@@ -59,6 +59,12 @@ type Config struct {
 	// AuditMaxRecords caps the audit trail by its exported records (zero:
 	// a million; negative: no cap).
 	AuditMaxRecords int
+	// MaxConnections bounds the connections the process holds on its
+	// public and processor listeners together, MaxConnectionsPerAddress
+	// those of one peer (an IPv6 /64; trusted proxies count toward the
+	// first only): zero for the defaults (1,024 and 128), negative for no
+	// bound (pkg/connlimit).
+	MaxConnections, MaxConnectionsPerAddress int
 	// TLSCert and TLSKey are PEM files the process serves TLS with (read
 	// again on SIGHUP); ACMEDomain instead gets a certificate from Let's
 	// Encrypt for that name. Neither: plain HTTP, behind a TLS proxy.

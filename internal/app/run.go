@@ -19,6 +19,8 @@ import (
 	"github.com/paypage/paypage/pkg/apperr"
 	"github.com/paypage/paypage/pkg/audit"
 	"github.com/paypage/paypage/pkg/card"
+	"github.com/paypage/paypage/pkg/clientaddr"
+	"github.com/paypage/paypage/pkg/connlimit"
 	"github.com/paypage/paypage/pkg/due"
 	"github.com/paypage/paypage/pkg/event"
 	"github.com/paypage/paypage/pkg/idempotency"
@@ -162,8 +164,13 @@ func (a *App) Run(ctx context.Context, ln, metrics net.Listener) error {
 	return a.Serve(ctx, Listeners{Public: ln, Metrics: metrics})
 }
 
-// Serve is Run with the processor API's listener too.
+// Serve is Run with the processor API's listener too. It takes SIGHUP
+// from its start, whatever it serves: a hangup (logrotate, systemd's
+// ExecReload) reads the TLS certificate files again, or does nothing.
 func (a *App) Serve(ctx context.Context, l Listeners) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	ln, metrics := l.Public, l.Metrics
 	if (metrics != nil) != (a.cfg.MetricsAddr != "") {
 		return errors.New("a metrics listener goes with a metrics address, and only with one")
@@ -171,16 +178,18 @@ func (a *App) Serve(ctx context.Context, l Listeners) error {
 	if (l.Processor != nil) != (a.cfg.ProcessorAddr != "") {
 		return errors.New("a processor listener goes with a processor address, and only with one")
 	}
-	hs := a.httpServer(a.Web)
 	tlsCfg, err := a.tlsConfig()
 	if err != nil {
 		return err
 	}
+	conns := a.connLimiter()
+	hs := a.httpServer(a.Web, conns)
+	ln = conns.Listen(ln)
 	errc := make(chan error, 3)
 	if l.Processor != nil {
-		ps := a.httpServer(a.Web.ProcessorHandler())
+		ps := a.httpServer(a.Web.ProcessorHandler(), conns)
 		go func() {
-			if err := serveOn(ps, l.Processor, tlsCfg); !errors.Is(err, http.ErrServerClosed) {
+			if err := serveOn(ps, conns.Listen(l.Processor), tlsCfg); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("processor API: %w", err)
 			}
 		}()
@@ -201,12 +210,15 @@ func (a *App) Serve(ctx context.Context, l Listeners) error {
 			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		}
-		ms := a.httpServer(mux)
+		// The metrics listener has a bound of its own: a flood of pages
+		// does not keep the scraper out.
+		mconns := connlimit.New(metricsConnections, 0, nil)
+		ms := a.httpServer(mux, mconns)
 		if a.cfg.Pprof {
 			ms.WriteTimeout = 5 * time.Minute // a CPU profile answers after its seconds
 		}
 		go func() {
-			if err := ms.Serve(metrics); !errors.Is(err, http.ErrServerClosed) {
+			if err := ms.Serve(mconns.Listen(metrics)); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("metrics: %w", err)
 			}
 		}()
@@ -235,9 +247,7 @@ func (a *App) Serve(ctx context.Context, l Listeners) error {
 	go func() { defer close(audited); a.Refusals.Run(workers, 10*time.Second) }()
 	a.log.Info("paypage serving", "addr", ln.Addr().String(), "public_url", a.cfg.PublicURL, "store", storeKind(a.cfg.Store))
 	go func() { errc <- serveOn(hs, ln, tlsCfg) }()
-	if a.certs != nil {
-		go a.reloadOnHangup(workers)
-	}
+	go a.reloadOnHangup(workers, hup)
 	var failed error // a listener that stopped serving by itself
 	select {
 	case failed = <-errc:
@@ -265,17 +275,18 @@ func serveOn(srv *http.Server, ln net.Listener, cfg *tls.Config) error {
 	return srv.ServeTLS(ln, "", "")
 }
 
-// reloadOnHangup reads the TLS certificate files again on each SIGHUP until
-// ctx ends.
-func (a *App) reloadOnHangup(ctx context.Context) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+// reloadOnHangup reads the TLS certificate files again on each hangup
+// until ctx ends; without them it says there is nothing to reload.
+func (a *App) reloadOnHangup(ctx context.Context, hup <-chan os.Signal) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
+			if a.certs == nil {
+				a.log.Info("SIGHUP: nothing to reload (no --tls-cert)")
+				continue
+			}
 			if err := a.ReloadTLS(); err != nil {
 				a.log.Error("TLS certificate not reloaded: the one loaded before stays in use", "err", err.Error())
 			} else {
@@ -285,13 +296,40 @@ func (a *App) reloadOnHangup(ctx context.Context) {
 	}
 }
 
-// httpServer is an HTTP server with the timeouts and limits paypage uses.
-func (a *App) httpServer(h http.Handler) *http.Server {
+// httpServer is an HTTP server with the timeouts and limits paypage uses,
+// telling conns which connections are idle. An idle keep-alive connection
+// is held 30 seconds at most (a proxy in front should close its own sooner:
+// see the README).
+func (a *App) httpServer(h http.Handler, conns *connlimit.Limiter) *http.Server {
 	return &http.Server{
 		Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 32 << 10,
-		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+		WriteTimeout: 30 * time.Second, IdleTimeout: IdleTimeout, MaxHeaderBytes: 32 << 10,
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn), ConnState: conns.ConnState,
 	}
+}
+
+// IdleTimeout is how long a keep-alive connection waits for its next
+// request.
+const IdleTimeout = 30 * time.Second
+
+// Connection bounds: the defaults of --max-connections and
+// --max-connections-per-address, and the metrics listener's own.
+const (
+	defaultMaxConnections        = 1024
+	defaultMaxConnectionsPerAddr = 128
+	metricsConnections           = 64
+)
+
+// connLimiter bounds the public and processor listeners' connections under
+// the settings, trusted proxies counting toward the whole only, and exports
+// its counts.
+func (a *App) connLimiter() *connlimit.Limiter {
+	max := setting(int64(a.cfg.MaxConnections), defaultMaxConnections)
+	per := setting(int64(a.cfg.MaxConnectionsPerAddress), defaultMaxConnectionsPerAddr)
+	trusted := clientaddr.New(a.cfg.TrustedProxies)
+	l := connlimit.New(int(max), int(per), trusted.Trusted)
+	l.Register(a.Registry)
+	return l
 }
 
 func storeKind(s string) string {

@@ -2,10 +2,14 @@ package app
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/netip"
+	"net/url"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
@@ -44,16 +48,35 @@ func (c Config) checkTLS() error {
 }
 
 // certFiles is a certificate and key read from files, read again on Reload
-// (SIGHUP), so a renewed certificate is served without a restart.
+// (SIGHUP), so a renewed certificate is served without a restart. A
+// certificate that is not valid now, or not for the public URL's host, is
+// refused: at start, and on a reload, where the one in use stays.
 type certFiles struct {
 	certFile, keyFile string
+	host              string // the name the certificate must be for ("": any)
+	now               func() time.Time
 	mu                sync.RWMutex
 	cert              *tls.Certificate
 }
 
-func loadCertFiles(certFile, keyFile string) (*certFiles, error) {
-	c := &certFiles{certFile: certFile, keyFile: keyFile}
+func loadCertFiles(certFile, keyFile, publicURL string, now func() time.Time) (*certFiles, error) {
+	c := &certFiles{certFile: certFile, keyFile: keyFile, host: certHost(publicURL), now: now}
 	return c, c.Reload()
+}
+
+// certHost is the host a certificate must name for shoppers to reach
+// publicURL: "" when the URL names none a certificate could be checked
+// against (https://:443, https://0.0.0.0:443, the listening address).
+func certHost(publicURL string) string {
+	u, err := url.Parse(publicURL)
+	if err != nil {
+		return ""
+	}
+	h := u.Hostname()
+	if a, err := netip.ParseAddr(h); err == nil && a.IsUnspecified() {
+		return ""
+	}
+	return h
 }
 
 // Reload reads the files again; on an error the certificate in use stays.
@@ -61,6 +84,23 @@ func (c *certFiles) Reload() error {
 	cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
 	if err != nil {
 		return fmt.Errorf("TLS certificate: %w", err)
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return fmt.Errorf("TLS certificate: %w", err)
+		}
+	}
+	switch now := c.now(); {
+	case now.Before(leaf.NotBefore):
+		return fmt.Errorf("TLS certificate %s is not valid before %s", c.certFile, leaf.NotBefore.UTC().Format(time.RFC3339))
+	case now.After(leaf.NotAfter):
+		return fmt.Errorf("TLS certificate %s expired at %s", c.certFile, leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if c.host != "" {
+		if err := leaf.VerifyHostname(c.host); err != nil {
+			return fmt.Errorf("TLS certificate %s is not for the public URL's host: %w", c.certFile, err)
+		}
 	}
 	c.mu.Lock()
 	c.cert = &cert
@@ -85,7 +125,7 @@ func (a *App) tlsConfig() (*tls.Config, error) {
 	}
 	cfg := baseTLS()
 	if c.TLSCert != "" {
-		files, err := loadCertFiles(c.TLSCert, c.TLSKey)
+		files, err := loadCertFiles(c.TLSCert, c.TLSKey, c.PublicURL, a.now)
 		if err != nil {
 			return nil, err
 		}

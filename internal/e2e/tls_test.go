@@ -1,15 +1,8 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,38 +11,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/paypage/paypage/internal/testcert"
 )
 
 // writeCert makes a self-signed certificate for 127.0.0.1 and writes it and
 // its key as PEM files in dir; it returns the two paths.
 func writeCert(t *testing.T, dir string, serial int64) (string, string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "paypage test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
+	return testcert.Write(t, dir, testcert.Cert{Serial: serial})
 }
 
 // trustingTransport trusts the certificate in certFile (and nothing else).
@@ -164,6 +134,43 @@ func TestTLSReloadOnSIGHUP(t *testing.T) {
 	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "TLS certificate reloaded"); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) { // the line comes through a pipe, a moment after
 			t.Fatalf("no log of the reload:\n%s", logs.String())
+		}
+	}
+}
+
+// TestSIGHUPWithoutCertificates: a service served plain (behind a proxy),
+// with no certificate files to read again, takes a SIGHUP (logrotate,
+// systemd's ExecReload send it routinely) without dying, and says there is
+// nothing to reload.
+func TestSIGHUPWithoutCertificates(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	cmd := exec.Command(bin, "serve", "--addr", addr, "--metrics-addr", "off", "--data", filepath.Join(dir, "data"))
+	logs := startProcess(t, cmd)
+	up := func() bool {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}
+	for deadline := time.Now().Add(20 * time.Second); !up(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("never up:\n%s", logs.String())
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if !up() {
+		t.Fatalf("a SIGHUP took the plain-HTTP service down:\n%s", logs.String())
+	}
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "nothing to reload"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) { // the line comes through a pipe, a moment after
+			t.Fatalf("no log of the hangup:\n%s", logs.String())
 		}
 	}
 }
