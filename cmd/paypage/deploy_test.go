@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,6 +19,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/paypage/paypage/pkg/egress"
 )
 
 // The deployment files (deploy/, Dockerfile) are checked against the
@@ -264,17 +267,8 @@ func TestKubernetesManifests(t *testing.T) {
 	if len(metrics) != 1 || get(metrics[0], "ipBlock") != nil {
 		t.Errorf("the metrics are open to %v", metrics)
 	}
-	var webhooks obj
-	for _, rule := range list(np, "spec", "egress") {
-		if str(rule, "to", 0, "ipBlock", "cidr") == "0.0.0.0/0" {
-			webhooks, _ = rule.(obj)
-		}
-	}
-	for _, private := range []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"} {
-		if !slices.Contains(list(webhooks, "to", 0, "ipBlock", "except"), any(private)) {
-			t.Errorf("webhooks may reach %s", private)
-		}
-	}
+	checkEgressPolicy(t, np)
+	checkMemoryLimit(t, c, env)
 
 	// Redis: its config from redis.conf, TLS on the port paypage dials, the
 	// ACL file from the Secret, reachable from paypage alone.
@@ -345,6 +339,100 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Errorf("make-secrets.sh does not say %q", s)
 		}
 	}
+}
+
+// checkEgressPolicy: the network policy's rule for webhooks leaves out
+// every IPv4 range the egress guard refuses (its own table, egress.Refused4,
+// and probes in each), and no rule opens IPv6.
+func checkEgressPolicy(t *testing.T, np obj) {
+	t.Helper()
+	var except []netip.Prefix
+	for _, rule := range list(np, "spec", "egress") {
+		for _, to := range list(rule, "to") {
+			cidr := str(to, "ipBlock", "cidr")
+			if strings.Contains(cidr, ":") {
+				t.Errorf("an egress rule opens IPv6 %s", cidr)
+			}
+			if cidr != "0.0.0.0/0" {
+				continue
+			}
+			for _, e := range list(to, "ipBlock", "except") {
+				p, err := netip.ParsePrefix(fmt.Sprint(e))
+				if err != nil {
+					t.Errorf("except %v: %v", e, err)
+				}
+				except = append(except, p)
+			}
+		}
+	}
+	covered := func(a netip.Addr, bits int) bool {
+		for _, p := range except {
+			if p.Bits() <= bits && p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	refused := egress.Refused4()
+	if len(refused) < 10 {
+		t.Fatalf("the guard's table: %v", refused)
+	}
+	for _, p := range refused {
+		if !covered(p.Addr(), p.Bits()) {
+			t.Errorf("the guard refuses %s, the network policy lets webhooks reach it", p)
+		}
+	}
+	for _, probe := range []string{"0.1.2.3", "10.1.2.3", "100.100.100.200", "127.0.0.1", "169.254.169.254", "172.16.0.1", "192.0.0.170", "192.0.2.1",
+		"192.88.99.1", "192.168.1.1", "198.18.0.1", "198.51.100.1", "203.0.113.1", "224.0.0.251", "240.0.0.1", "255.255.255.255"} {
+		a := netip.MustParseAddr(probe)
+		if egress.CheckAddr(a) == nil {
+			t.Errorf("the guard allows %s", probe)
+		}
+		if !covered(a, 32) {
+			t.Errorf("the guard refuses %s, the network policy lets webhooks reach it", probe)
+		}
+	}
+	if covered(netip.MustParseAddr("8.8.8.8"), 32) {
+		t.Error("the network policy refuses public addresses")
+	}
+}
+
+// checkMemoryLimit: the container sets GOMEMLIMIT between half its memory
+// limit and the limit, and keeps paypage's connections bounded.
+func checkMemoryLimit(t *testing.T, c any, env map[string]any) {
+	t.Helper()
+	limit := quantity(t, str(c, "resources", "limits", "memory"))
+	soft := quantity(t, str(env["GOMEMLIMIT"], "value"))
+	if soft <= limit/2 || soft >= limit {
+		t.Errorf("GOMEMLIMIT %d bytes for a memory limit of %d", soft, limit)
+	}
+	if v, ok := env["PAYPAGE_MAX_CONNECTIONS"]; ok && str(v, "value") == "0" {
+		t.Error("the manifest lifts the bound on connections")
+	}
+}
+
+// quantity reads a size in bytes as Kubernetes (256Mi, 1Gi, 500M) or
+// GOMEMLIMIT (200MiB) writes it.
+func quantity(t *testing.T, s string) int64 {
+	t.Helper()
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"k", 1e3}, {"M", 1e6}, {"G", 1e9}, {"B", 1}} {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			s = n
+			v, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				t.Fatalf("size %q: %v", s, err)
+			}
+			return v * u.mult
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		t.Fatalf("size %q: %v", s, err)
+	}
+	return v
 }
 
 func TestRedisACLTemplate(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -44,6 +45,10 @@ var special4 = prefixes(
 	"240.0.0.0/4",        // reserved (RFC 1112)
 	"255.255.255.255/32", // limited broadcast
 )
+
+// Refused4 are the IPv4 ranges the guard refuses (a copy): what a network
+// policy's egress rule for webhooks must leave out too.
+func Refused4() []netip.Prefix { return slices.Clone(special4) }
 
 // IPv6 is allowed only inside global unicast 2000::/3 (which leaves out ::/8
 // with the unspecified, loopback, IPv4-compatible and IPv4-translated forms,
