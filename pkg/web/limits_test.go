@@ -16,6 +16,7 @@ import (
 
 	"github.com/paypage/paypage/pkg/account"
 	"github.com/paypage/paypage/pkg/audit"
+	"github.com/paypage/paypage/pkg/limit"
 	"github.com/paypage/paypage/pkg/store"
 	"github.com/paypage/paypage/pkg/store/memory"
 )
@@ -39,6 +40,13 @@ func (c *countingStore) Append(ctx context.Context, log string, data []byte) (st
 // limitServer is a server with accounts, the refusal limit (30 a minute)
 // and trusted loopback proxies, over a counting in-memory store.
 func limitServer(t *testing.T, maxSources int) (*countingStore, string) {
+	st, url, _ := limitServerOf(t, maxSources)
+	return st, url
+}
+
+// limitServerOf is limitServer with the Server, whose limits' clocks a test
+// may stop.
+func limitServerOf(t *testing.T, maxSources int) (*countingStore, string, *Server) {
 	t.Helper()
 	st := &countingStore{Store: memory.New()}
 	log := slog.New(slog.NewJSONHandler(&lockedBuffer{}, nil))
@@ -51,7 +59,7 @@ func limitServer(t *testing.T, maxSources int) (*countingStore, string) {
 	}
 	hs := httptest.NewServer(s)
 	t.Cleanup(hs.Close)
-	return st, hs.URL
+	return st, hs.URL, s
 }
 
 // post sends a JSON body with a bearer key (none when key is "") from the
@@ -99,5 +107,52 @@ func TestRefusalLimitPastTheSourceBound(t *testing.T) {
 	t.Logf("200 refused calls from one address past the bound: %v, %d store reads", statuses, lookups)
 	if statuses[http.StatusTooManyRequests] < 170 {
 		t.Errorf("one address made 200 refused calls in a minute with a limit of 30: statuses %v, %d key lookups in the store", statuses, lookups)
+	}
+}
+
+// POST /kaspi/notify needs no credential, so it is bounded in memory before
+// anything is read: one source gets its burst (40), then 429 with
+// Retry-After, without holding up another; and every source together gets
+// the service's burst (200). On a stopped clock, nothing refills.
+func TestKaspiNotifyLimited(t *testing.T) {
+	t.Parallel()
+	st, url, s := limitServerOf(t, 1000)
+	stopped := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s.notifies = limit.NewLocal(kaspiNotifyRate, kaspiNotifyAll, localSources, func() time.Time { return stopped })
+	const junk = `{"qr_id":"kqr_x","external_id":"ses_x"}` // not ours: 400 once let through, no store read
+	statuses := map[int]int{}
+	for range 100 {
+		statuses[post(t, url, "/kaspi/notify", "", "203.0.113.66", junk)]++
+	}
+	if statuses[http.StatusBadRequest] != 40 || statuses[http.StatusTooManyRequests] != 60 {
+		t.Fatalf("100 notifications from one source: %v, want 40 let through", statuses)
+	}
+	if got := post(t, url, "/kaspi/notify", "", "198.51.100.9", junk); got != http.StatusBadRequest {
+		t.Fatalf("another source after the first's flood: %d", got)
+	}
+	through := 41 // one source's 40 and the other's one
+	for i := range 20 {
+		for range 40 {
+			if post(t, url, "/kaspi/notify", "", fmt.Sprintf("192.0.2.%d", i), junk) != http.StatusTooManyRequests {
+				through++
+			}
+		}
+	}
+	if through != 200 {
+		t.Errorf("22 sources let %d notifications through, over all sources' burst of 200", through)
+	}
+	req, _ := http.NewRequest("POST", url+"/kaspi/notify", strings.NewReader(junk))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Forwarded-For", "203.0.113.66")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a refused notification: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if n := st.gets.Load(); n != 0 {
+		t.Errorf("%d store reads for notifications that are not ours", n)
 	}
 }

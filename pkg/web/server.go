@@ -24,6 +24,7 @@ import (
 	"github.com/paypage/paypage/pkg/audit"
 	"github.com/paypage/paypage/pkg/clientaddr"
 	"github.com/paypage/paypage/pkg/idempotency"
+	"github.com/paypage/paypage/pkg/limit"
 	"github.com/paypage/paypage/pkg/payment"
 	"github.com/paypage/paypage/pkg/store"
 	"github.com/paypage/paypage/pkg/threeds"
@@ -92,6 +93,9 @@ type Server struct {
 	log     *slog.Logger
 	headers map[string]string // SecurityHeaders
 	csp     *cspReports
+	// notifies bounds the unauthenticated Kaspi notifications before they
+	// reach the payments (kaspiNotifyRate).
+	notifies *limit.Local
 	// skeletons render the card and redirect pages without the template.
 	skeletons *skeletons
 }
@@ -136,6 +140,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	s.metrics = newMetrics(d.Registry)
 	s.csp = newCSPReports(d.Registry)
+	s.notifies = limit.NewLocal(kaspiNotifyRate, kaspiNotifyAll, localSources, nil)
 	s.routes()
 	return s, nil
 }
