@@ -102,6 +102,8 @@ var settings = []*setting{
 		set: func(c *Config, v string) (err error) { c.LimitCardPerDay, err = parseLimit(v); return err }},
 	{flag: "limit-client-per-hour", env: "PAYPAGE_LIMIT_CLIENT_PER_HOUR", def: "20", arg: "N", help: "card submissions an hour per client address (0: no limit)",
 		set: func(c *Config, v string) (err error) { c.LimitClientPerHour, err = parseLimit(v); return err }},
+	{flag: "limit-network-per-hour", env: "PAYPAGE_LIMIT_NETWORK_PER_HOUR", def: "100", arg: "N", help: "card and Kaspi submissions an hour from one IPv6 /48 (65,536 /64s, each a client of its own), beside --limit-client-per-hour; IPv4 clients are counted by address alone (0: no limit)",
+		set: func(c *Config, v string) (err error) { c.LimitNetworkPerHour, err = parseLimit(v); return err }},
 	{flag: "limit-merchant-per-minute", env: "PAYPAGE_LIMIT_MERCHANT_PER_MINUTE", def: "600", arg: "N", help: "card submissions a minute to one merchant's pages, from every address and card: what a distributed card-testing run cannot spread under (0: no limit)",
 		set: func(c *Config, v string) (err error) { c.LimitMerchantPerMinute, err = parseLimit(v); return err }},
 	{flag: "limit-global-per-minute", env: "PAYPAGE_LIMIT_GLOBAL_PER_MINUTE", def: "6000", arg: "N", help: "card submissions a minute to every merchant's pages together (0: no limit)",

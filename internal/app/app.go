@@ -77,6 +77,9 @@ type Config struct {
 	// number turns one off (the settings' 0).
 	LimitCardPerDay    int64
 	LimitClientPerHour int64
+	// LimitNetworkPerHour bounds the submissions of one IPv6 /48 an hour
+	// (100), which holds 65,536 client /64s.
+	LimitNetworkPerHour int64
 	// Card submissions a minute to one merchant's pages, and to all (600,
 	// 6,000): a distributed card-testing run spreads over addresses and
 	// cards, not over merchants.

@@ -98,12 +98,14 @@ func (a *App) build() error {
 }
 
 // submissions are the card-testing limits under the settings: a card's
-// submissions a day (the sandbox cards not counted), a client address's an
-// hour, and the card submissions a minute to one merchant and to all.
+// submissions a day (the sandbox cards not counted), a client address's and
+// an IPv6 /48's an hour, and the card submissions a minute to one merchant
+// and to all.
 func (a *App) submissions(c *limit.Counter) *limit.Submissions {
 	l := limit.DefaultSubmissions(c)
 	l.Card.Max = setting(a.cfg.LimitCardPerDay, l.Card.Max)
 	l.Client.Max = setting(a.cfg.LimitClientPerHour, l.Client.Max)
+	l.Network.Max = setting(a.cfg.LimitNetworkPerHour, l.Network.Max)
 	l.Merchant.Max = setting(a.cfg.LimitMerchantPerMinute, l.Merchant.Max)
 	l.Global.Max = setting(a.cfg.LimitGlobalPerMinute, l.Global.Max)
 	sandbox := map[string]bool{}

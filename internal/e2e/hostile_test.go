@@ -198,6 +198,31 @@ func TestDistributedCardTesting(t *testing.T) {
 			t.Fatalf("IPv6 address %d of one /64: %d, want %d", i, p.status, want)
 		}
 	}
+
+	// One IPv6 /48 walking its 65,536 /64s is held to the network limit,
+	// and told so; another /48 is not.
+	e.app.Limiter.Network.Max = 3
+	for i := 1; i <= 4; i++ {
+		id := e.session(map[string]any{"locale": "en"})["id"].(string)
+		b := e.browser()
+		b.xff = fmt.Sprintf("2001:db8:48:%x::1", i)
+		p := b.pay(id, luhnCard(300+i), "981")
+		if want := map[bool]int{true: http.StatusTooManyRequests, false: http.StatusSeeOther}[i == 4]; p.status != want {
+			t.Fatalf("/64 number %d of one /48: %d, want %d", i, p.status, want)
+		}
+		if i == 4 && !strings.Contains(p.body, "Too many payment attempts from your network") {
+			t.Fatalf("the network limit's notice:\n%s", p.body)
+		}
+	}
+	id := e.session(map[string]any{"locale": "en"})["id"].(string)
+	b = e.browser()
+	b.xff = "2001:db8:49::1"
+	if p := b.pay(id, luhnCard(310), "981"); p.status != http.StatusSeeOther {
+		t.Fatalf("another /48: %d", p.status)
+	}
+	if !strings.Contains(e.logs.String(), `"msg":"limit reached","limit":"network"`) {
+		t.Error("the log does not name the network limit")
+	}
 }
 
 // vmHWM is a process's peak resident memory in bytes.

@@ -323,3 +323,40 @@ func (e *env) apiAs(b *browser, path string) (int, map[string]any, error) {
 	err := jsonDecode(strings.NewReader(p.body), &out)
 	return p.status, out, err
 }
+
+// TestKaspiNotifyFloodWritesLittle: POST /kaspi/notify needs no credential,
+// and a notification naming a live QR (its ID is in the QR the shopper's own
+// page shows) would claim the attempt, ask Kaspi and release it: two
+// durable writes and an outbound call each. A hundred from one source cost
+// at most ten writes of the session: past its burst the source is refused
+// with 429 before anything is read, and the payments skip a QR looked at
+// within the second.
+func TestKaspiNotifyFloodWritesLittle(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	id := e.session(map[string]any{"methods": []string{"card", "kaspi_qr"}, "locale": "en"})["id"].(string)
+	b := e.browser()
+	_, app := kaspiQR(t, e, b, id)
+	qr := app[strings.LastIndex(app, "/")+1:]
+	version := func() int64 { return sessionVersion(t, e, id) }
+	before := version()
+	const n = 100
+	limited := 0
+	for i := 0; i < n; i++ {
+		st, _, _ := e.api("POST", "/kaspi/notify", "", map[string]any{"qr_id": qr, "external_id": id}, "X-Forwarded-For", "203.0.113.66")
+		if st != 200 && st != 429 {
+			t.Fatalf("notification %d: %d", i, st)
+		}
+		if st == 429 {
+			limited++
+		}
+	}
+	if limited < n/2 {
+		t.Errorf("%d of %d notifications from one source refused by the limit", limited, n)
+	}
+	writes := version() - before
+	t.Logf("%d unauthenticated notifications: the session was written %d times", n, writes)
+	if writes > 10 {
+		t.Errorf("%d unauthenticated notifications cost %d durable writes of the session (and as many calls to Kaspi)", n, writes)
+	}
+}

@@ -313,3 +313,29 @@ func TestDetokenizeRateLimit(t *testing.T) {
 		t.Fatalf("%d rate-limited calls audited", limited)
 	}
 }
+
+// TestLimitedSubmissionWritesNothing: a card submission the limits refuse
+// writes nothing to the session (the limits are asked before the session is
+// claimed with an attempt), so a client over its limit costs no durable
+// write per 429.
+func TestLimitedSubmissionWritesNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	e.app.Limiter.Client.Max = 1
+	id := e.session(map[string]any{"locale": "en"})["id"].(string)
+	b := e.browser()
+	if p := b.pay(id, "4000 0000 0000 0002", "981"); p.status == http.StatusTooManyRequests {
+		t.Fatalf("first submission limited")
+	}
+	version := func() int64 { return sessionVersion(t, e, id) }
+	before := version()
+	const n = 20
+	for i := 0; i < n; i++ {
+		if p := b.pay(id, luhnCard(300+i), "981"); p.status != http.StatusTooManyRequests {
+			t.Fatalf("submission %d over the client limit: %d", i, p.status)
+		}
+	}
+	if writes := version() - before; writes > 0 {
+		t.Errorf("%d submissions refused by the client limit wrote the session %d times", n, writes)
+	}
+}

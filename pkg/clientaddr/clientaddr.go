@@ -3,7 +3,7 @@
 // X-Forwarded-For that is not one of those proxies. Anyone can write
 // X-Forwarded-For, so the header is believed only from trusted peers, and
 // only as far back as the trusted hops go. Bucket groups addresses for
-// limits: an IPv6 client holds a whole /64.
+// limits: an IPv6 client holds a whole /64; Network, coarser, its /48.
 package clientaddr
 
 import (
@@ -113,4 +113,20 @@ func Bucket(a netip.Addr) string {
 		return p.String()
 	}
 	return a.String()
+}
+
+// Network is the coarser unit an IPv6 client is counted under beside its
+// Bucket: its /48, the most a subscriber or a host is commonly given (65,536
+// /64s, each a bucket of its own). "" for IPv4 and the zero Addr, which
+// Bucket counts alone.
+func Network(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	a = a.Unmap()
+	if !a.Is6() {
+		return ""
+	}
+	p, _ := a.WithZone("").Prefix(48)
+	return p.String()
 }

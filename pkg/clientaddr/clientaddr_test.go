@@ -91,6 +91,13 @@ func TestBucket(t *testing.T) {
 	if clientaddr.Bucket(netip.Addr{}) != "" {
 		t.Error("the zero address has a bucket")
 	}
+	n := func(s string) string { return clientaddr.Network(netip.MustParseAddr(s)) }
+	if n("2001:db8:1:2::1") != n("2001:db8:1:ffff::1") || n("2001:db8:1:2::1") != "2001:db8:1::/48" || n("2001:db8:2::1") == n("2001:db8:1::1") {
+		t.Error("IPv6 networks are not /48s")
+	}
+	if n("192.0.2.1") != "" || n("::ffff:192.0.2.1") != "" || clientaddr.Network(netip.Addr{}) != "" {
+		t.Error("IPv4 has a network bucket")
+	}
 }
 
 // FuzzClient: any header from a trusted proxy gives the peer or one of the

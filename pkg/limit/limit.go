@@ -105,13 +105,15 @@ type Submission struct {
 }
 
 // Submissions are the card-testing limits: per client address (an IPv6
-// client counted by its /64, all of which it holds) and per card, across
-// merchants; and, for card submissions, two velocity limits that a
+// client counted by its /64, all of which it holds), per IPv6 network (a
+// /48, which one subscriber or host may hold: 65,536 /64s) and per card,
+// across merchants; and, for card submissions, two velocity limits that a
 // distributed run (many addresses, many cards) cannot spread itself under:
 // per merchant, and over the whole service.
 type Submissions struct {
 	Counter  *Counter
 	Client   Rule
+	Network  Rule // submissions from one IPv6 /48 (IPv4 clients: Client alone)
 	Card     Rule
 	Merchant Rule // card submissions to one merchant's pages
 	Global   Rule // card submissions to every merchant's pages
@@ -136,6 +138,13 @@ func (l *Submissions) each(s Submission, f func(Rule, string) error) error {
 	if err := f(l.Client, client); err != nil {
 		return err
 	}
+	if a, err := netip.ParseAddr(s.ClientIP); err == nil {
+		if network := clientaddr.Network(a); network != "" {
+			if err := f(l.Network, network); err != nil {
+				return err
+			}
+		}
+	}
 	if s.CardKey == "" {
 		return nil
 	}
@@ -153,6 +162,7 @@ func DefaultSubmissions(c *Counter) *Submissions {
 	return &Submissions{
 		Counter:  c,
 		Client:   Rule{Name: "client", Max: 20, Window: time.Hour},
+		Network:  Rule{Name: "network", Max: 100, Window: time.Hour},
 		Card:     Rule{Name: "card", Max: 10, Window: 24 * time.Hour},
 		Merchant: Rule{Name: "merchant", Max: 600, Window: time.Minute},
 		Global:   Rule{Name: "global", Max: 6000, Window: time.Minute},

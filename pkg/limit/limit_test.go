@@ -22,6 +22,7 @@ func newSubmissions(t *testing.T) *limit.Submissions {
 	return &limit.Submissions{
 		Counter:  c,
 		Client:   limit.Rule{Name: "client", Max: 3, Window: time.Hour},
+		Network:  limit.Rule{Name: "network", Max: 6, Window: time.Hour},
 		Card:     limit.Rule{Name: "card", Max: 3, Window: time.Hour},
 		Merchant: limit.Rule{Name: "merchant", Max: 5, Window: time.Minute},
 		Global:   limit.Rule{Name: "global", Max: 8, Window: time.Minute},
@@ -56,6 +57,31 @@ func TestClientBucketsIPv6By64(t *testing.T) {
 	}
 	if err := l.Submission(ctx, limit.Submission{Merchant: "mer_a", ClientIP: "::ffff:192.0.2.1", CardKey: "card8"}); refusedBy(t, err) != "" {
 		t.Fatalf("an IPv4 address: %v", err)
+	}
+}
+
+// A run that walks the /64s of one IPv6 /48 (65,536 client buckets) is
+// held by the network limit; another /48, and IPv4, are not. (Kaspi QR
+// submissions, which no card or velocity limit counts.)
+func TestNetworkLimitIPv6By48(t *testing.T) {
+	t.Parallel()
+	l := newSubmissions(t)
+	for i := 1; i <= 8; i++ {
+		err := l.Submission(ctx, limit.Submission{Merchant: "mer_a", ClientIP: fmt.Sprintf("2001:db8:7:%x::1", i)})
+		if got, want := refusedBy(t, err), map[bool]string{true: "network", false: ""}[i > 6]; got != want {
+			t.Fatalf("/64 number %d of one /48: refused by %q, want %q", i, got, want)
+		}
+		if err := l.Check(ctx, limit.Submission{Merchant: "mer_a", ClientIP: fmt.Sprintf("2001:db8:7:%x::2", i+100)}); refusedBy(t, err) != map[bool]string{true: "network", false: ""}[i >= 6] {
+			t.Fatalf("a check after %d submissions from the /48: %v", i, err)
+		}
+	}
+	if err := l.Submission(ctx, limit.Submission{Merchant: "mer_b", ClientIP: "2001:db8:8::1"}); refusedBy(t, err) != "" {
+		t.Fatalf("another /48: %v", err)
+	}
+	for i := 1; i <= 8; i++ { // IPv4 has no network rule: each address its own client limit
+		if err := l.Submission(ctx, limit.Submission{Merchant: "mer_b", ClientIP: fmt.Sprintf("192.0.2.%d", i)}); refusedBy(t, err) != "" {
+			t.Fatalf("IPv4 address %d: %v", i, err)
+		}
 	}
 }
 
