@@ -71,9 +71,9 @@ var commands = []entry{
 		new: func() command { return &keysRewrapCmd{} }},
 
 	{name: "audit list", args: "[--merchant ID] [--after ID] [--limit N]", summary: "the audit trail, oldest first", new: func() command { return &auditListCmd{} }},
-	{name: "audit export", args: "[--out FILE] [--batch N]", summary: "write the records not exported yet as JSON lines (stdout, or appended to FILE and synced), then mark them exported: only exported records are ever trimmed",
+	{name: "audit export", args: "[--out FILE] [--batch N] [--mark]", summary: "write the records not exported yet as JSON lines (appended to FILE, or stdout), sync them and mark them exported: only exported records are ever trimmed. To a pipe or a terminal, which cannot be synced, the mark stays (it says how to move it) unless --mark",
 		new: func() command { return &auditExportCmd{} }},
-	{name: "audit unexported", args: "[--limit N]", summary: "the records after the export mark, oldest first, and the mark (what audit export reads)",
+	{name: "audit unexported", args: "[--after ID] [--limit N]", summary: "the records after the export mark (or after ID), oldest first, and the mark (what audit export reads)",
 		new: func() command { return &auditUnexportedCmd{} }},
 	{name: "audit mark-exported", args: "--after ID --through ID", summary: "move the export mark from ID to ID (what audit export does once its output is safe), then trim to --audit-max-records", audit: "audit.export",
 		reads: []*setting{settingNamed("audit-max-records")}, new: func() command { return &auditMarkExportedCmd{} }},

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -14,7 +16,8 @@ import (
 // audit export writes every record not exported yet as JSON lines, marks
 // them, and the trail is then capped at --audit-max-records by removing
 // exported records only: beside a running service and without one, on
-// both stores.
+// both stores. To a pipe it marks nothing unless told (--mark), and says
+// how to move the mark; stdout redirected to a file is synced and marked.
 func TestAuditExportAndCap(t *testing.T) {
 	onBothStores(t, func(t *testing.T, w *world) {
 		w.env["PAYPAGE_AUDIT_MAX_RECORDS"] = "5"
@@ -63,25 +66,80 @@ func TestAuditExportAndCap(t *testing.T) {
 			t.Fatalf("a stale mark moved: %s", r.stdout)
 		}
 
-		// Without the service, to stdout; the file holds everything once.
+		// Without the service, to stdout. A pipe cannot be synced: the
+		// records are written, the mark stays, and the command says how to
+		// move it once they are safe.
 		svc.stop()
 		r = w.ok(nil, "audit", "export")
-		var more int
-		sc := bufio.NewScanner(strings.NewReader(r.stdout))
-		for sc.Scan() {
-			var e map[string]any
-			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-				t.Fatalf("not a JSON line: %q", sc.Text())
-			}
+		piped := jsonLines(t, r.stdout)
+		for _, e := range piped {
 			if e["id"] == lines[13]["id"] {
 				t.Fatal("a record exported twice")
 			}
-			more++
 		}
-		if more != 12 || len(w.audit()) != 6 { // the eleven, and the refused mark's record
-			t.Fatalf("second export: %d records; %d left", more, len(w.audit()))
+		if len(piped) != 12 || !strings.Contains(r.stderr, "the mark stays") { // the eleven, and the refused mark's record
+			t.Fatalf("export to a pipe: %d records\n%s", len(piped), r.stderr)
+		}
+		w.ok(&u, "audit", "unexported")
+		if len(u.Records) != 12 || u.Mark.Through != lines[13]["id"] || len(w.audit()) != 17 {
+			t.Fatalf("a pipe's export moved the mark or trimmed: mark %+v, %d unexported", u.Mark, len(u.Records))
+		}
+		told := regexp.MustCompile(`paypage (audit mark-exported --after "[^"]*" --through "[^"]*")`).FindStringSubmatch(r.stderr)
+		if told == nil {
+			t.Fatalf("no mark-exported command in\n%s", r.stderr)
+		}
+		last := piped[len(piped)-1]["id"].(string)
+		w.ok(nil, "audit", "mark-exported", "--after", u.Mark.Through, "--through", last)
+		if !strings.Contains(told[1], `--through "`+last+`"`) {
+			t.Errorf("told %s; the last record written was %s", told[1], last)
+		}
+		if n := len(w.audit()); n != 6 { // trimmed to five, and the mark's record
+			t.Fatalf("after mark-exported: %d records", n)
+		}
+
+		// To a pipe with --mark, the mark moves as it writes.
+		w.ok(nil, "merchant", "add", "--name", "Shop")
+		r = w.ok(nil, "audit", "export", "--mark")
+		if got := jsonLines(t, r.stdout); len(got) != 2 || !strings.Contains(r.stderr, "exported 2 records") {
+			t.Fatalf("export --mark to a pipe: %d records\n%s", len(got), r.stderr)
+		}
+
+		// Stdout redirected to a file is synced, and the mark moves.
+		w.ok(nil, "merchant", "add", "--name", "Shop")
+		f, err := os.OpenFile(filepath.Join(t.TempDir(), "redirected.jsonl"), os.O_WRONLY|os.O_CREATE, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		cmd := exec.Command(w.bin, "audit", "export")
+		var stderr strings.Builder
+		cmd.Env, cmd.Stdout, cmd.Stderr = w.environ(), f, &stderr
+		if err := cmd.Run(); err != nil || !strings.Contains(stderr.String(), "exported 2 records") {
+			t.Fatalf("export to a file on stdout: %v\n%s", err, stderr.String())
+		}
+		if got := readLines(t, f.Name()); len(got) != 2 {
+			t.Fatalf("export to a file on stdout: %d records", len(got))
+		}
+		w.ok(&u, "audit", "unexported")
+		if len(u.Records) != 1 || u.Records[0].Action != "audit.export" {
+			t.Fatalf("after an export to a file on stdout: %d unexported", len(u.Records))
 		}
 	})
+}
+
+// jsonLines parses JSON lines.
+func jsonLines(t *testing.T, s string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		var e map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("not a JSON line: %q", sc.Text())
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 func readLines(t *testing.T, path string) []map[string]any {

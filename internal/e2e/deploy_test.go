@@ -108,7 +108,7 @@ func TestDeployRedisTLSAndACL(t *testing.T) {
 	if st, d, _ := e.api("POST", "/v1/detokenize", pkey, map[string]any{"token": token}); st != 200 || d["pan"] != "4242424242424242" {
 		t.Fatalf("detokenize over rediss as the ACL user: %d %v", st, d)
 	}
-	if r := w.ok(nil, "audit", "export"); !strings.Contains(r.stderr, "exported") {
+	if r := w.ok(nil, "audit", "export", "--mark"); !strings.Contains(r.stderr, "exported") {
 		t.Fatalf("audit export: %s", r.stderr)
 	}
 	if n, err := app.DBSize(ctx).Result(); err != nil || n == 0 {
