@@ -98,7 +98,7 @@ func entryNamed(name string) entry {
 // storeSettings are what every operator command reads: where the store and
 // its keys are, and how much to log.
 var storeSettings = []*setting{
-	settingNamed("data"), settingNamed("store"), settingNamed("master-key-file"), settingNamed("addr"), settingNamed("log-level"),
+	settingNamed("data"), settingNamed("store"), settingNamed("store-ca"), settingNamed("master-key-file"), settingNamed("addr"), settingNamed("log-level"),
 }
 
 // entry is one line of the registry.

@@ -47,6 +47,8 @@ var settings = []*setting{
 		set: func(c *Config, v string) error { c.Data = v; return nil }},
 	{flag: "store", env: "PAYPAGE_STORE", def: "bolt", arg: "URL", help: "bolt, or a Redis URL (redis://, rediss://, redis+cluster://, ?master_name= for Sentinel)",
 		set: func(c *Config, v string) error { c.Store = v; return nil }},
+	{flag: "store-ca", env: "PAYPAGE_STORE_CA", arg: "FILE", help: "PEM file of the CA a rediss:// store's certificate is checked against, for Redis alone (default: the system's roots)",
+		set: func(c *Config, v string) error { c.StoreCA = v; return nil }},
 	{flag: "public-url", env: "PAYPAGE_PUBLIC_URL", arg: "URL", help: "base URL shoppers reach (default http:// + addr; https:// + addr with --tls-cert, https:// + the name with --acme-domain)",
 		set: func(c *Config, v string) error { c.PublicURL = v; return nil }},
 	{flag: "master-key-file", env: "PAYPAGE_MASTER_KEY_FILE", arg: "FILE", help: "file holding the key-encrypting key as 64 hex characters (PAYPAGE_MASTER_KEY, the key itself, wins over it)",

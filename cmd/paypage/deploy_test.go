@@ -20,6 +20,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/paypage/paypage/pkg/clientaddr"
 	"github.com/paypage/paypage/pkg/egress"
 )
 
@@ -319,9 +320,45 @@ func TestKubernetesManifests(t *testing.T) {
 	if !slices.Equal(list(rc, "args"), []any{"/etc/redis/redis.conf"}) {
 		t.Errorf("redis args %v", list(rc, "args"))
 	}
-	// paypage trusts Redis's CA, from the same Secret.
-	if !strings.Contains(str(env["SSL_CERT_DIR"], "value"), "/etc/paypage/redis-ca") {
-		t.Error("paypage does not trust Redis's CA")
+	// paypage trusts Redis's CA, from the same Secret, for Redis alone:
+	// never added to the system roots, which webhooks are checked against.
+	caFile := str(env["PAYPAGE_STORE_CA"], "value")
+	caVolume := ""
+	for _, m := range list(c, "volumeMounts") {
+		if str(m, "mountPath") == filepath.Dir(caFile) {
+			caVolume = str(m, "name")
+		}
+	}
+	for _, v := range list(pod, "volumes") {
+		if str(v, "name") == caVolume && (str(v, "secret", "secretName") != "paypage-redis-tls" || str(v, "secret", "items", 0, "key") != "ca.crt" ||
+			str(v, "secret", "items", 0, "path") != filepath.Base(caFile)) {
+			t.Errorf("PAYPAGE_STORE_CA %s is not Redis's CA from paypage-redis-tls: %v", caFile, v)
+		}
+	}
+	if caFile == "" || caVolume == "" {
+		t.Errorf("paypage does not trust Redis's CA (PAYPAGE_STORE_CA %q, mounted from %q)", caFile, caVolume)
+	}
+	if _, ok := env["SSL_CERT_DIR"]; ok {
+		t.Error("SSL_CERT_DIR adds a private CA to the roots webhooks are checked against")
+	}
+	// The trusted proxies are a value set per cluster, in kustomization.yaml.
+	if str(env["PAYPAGE_TRUSTED_PROXIES"], "valueFrom", "configMapKeyRef", "name") != "paypage-proxies" ||
+		str(env["PAYPAGE_TRUSTED_PROXIES"], "valueFrom", "configMapKeyRef", "key") != "trusted-proxies" {
+		t.Errorf("PAYPAGE_TRUSTED_PROXIES is not from kustomization.yaml's paypage-proxies: %v", env["PAYPAGE_TRUSTED_PROXIES"])
+	}
+	proxies := ""
+	for _, g := range list(kz, "configMapGenerator") {
+		if str(g, "name") == "paypage-proxies" {
+			for _, l := range list(g, "literals") {
+				if v, ok := strings.CutPrefix(fmt.Sprint(l), "trusted-proxies="); ok {
+					proxies = v
+				}
+			}
+		}
+	}
+	checkEnv(t, "kustomization.yaml", "PAYPAGE_TRUSTED_PROXIES", proxies)
+	if ps, err := clientaddr.ParsePrefixes(proxies); err != nil || len(ps) == 0 || slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.Bits() == 0 }) {
+		t.Errorf("trusted proxies %q: set the ingress controller's addresses, not everyone (%v)", proxies, err)
 	}
 	rnp := find(t, docs, "NetworkPolicy", "redis")
 	if len(list(rnp, "spec", "ingress")) != 1 || str(rnp, "spec", "ingress", 0, "from", 0, "podSelector", "matchLabels", "app") != "paypage" ||
@@ -470,11 +507,21 @@ func TestComposeFile(t *testing.T) {
 	if a, ok := env["PAYPAGE_ADDR"]; ok {
 		addr = a
 	}
+	public, err := url.Parse(env["PAYPAGE_PUBLIC_URL"])
+	if err != nil || public.Scheme != map[bool]string{true: "https", false: "http"}[env["PAYPAGE_TLS_CERT"] != ""] {
+		t.Errorf("PAYPAGE_PUBLIC_URL %q with PAYPAGE_TLS_CERT %q: the public URL must say what is served", env["PAYPAGE_PUBLIC_URL"], env["PAYPAGE_TLS_CERT"])
+	}
 	for _, p := range list(pp, "ports") {
-		parts := strings.Split(fmt.Sprint(p), ":") // [host:]container
+		parts := strings.Split(fmt.Sprint(p), ":") // [[ip:]host:]container
 		if num(parts[len(parts)-1]) != portOf(t, addr) {
 			t.Errorf("publishes %v; paypage listens on %s", p, addr)
 		}
+		if len(parts) < 2 || parts[len(parts)-2] != public.Port() {
+			t.Errorf("publishes %v; the public URL is %s", p, public)
+		}
+	}
+	if get(pp, "deploy", "replicas") != nil && num(pp, "deploy", "replicas") > 1 && published {
+		t.Error("several replicas cannot share one published port")
 	}
 	// Compose fills ${VAR} (or ${VAR:?message}) in from its --env-file.
 	vars := regexp.MustCompile(`\$\{(\w+)[^}]*\}`)
@@ -502,6 +549,20 @@ func TestComposeFile(t *testing.T) {
 		if !strings.HasPrefix(mounts[f], "./secrets/") {
 			t.Errorf("compose's Redis has no %s", f)
 		}
+	}
+	// paypage's files: its certificate, and Redis's CA for Redis alone.
+	mine := map[string]string{}
+	for _, v := range list(pp, "volumes") {
+		parts := strings.Split(fmt.Sprint(v), ":")
+		mine[parts[1]] = parts[0]
+	}
+	for setting, file := range map[string]string{"PAYPAGE_TLS_CERT": "./secrets/page.crt", "PAYPAGE_TLS_KEY": "./secrets/page.key", "PAYPAGE_STORE_CA": "./secrets/ca.crt"} {
+		if mine[env[setting]] != file {
+			t.Errorf("%s=%q is not %s mounted", setting, env[setting], file)
+		}
+	}
+	if _, ok := env["SSL_CERT_DIR"]; ok {
+		t.Error("SSL_CERT_DIR adds Redis's CA to the roots webhooks are checked against")
 	}
 }
 

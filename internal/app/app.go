@@ -47,6 +47,7 @@ type Config struct {
 	Pprof         bool
 	Data          string
 	Store         string // "bolt" or a Redis URL
+	StoreCA       string // a PEM file: the CA a rediss:// store is checked against, for Redis alone ("": the system's roots)
 	PublicURL     string
 	MasterKeyFile string
 	MasterKey     string // the key itself in hex, from PAYPAGE_MASTER_KEY (never a flag: flags show in ps)
@@ -212,7 +213,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		a.store, err = bolt.Open(filepath.Join(cfg.Data, "paypage.db"))
 	} else if strings.HasPrefix(cfg.Store, "redis") {
 		redis.SetLogger(log)
-		a.store, err = redis.Open(ctx, cfg.Store)
+		a.store, err = openRedis(ctx, cfg)
 	} else {
 		err = fmt.Errorf("--store: %q is neither bolt nor a redis:// URL", cfg.Store)
 	}

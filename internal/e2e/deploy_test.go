@@ -18,9 +18,9 @@ import (
 // TestDeployRedisTLSAndACL runs a real redis-server on the shipped
 // deploy/redis.conf with the secrets deploy/make-secrets.sh makes (only the
 // paths and the port changed), and the real binary on it over rediss:// as
-// the ACL user: a card is paid, detokenized and the trail exported. Redis
-// itself refuses plain TCP, the default user, and paypage's user any
-// administrative command.
+// the ACL user, trusting Redis's CA through --store-ca alone: a card is
+// paid, detokenized and the trail exported. Redis itself refuses plain TCP,
+// the default user, and paypage's user any administrative command.
 func TestDeployRedisTLSAndACL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs redis-server, openssl and the real binary")
@@ -89,17 +89,26 @@ func TestDeployRedisTLSAndACL(t *testing.T) {
 		}
 	}
 
-	caDir := filepath.Join(dir, "ca")
-	if err := os.Mkdir(caDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(caDir, "ca.crt"), []byte(read("ca.crt")), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	w := newWorld(t, "bolt")
 	w.env["PAYPAGE_STORE"] = fmt.Sprintf("rediss://paypage:%s@127.0.0.1:%s/0", pw, port)
 	w.env["PAYPAGE_MASTER_KEY"] = read("master.key")
-	w.env["SSL_CERT_DIR"] = "/etc/ssl/certs:" + caDir // as the manifests set it
+	// Redis's private CA is trusted for Redis alone (--store-ca): without
+	// it the system's roots do not know it, and a file with no certificate
+	// or a plain redis:// URL beside it is refused.
+	w.fails("certificate", "merchant", "list")
+	w.env["PAYPAGE_STORE_CA"] = filepath.Join(secrets, "redis-password")
+	w.fails("no PEM certificate", "merchant", "list")
+	w.env["PAYPAGE_STORE_CA"] = filepath.Join(secrets, "ca.crt") // as the manifests set it
+	plain := w.env["PAYPAGE_STORE"]
+	w.env["PAYPAGE_STORE"] = strings.Replace(plain, "rediss://", "redis://", 1)
+	w.fails("needs TLS", "merchant", "list")
+	w.env["PAYPAGE_STORE"] = plain
+	// The page's own certificate (docker compose serves it) is for
+	// 127.0.0.1, and refused for another name.
+	page := []string{"PAYPAGE_TLS_CERT=" + filepath.Join(secrets, "page.crt"), "PAYPAGE_TLS_KEY=" + filepath.Join(secrets, "page.key")}
+	if r := w.cli(page, "serve", "--public-url", "https://pay.example.com"); r.code == 0 || !strings.Contains(r.stderr, "not for the public URL's host") {
+		t.Fatalf("the page's certificate served for another name: %d\n%s", r.code, r.stderr)
+	}
 	svc := w.serve()
 	mid, mkey := w.merchant("Air Astana")
 	_, pkey := w.processor("Acquirer", "--merchants", mid)

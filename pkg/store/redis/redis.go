@@ -11,6 +11,8 @@ package redis
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -52,7 +54,20 @@ var _ store.Store = (*DB)(nil)
 //	redis://host:port?master_name=M&addr=h2:p   Sentinel: the sentinels' addresses and the master's name
 //	redis+cluster://host:port?addr=h2:p         Cluster: seed nodes (rediss+cluster:// for TLS)
 func Open(ctx context.Context, rawURL string) (*DB, error) {
-	c, err := newClient(rawURL)
+	return OpenWith(ctx, rawURL, Options{})
+}
+
+// Options tune a connection beyond what its URL says.
+type Options struct {
+	// RootCAs, when set, are the only authorities a rediss:// server's
+	// certificate is checked against, instead of the system's roots: a
+	// private CA trusted for Redis alone (--store-ca).
+	RootCAs *x509.CertPool
+}
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, rawURL string, o Options) (*DB, error) {
+	c, err := newClient(rawURL, o)
 	if err != nil {
 		return nil, apperr.Wrap(apperr.Invalid, err, "store URL %s", redactURL(rawURL))
 	}
@@ -70,7 +85,7 @@ func New(c goredis.UniversalClient) *DB {
 	return &DB{c: c, cluster: cluster, b: newBatcher(c)}
 }
 
-func newClient(rawURL string) (goredis.UniversalClient, error) {
+func newClient(rawURL string, opts Options) (goredis.UniversalClient, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, errors.New("not a URL")
@@ -82,10 +97,16 @@ func newClient(rawURL string) (goredis.UniversalClient, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := opts.tls(o.TLSConfig); err != nil {
+			return nil, err
+		}
 		return goredis.NewClusterClient(o), nil
 	case u.Query().Has("master_name"):
 		o, err := goredis.ParseFailoverURL(rawURL)
 		if err != nil {
+			return nil, err
+		}
+		if err := opts.tls(o.TLSConfig); err != nil {
 			return nil, err
 		}
 		return goredis.NewFailoverClient(o), nil
@@ -94,7 +115,22 @@ func newClient(rawURL string) (goredis.UniversalClient, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := opts.tls(o.TLSConfig); err != nil {
+		return nil, err
+	}
 	return goredis.NewClient(o), nil
+}
+
+// tls applies the options to a URL's TLS configuration (nil: no TLS).
+func (o Options) tls(c *tls.Config) error {
+	if o.RootCAs == nil {
+		return nil
+	}
+	if c == nil {
+		return errors.New("a CA for Redis needs TLS: a rediss:// URL")
+	}
+	c.RootCAs = o.RootCAs
+	return nil
 }
 
 // redactURL drops the password from a URL for messages.

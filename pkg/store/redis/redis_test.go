@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"context"
+	"crypto/x509"
 	"strings"
 	"testing"
 
@@ -72,6 +73,23 @@ func TestOpenBadURL(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "s3cret") {
 		t.Fatalf("error leaks the password: %v", err)
+	}
+}
+
+// A CA for Redis needs a rediss:// URL, in every form, and never leaks the
+// password; with TLS it is taken (the connection itself is tested by
+// internal/e2e's TestDeployRedisTLSAndACL).
+func TestOpenWithCA(t *testing.T) {
+	t.Parallel()
+	ca := redis.Options{RootCAs: x509.NewCertPool()}
+	for _, u := range []string{"redis://:s3cret@127.0.0.1:1/0", "redis+cluster://:s3cret@127.0.0.1:1", "redis://:s3cret@127.0.0.1:1?master_name=m"} {
+		_, err := redis.OpenWith(context.Background(), u, ca)
+		if err == nil || !strings.Contains(err.Error(), "needs TLS") || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s with a CA: %v", u, err)
+		}
+	}
+	if _, err := redis.OpenWith(context.Background(), "rediss://127.0.0.1:1/0", ca); err == nil || strings.Contains(err.Error(), "needs TLS") {
+		t.Errorf("rediss:// with a CA: %v (want a failed connection, not a refused URL)", err)
 	}
 }
 
