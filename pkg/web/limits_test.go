@@ -53,7 +53,7 @@ func limitServerOf(t *testing.T, maxSources int) (*countingStore, string, *Serve
 	al := audit.New(st)
 	s, err := New(Config{PublicURL: "https://pay.example", RefusalsPerMinute: 30, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
 		Deps{Store: st, Audit: al, Refusals: audit.NewRefusals(al, time.Minute, maxSources, log), Accounts: account.New(st, nil),
-			Registry: prometheus.NewRegistry(), Logger: log, CSRFKeys: func() [][]byte { return [][]byte{make([]byte, 32)} }})
+			Registry: prometheus.NewRegistry(), Logger: log, CSRFTags: testCSRFTags})
 	if err != nil {
 		t.Fatal(err)
 	}

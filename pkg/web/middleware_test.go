@@ -46,6 +46,13 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// testCSRFTags makes CSRF tokens under one all-zero key.
+func testCSRFTags(msg []byte) [][]byte {
+	m := hmac.New(sha256.New, make([]byte, 32))
+	m.Write(msg)
+	return [][]byte{m.Sum(nil)}
+}
+
 // testServer is a Server over the in-memory store behind real HTTP, with its
 // log and its metrics registry.
 type testServer struct {
@@ -66,11 +73,7 @@ func newTestServer(t testing.TB, cfg Config) *testServer {
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	al := audit.New(st)
 	s, err := New(cfg, Deps{Store: st, Audit: al, Refusals: audit.NewRefusals(al, time.Minute, 100, log), Registry: reg, Logger: log,
-		CSRFTags: func(msg []byte) [][]byte {
-			m := hmac.New(sha256.New, make([]byte, 32))
-			m.Write(msg)
-			return [][]byte{m.Sum(nil)}
-		}})
+		CSRFTags: testCSRFTags})
 	if err != nil {
 		t.Fatal(err)
 	}
