@@ -63,7 +63,7 @@ var commands = []entry{
 		reads: []*setting{settingNamed("unseal-shares")}, new: func() command { return &unsealCmd{} }},
 	{name: "seal", summary: "wipe the master key from a running service's memory: it answers 503 until unsealed", audit: "keys.seal",
 		new: func() command { return &sealCmd{} }},
-	{name: "csp-reports", args: "[--after ID] [--limit N]", summary: "the Content-Security-Policy violations browsers reported on the pages (directive, blocked domain, page), oldest first",
+	{name: "csp-reports", args: "[--after ID] [--limit N]", summary: "the Content-Security-Policy violations browsers reported on the pages (directive, blocked domain, page, how many in a minute), oldest first; beside a running service, with the counts so far",
 		new: func() command { return &cspReportsCmd{} }},
 	{name: "verify-page", args: "URL", summary: "fetch a live payment page and its assets; name each difference from the page manifest (exit 1 if any)",
 		reads: []*setting{}, new: func() command { return &verifyPageCmd{} }},

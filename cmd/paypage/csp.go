@@ -9,7 +9,8 @@ import (
 
 // cspReportsCmd reads the Content-Security-Policy violation reports
 // browsers sent (what of each is kept: the directive, the blocked domain,
-// the page's route), oldest first.
+// the page's route, and how many in a minute), oldest first; beside a
+// running service, with the counts so far.
 type cspReportsCmd struct {
 	After string `json:"after"`
 	Limit int    `json:"limit"`
@@ -21,5 +22,6 @@ func (c *cspReportsCmd) flags(fs *flag.FlagSet) {
 }
 
 func (c *cspReportsCmd) do(ctx context.Context, k *call) (any, error) {
+	k.app.WriteCSPReports(ctx)
 	return web.ReadCSPReports(ctx, k.app.Store(), c.After, c.Limit)
 }

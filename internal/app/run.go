@@ -247,6 +247,8 @@ func (a *App) Serve(ctx context.Context, l Listeners) error {
 	}
 	audited := make(chan struct{}) // refusal records flushed and the trail capped, until the end
 	go func() { defer close(audited); a.Refusals.Run(workers, 10*time.Second) }()
+	reported := make(chan struct{}) // CSP reports' counts written, until the end
+	go func() { defer close(reported); a.Web.RunCSPReports(workers, 10*time.Second) }()
 	a.log.Info("paypage serving", "addr", ln.Addr().String(), "public_url", a.cfg.PublicURL, "store", storeKind(a.cfg.Store))
 	go func() { errc <- serveOn(hs, ln, tlsCfg) }()
 	go a.reloadOnHangup(workers, hup)
@@ -262,6 +264,7 @@ func (a *App) Serve(ctx context.Context, l Listeners) error {
 	cancelWorkers()
 	<-reconciled
 	<-audited
+	<-reported
 	if failed != nil {
 		return failed
 	}
@@ -350,6 +353,18 @@ func (a *App) WriteRefusals(ctx context.Context) {
 	}
 	if err := a.Refusals.Flush(ctx, true); err != nil {
 		a.log.Warn("audit: refusal records not written yet", "err", err.Error())
+	}
+}
+
+// WriteCSPReports writes the CSP violation reports the service has counted
+// so far, so an operator reading them sees them at once; without a service
+// there are none.
+func (a *App) WriteCSPReports(ctx context.Context) {
+	if a.Web == nil {
+		return
+	}
+	if err := a.Web.FlushCSPReports(ctx, true); err != nil {
+		a.log.Warn("csp reports not written yet", "err", err.Error())
 	}
 }
 

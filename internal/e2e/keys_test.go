@@ -193,6 +193,7 @@ func TestCSPReports(t *testing.T) {
 	if s := post("application/json", strings.Repeat("x", 20<<10)); s != 413 && s != 400 {
 		t.Fatalf("oversized report: %d", s)
 	}
+	e.app.WriteCSPReports(context.Background()) // the counts so far, as paypage csp-reports writes them
 	ents, err := e.app.Store().Read(context.Background(), "csp-reports", "", 10)
 	if err != nil || len(ents) != 2 {
 		t.Fatalf("recorded %d reports: %v", len(ents), err)
@@ -272,6 +273,7 @@ func TestBrowserReportsCSPViolation(t *testing.T) {
 	if p.MustEval(`() => window.skimmed === 1`).Bool() {
 		t.Fatal("the injected inline script ran")
 	}
+	e.app.WriteCSPReports(context.Background()) // the counts so far, as paypage csp-reports writes them
 	ents, err := e.app.Store().Read(context.Background(), "csp-reports", "", 10)
 	if err != nil || len(ents) < 2 {
 		t.Fatalf("%d reports recorded: %v", len(ents), err)
@@ -304,6 +306,7 @@ func TestCSPReportKeepsNoCardDataInTheBlockedURL(t *testing.T) {
 	if resp.StatusCode != 204 {
 		t.Fatalf("report: %d", resp.StatusCode)
 	}
+	e.app.WriteCSPReports(context.Background()) // the counts so far, as paypage csp-reports writes them
 	ents, err := e.app.Store().Read(context.Background(), "csp-reports", "", 10)
 	if err != nil || len(ents) != 1 {
 		t.Fatalf("recorded %d reports: %v", len(ents), err)
@@ -424,4 +427,30 @@ func tamperingProxy(t *testing.T, origin string, edit func(r *http.Response, bod
 	srv := httptest.NewServer(proxy)
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// TestCSPReportsCommandBesideService: reports are counted in the running
+// service's memory and written a minute at a time, one record per
+// directive, blocked domain and page with its count; paypage csp-reports,
+// run beside the service, writes the counts so far first, so the operator
+// sees them at once.
+func TestCSPReportsCommandBesideService(t *testing.T) {
+	w := newWorld(t, "bolt")
+	svc := w.serve()
+	for range 3 {
+		resp, err := http.Post(svc.url+"/csp-report", "application/csp-report",
+			strings.NewReader(`{"csp-report":{"effective-directive":"img-src","blocked-uri":"https://skim.example/p.gif","document-uri":"`+svc.url+`/pay/x"}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 204 {
+			t.Fatalf("report: %d", resp.StatusCode)
+		}
+	}
+	var reps []web.CSPReport
+	w.ok(&reps, "csp-reports")
+	if len(reps) != 1 || reps[0].Count != 3 || reps[0].Blocked != "https://skim.example" || reps[0].Directive != "img-src" {
+		t.Fatalf("csp-reports beside the service: %+v", reps)
+	}
 }

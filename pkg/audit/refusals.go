@@ -2,10 +2,14 @@ package audit
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"hash/maphash"
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/paypage/paypage/pkg/periodic"
 )
 
 // OtherSources is the source of the one record that sums up a window's
@@ -163,38 +167,25 @@ func (r *Refusals) Flush(ctx context.Context, all bool) error {
 	pending := r.pending
 	r.pending = nil
 	r.mu.Unlock()
-	for i, e := range pending {
-		if err := r.log.Record(ctx, e); err != nil {
-			r.mu.Lock()
-			r.pending = append(pending[i:], r.pending...)
-			r.mu.Unlock()
-			return err
-		}
+	rest, err := periodic.Write(ctx, pending, r.log.Record)
+	if err != nil {
+		r.mu.Lock()
+		r.pending = append(rest, r.pending...)
+		r.mu.Unlock()
 	}
-	return nil
+	return err
 }
 
 // Run flushes ended windows and caps the trail (Log.Trim) every tick until
 // ctx ends, then flushes what is left.
 func (r *Refusals) Run(ctx context.Context, tick time.Duration) {
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := r.Flush(fctx, true); err != nil {
-				r.logger.Error("audit: refusal records not written at shutdown", "err", err.Error())
-			}
-			return
-		case <-t.C:
-			if err := r.Flush(ctx, false); err != nil && ctx.Err() == nil {
-				r.logger.Warn("audit: refusal records not written yet", "err", err.Error())
-			}
-			if _, err := r.log.Trim(ctx); err != nil && ctx.Err() == nil {
-				r.logger.Warn("audit: trail not trimmed", "err", err.Error())
+	periodic.Flush(ctx, tick, r.logger, "audit: refusal records", func(ctx context.Context, all bool) error {
+		err := r.Flush(ctx, all)
+		if !all {
+			if _, terr := r.log.Trim(ctx); terr != nil {
+				err = errors.Join(err, fmt.Errorf("trail not trimmed: %w", terr))
 			}
 		}
-	}
+		return err
+	})
 }

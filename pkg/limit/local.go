@@ -70,8 +70,10 @@ func NewLocal(perSource, all Rate, maxSources int, now func() time.Time) *Local 
 
 // Allow spends a token of source's bucket, then of the one over all, and
 // reports whether both had one.
-func (l *Local) Allow(source string) bool {
-	now := l.now()
+func (l *Local) Allow(source string) bool { return l.AllowAt(source, l.now()) }
+
+// AllowAt is Allow at the time now (for a caller with a clock of its own).
+func (l *Local) AllowAt(source string, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.sources[source]

@@ -18,7 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/publicsuffix"
 
+	"github.com/paypage/paypage/pkg/limit"
 	"github.com/paypage/paypage/pkg/pagecheck"
+	"github.com/paypage/paypage/pkg/periodic"
 	"github.com/paypage/paypage/pkg/store"
 )
 
@@ -61,9 +63,12 @@ func (s *Server) manifest(w http.ResponseWriter, _ *http.Request) {
 // cspReports records the Content-Security-Policy violations browsers report:
 // only the directive, the blocked URL's registrable domain and the page's
 // route template are kept (no query, no path, no subdomain, no long run of
-// digits, nothing a shopper typed), at a bounded rate per client and over
-// the process, and each is counted in a metric. The store's log of them is
-// capped (cspKeep); paypage csp-reports reads it.
+// digits, nothing a shopper typed), at a bounded rate per client and then
+// over the process, and each is counted in a metric. Reports cost nothing
+// durable as they come: they are counted in memory, one group per
+// directive, blocked domain and page a minute, and each group is written as
+// one record with its count when the minute ends (Server.RunCSPReports). The
+// store's log of them is capped (cspKeep); paypage csp-reports reads it.
 type cspReports struct {
 	violations *prometheus.CounterVec
 	dropped    prometheus.Counter
@@ -71,46 +76,39 @@ type cspReports struct {
 	now       func() time.Time
 	keep      int // reports the log keeps (cspKeep)
 	trimEvery int // appends between trims (cspTrimEvery)
+	limit     *limit.Local
 
 	mu       sync.Mutex
-	all      bucket
-	clients  map[string]*bucket
+	end      time.Time // when the current window ends
+	groups   map[cspKey]*cspGroup
+	pending  []CSPViolation // ended windows' records, not yet written
 	appended int
 }
 
-// A bucket of report tokens.
-type bucket struct {
-	tokens float64
-	last   time.Time
+// cspKey is what one record counts.
+type cspKey struct{ directive, blocked, page string }
+
+type cspGroup struct {
+	count       int64
+	first, last time.Time
 }
 
-// take spends a token of a bucket filled at rate up to burst.
-func (b *bucket) take(now time.Time, rate, burst float64) bool {
-	if b.last.IsZero() {
-		b.tokens = burst
-	}
-	b.tokens = min(burst, b.tokens+max(0, now.Sub(b.last).Seconds())*rate)
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
+// The rates: per client address (an IPv6 /64), then over the process.
+var (
+	cspClient = limit.Rate{PerSecond: 0.5, Burst: 5}
+	cspAll    = limit.Rate{PerSecond: 5, Burst: 20}
+)
 
-// The rates: over the process, and per client address (an IPv6 /64).
 const (
-	cspRate          = 5.0
-	cspBurst         = 20.0
-	cspClientRate    = 0.5
-	cspClientBurst   = 5.0
-	cspClientsMax    = 4096 // clients tracked at once; past it, new ones wait
 	cspMaxBody       = 16 << 10
 	cspLogName       = "csp-reports"
 	cspMaxBatch      = 10
 	cspKeep          = 10_000 // reports the store keeps; older ones are trimmed
 	cspTrimEvery     = 100    // appends between trims
 	cspDigitsReplace = "#"
+	cspWindow        = time.Minute // reports are counted, then written, a window at a time
+	cspGroupsMax     = 256         // groups a window; past it, blocked domains fold into cspOther
+	cspOther         = "(other)"
 )
 
 func newCSPReports(reg prometheus.Registerer) *cspReports {
@@ -121,35 +119,100 @@ func newCSPReports(reg prometheus.Registerer) *cspReports {
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "paypage_csp_reports_dropped_total", Help: "CSP violation reports refused by the rate limits (per client and over the process).",
 		}),
-		clients: map[string]*bucket{}, now: time.Now, keep: cspKeep, trimEvery: cspTrimEvery,
+		now: time.Now, keep: cspKeep, trimEvery: cspTrimEvery, groups: map[cspKey]*cspGroup{},
+		limit: limit.NewLocal(cspClient, cspAll, localSources, nil),
 	}
 	reg.MustRegister(c.violations, c.dropped)
 	return c
 }
 
-// allow takes a token from the client's bucket and from the process's.
-func (c *cspReports) allow(client string, now time.Time) bool {
+// allow takes a token from the client's bucket, then from the process's.
+func (c *cspReports) allow(client string, now time.Time) bool { return c.limit.AllowAt(client, now) }
+
+// count adds one violation to its group in the current window.
+func (c *cspReports) count(v CSPViolation) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	b := c.clients[client]
-	if b == nil {
-		if len(c.clients) >= cspClientsMax {
-			for k, old := range c.clients { // forget the clients whose buckets are full again
-				if now.Sub(old.last).Seconds()*cspClientRate >= cspClientBurst {
-					delete(c.clients, k)
-				}
-			}
-			if len(c.clients) >= cspClientsMax {
-				return false
-			}
+	c.roll(v.At)
+	k := cspKey{v.Directive, v.Blocked, v.Page}
+	if c.groups[k] == nil && len(c.groups) >= cspGroupsMax {
+		k.blocked = cspOther
+	}
+	g := c.groups[k]
+	if g == nil {
+		g = &cspGroup{first: v.At}
+		c.groups[k] = g
+	}
+	g.count++
+	g.last = v.At
+}
+
+// roll closes the current window if it has ended; the caller holds mu.
+func (c *cspReports) roll(now time.Time) {
+	if now.Before(c.end) {
+		return
+	}
+	c.closeGroups()
+	c.end = now.Truncate(cspWindow).Add(cspWindow)
+}
+
+// closeGroups turns the counts so far into pending records, oldest first;
+// the caller holds mu.
+func (c *cspReports) closeGroups() {
+	start := len(c.pending)
+	for k, g := range c.groups {
+		c.pending = append(c.pending, CSPViolation{Directive: k.directive, Blocked: k.blocked, Page: k.page, At: g.first, Last: g.last, Count: g.count})
+	}
+	slices.SortFunc(c.pending[start:], func(a, b CSPViolation) int { return a.At.Compare(b.At) })
+	if max := 8 * cspGroupsMax; len(c.pending) > max { // the store has been down a long while
+		c.pending = c.pending[len(c.pending)-max:]
+	}
+	clear(c.groups)
+}
+
+// FlushCSPReports writes the counted violation reports of the windows that
+// have ended, and with all the current window's so far too (at shutdown, or
+// for an operator reading them); a record the store refuses stays for the
+// next flush. The log is trimmed to its cap as it grows.
+func (s *Server) FlushCSPReports(ctx context.Context, all bool) error {
+	c := s.csp
+	c.mu.Lock()
+	c.roll(c.now())
+	if all {
+		c.closeGroups()
+	}
+	pending := c.pending
+	c.pending = nil
+	c.mu.Unlock()
+	rest, err := periodic.Write(ctx, pending, s.appendCSPReport)
+	if err != nil {
+		c.mu.Lock()
+		c.pending = append(rest, c.pending...)
+		c.mu.Unlock()
+	}
+	return err
+}
+
+// appendCSPReport writes one record to the log, and trims the log to its
+// cap every trimEvery records.
+func (s *Server) appendCSPReport(ctx context.Context, v CSPViolation) error {
+	b, _ := json.Marshal(v)
+	id, err := s.Store.Append(ctx, cspLogName, b)
+	if err != nil {
+		return err
+	}
+	if s.csp.trimDue() {
+		if _, err := s.Store.TrimLog(ctx, cspLogName, id, s.csp.keep); err != nil {
+			s.log.Warn("trimming the csp reports", "err", err.Error())
 		}
-		b = &bucket{}
-		c.clients[client] = b
 	}
-	if !b.take(now, cspClientRate, cspClientBurst) {
-		return false
-	}
-	return c.all.take(now, cspRate, cspBurst)
+	return nil
+}
+
+// RunCSPReports writes the counted violation reports every tick until ctx
+// ends, then the rest.
+func (s *Server) RunCSPReports(ctx context.Context, tick time.Duration) {
+	periodic.Flush(ctx, tick, s.log, "csp reports", s.FlushCSPReports)
 }
 
 // trimDue reports whether this append should trim the log.
@@ -160,12 +223,15 @@ func (c *cspReports) trimDue() bool {
 	return c.appended%c.trimEvery == 0
 }
 
-// CSPViolation is what is kept of one report.
+// CSPViolation is what is kept of the reports of one violation in a
+// window: how many, the first's time and the last's.
 type CSPViolation struct {
 	Directive string    `json:"directive"`
-	Blocked   string    `json:"blocked"` // an origin, or inline, eval, data, ...
+	Blocked   string    `json:"blocked"` // an origin, or inline, eval, data, ...; "(other)" past a window's bound
 	Page      string    `json:"page"`    // the route template of the page
-	At        time.Time `json:"at"`
+	At        time.Time `json:"at"`      // the first report's
+	Last      time.Time `json:"last,omitzero"`
+	Count     int64     `json:"count,omitempty"`
 }
 
 // cspDirectives are the directive names a report may carry; others count as "other".
@@ -205,17 +271,7 @@ func (s *Server) cspReport(w http.ResponseWriter, r *http.Request) {
 		}
 		s.csp.violations.WithLabelValues(v.Directive).Inc()
 		s.log.Warn("csp violation", "directive", v.Directive, "blocked", v.Blocked, "page", v.Page)
-		b, _ := json.Marshal(v)
-		id, err := s.Store.Append(r.Context(), cspLogName, b)
-		if err != nil {
-			s.log.Warn("recording a csp violation", "err", err.Error())
-			continue
-		}
-		if s.csp.trimDue() {
-			if _, err := s.Store.TrimLog(r.Context(), cspLogName, id, s.csp.keep); err != nil {
-				s.log.Warn("trimming the csp reports", "err", err.Error())
-			}
-		}
+		s.csp.count(v)
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -67,20 +68,30 @@ func limitServerOf(t *testing.T, maxSources int) (*countingStore, string, *Serve
 // status.
 func post(t *testing.T, url, path, key, xff, body string) int {
 	t.Helper()
-	req, _ := http.NewRequest("POST", url+path, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
+	h := map[string]string{"Content-Type": "application/json", "X-Forwarded-For": xff}
 	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
+		h["Authorization"] = "Bearer " + key
 	}
-	if xff != "" {
-		req.Header.Set("X-Forwarded-For", xff)
+	return send(t, url+path, body, h).StatusCode
+}
+
+// send posts body to u with the headers h (an empty value is left out),
+// and returns the answer, its body read and closed.
+func send(t *testing.T, u, body string, h map[string]string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("POST", u, strings.NewReader(body))
+	for k, v := range h {
+		if v != "" {
+			req.Header.Set(k, v)
+		}
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	return resp.StatusCode
+	return resp
 }
 
 // The refusal limit holds a source back even once the window has seen its
@@ -141,14 +152,7 @@ func TestKaspiNotifyLimited(t *testing.T) {
 	if through != 200 {
 		t.Errorf("22 sources let %d notifications through, over all sources' burst of 200", through)
 	}
-	req, _ := http.NewRequest("POST", url+"/kaspi/notify", strings.NewReader(junk))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Forwarded-For", "203.0.113.66")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp := send(t, url+"/kaspi/notify", junk, map[string]string{"Content-Type": "application/json", "X-Forwarded-For": "203.0.113.66"})
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("a refused notification: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
