@@ -335,3 +335,28 @@ func TestReview12SoundBucketSharedByReplicas(t *testing.T) {
 		t.Fatalf("%d of 20 calls across two replicas passed, more than %d", ok, max)
 	}
 }
+
+// Sound (and untested elsewhere): a webhook to a loopback receiver on a
+// service without --webhook-allow-private is refused visibly: a warn line
+// with the merchant and the reason, and the event's delivery in GET
+// /v1/events with its last_error and next attempt.
+func TestReview12SoundRefusedWebhookIsVisible(t *testing.T) {
+	w := newWorld(t, "bolt")
+	svc := w.serve()
+	mid, key := w.merchant("Shop", "--webhook-url", "http://127.0.0.1:9/hooks")
+	e := svc.as(mid, key, "")
+	e.paidToken("4242 4242 4242 4242")
+	if !svc.logged(`"msg":"webhook delivery failed","merchant":"` + mid + `"`) {
+		t.Fatalf("no warn line for the refused delivery:\n%s", svc.logs.String())
+	}
+	_, body, _ := e.api("GET", "/v1/events", key, nil)
+	data, _ := body["data"].([]any)
+	if len(data) == 0 {
+		t.Fatalf("no events: %v", body)
+	}
+	d, _ := data[0].(map[string]any)["delivery"].(map[string]any)
+	if d == nil || d["state"] != "pending" || d["last_error"] == "" || d["last_error"] == nil || d["next_attempt_at"] == nil {
+		t.Fatalf("delivery: %v", d)
+	}
+	t.Logf("delivery %v", d)
+}
