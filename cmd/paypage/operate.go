@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/paypage/paypage/internal/app"
 	"github.com/paypage/paypage/internal/opsock"
@@ -66,15 +67,24 @@ func (m *Main) operateHere(ctx context.Context, e entry, op operation) (any, []s
 		return nil, nil, err
 	}
 	defer a.Close()
-	self := opsock.Self()
-	return execute(ctx, a, audit.Operator{UID: self.UID, User: self.User, PID: self.PID, Via: "direct"}, e, op)
+	return execute(ctx, a, operatorOf(opsock.Self(), "direct"), e, op)
+}
+
+// operatorOf is a peer as the audit trail names it.
+func operatorOf(p opsock.Peer, via string) audit.Operator {
+	o := audit.Operator{UID: p.UID, User: p.User, PID: p.PID, Via: via}
+	if p.LoginUID >= 0 {
+		uid := p.LoginUID
+		o.LoginUID, o.Login = &uid, p.Login
+	}
+	return o
 }
 
 // serveOperators is the service's side of the socket: it runs what an
 // operator sends on the service's own app.
 func (m *Main) serveOperators(a *app.App) opsock.Handler {
 	return func(ctx context.Context, p opsock.Peer, r opsock.Request) opsock.Answer {
-		who := audit.Operator{UID: p.UID, User: p.User, PID: p.PID, Via: "socket"}
+		who := operatorOf(p, "socket")
 		if r.Store != storeID(m.Config) {
 			return opsock.Reply(nil, nil, apperr.E(apperr.Invalid, "this service runs on another store: give the command the service's --store"))
 		}
@@ -96,7 +106,7 @@ func (m *Main) serveOperators(a *app.App) opsock.Handler {
 				return opsock.Reply(nil, nil, apperr.E(apperr.Invalid, "%s: %v", e.name, err))
 			}
 		}
-		m.Log.Info("operator command", "command", e.name, "user", p.User, "uid", p.UID, "pid", p.PID)
+		m.Log.Info("operator command", "command", e.name, "user", p.User, "uid", p.UID, "login", p.Login, "pid", p.PID)
 		return opsock.Reply(execute(ctx, a, who, *e, op))
 	}
 }
@@ -145,14 +155,23 @@ func (c *call) warn(format string, args ...any) {
 	c.warnings = append(c.warnings, fmt.Sprintf(format, args...))
 }
 
+// auditTimeout bounds the writing of an operation's audit records once
+// it has run, whether or not its caller is still there.
+const auditTimeout = 10 * time.Second
+
 // execute runs an operation on an opened app and records it in the audit
-// trail, with who ran it, when its entry names an audit action.
+// trail, with who ran it, when its entry names an audit action. The
+// records are written even when ctx ended meanwhile (the caller went away
+// after the change was made): a change is never left unaudited because
+// its operator pressed Ctrl-C.
 func execute(ctx context.Context, a *app.App, who audit.Operator, e entry, op operation) (any, []string, error) {
 	c := &call{app: a, who: who}
 	res, err := op.do(ctx, c)
 	if e.audit == "" {
 		return res, c.warnings, err
 	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+	defer cancel()
 	merchants := c.merchants
 	if len(merchants) == 0 {
 		merchants = []string{""}

@@ -40,16 +40,28 @@ type Event struct {
 
 // Operator is who ran an operator command: the user the kernel names for
 // the process that sent it through the service's socket ("socket"), or
-// the user of the process that opened the store itself ("direct").
+// the user of the process that opened the store itself ("direct"), and
+// the user its login session began as, which sudo and su keep: under
+// "sudo -u paypage" the user is paypage and the login the person.
 type Operator struct {
 	UID  int    `json:"uid"`
 	User string `json:"user"`
-	PID  int    `json:"pid,omitempty"`
-	Via  string `json:"via"`
+	// LoginUID and Login are the process's login uid (/proc/PID/loginuid)
+	// and its user name; absent for a process outside any login session.
+	LoginUID *int   `json:"login_uid,omitempty"`
+	Login    string `json:"login,omitempty"`
+	PID      int    `json:"pid,omitempty"`
+	Via      string `json:"via"`
 }
 
-// Actor is the operator's actor name: "operator:alice".
-func (o Operator) Actor() string { return "operator:" + o.User }
+// Actor is the operator's actor name: "operator:alice", the login's user
+// when there is one, else the process's.
+func (o Operator) Actor() string {
+	if o.Login != "" {
+		return "operator:" + o.Login
+	}
+	return "operator:" + o.User
+}
 
 // Log writes and reads the trail.
 type Log struct {
