@@ -252,8 +252,9 @@ func printGroup(w io.Writer, group string) {
 }
 
 // flagSets builds a command's flag set: its own flags, then every setting.
-// own holds its own flags alone, for help.
-func (e entry) flagSets(cmd command, c *Config, getenv func(string) string) (fs, own *flag.FlagSet, err error) {
+// own holds its own flags alone, for help; bad, the environment's bad
+// values, which matter only once the flags are parsed and help is not asked.
+func (e entry) flagSets(cmd command, c *Config, getenv func(string) string) (fs, own *flag.FlagSet, bad envErrors) {
 	own = flag.NewFlagSet("paypage "+e.name, flag.ContinueOnError)
 	cmd.flags(own)
 	fs = flag.NewFlagSet("paypage "+e.name, flag.ContinueOnError)

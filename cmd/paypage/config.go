@@ -205,8 +205,12 @@ func (f *settingFlag) IsBoolFlag() bool { return f.s != nil && f.s.isBool() }
 
 // addSettings fills c with the defaults and the environment (through getenv,
 // which tests replace), and adds every setting to fs, so flags parsed later
-// win. A bad environment value is an error that names the variable.
-func addSettings(fs *flag.FlagSet, c *Config, getenv func(string) string) error {
+// win. A bad environment value is an error that names the variable; every
+// setting is added all the same, so that --help works whatever the
+// environment holds, and a flag given for that setting makes up for it
+// (envErrors.unless).
+func addSettings(fs *flag.FlagSet, c *Config, getenv func(string) string) envErrors {
+	var bad envErrors
 	for _, s := range settings {
 		if s.def != "" {
 			if err := s.set(c, s.def); err != nil {
@@ -216,11 +220,34 @@ func addSettings(fs *flag.FlagSet, c *Config, getenv func(string) string) error 
 		raw := s.def
 		if v := getenv(s.env); v != "" {
 			if err := s.set(c, v); err != nil {
-				return fmt.Errorf("%s: %w", s.env, err)
+				bad = append(bad, envError{flag: s.flag, err: fmt.Errorf("%s: %w", s.env, err)})
+			} else {
+				raw = v
 			}
-			raw = v
 		}
 		fs.Var(&settingFlag{s: s, c: c, raw: raw}, s.flag, s.help+" ["+s.env+"]")
+	}
+	return bad
+}
+
+// envError is a setting's bad environment value.
+type envError struct {
+	flag string
+	err  error
+}
+
+// envErrors are the bad environment values found.
+type envErrors []envError
+
+// unless returns the first error of a setting that fs was not given as a
+// flag, once fs has been parsed; nil when there is none.
+func (es envErrors) unless(fs *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, e := range es {
+		if !given[e.flag] {
+			return e.err
+		}
 	}
 	return nil
 }
@@ -244,10 +271,11 @@ func parseConfig(args []string, getenv func(string) string) (Config, error) {
 	var c Config
 	fs := flag.NewFlagSet("paypage", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	if err := addSettings(fs, &c, getenv); err != nil {
+	bad := addSettings(fs, &c, getenv)
+	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := bad.unless(fs); err != nil {
 		return c, err
 	}
 	finishConfig(&c, getenv)

@@ -85,16 +85,16 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return usagef("unknown command %q", group+" "+rest[0])
 	}
 	cmd := e.new()
-	fs, own, err := e.flagSets(cmd, &m.Config, m.Getenv)
-	if err != nil {
-		return usagef("%v", err)
-	}
+	fs, own, bad := e.flagSets(cmd, &m.Config, m.Getenv)
 	if err := fs.Parse(rest); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			e.printHelp(m.Stdout, own)
 			return nil
 		}
 		fmt.Fprintf(m.Stderr, "Run \"paypage %s --help\" for its flags.\n", e.name)
+		return usagef("%v", err)
+	}
+	if err := bad.unless(fs); err != nil {
 		return usagef("%v", err)
 	}
 	if p, ok := cmd.(positional); ok {

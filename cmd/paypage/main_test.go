@@ -6,10 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/paypage/paypage/internal/app"
+	"github.com/paypage/paypage/pkg/audit"
 )
 
 // paypage runs a subcommand against a data directory and decodes its JSON output.
@@ -24,12 +29,18 @@ func paypage(t *testing.T, env map[string]string, args ...string) (map[string]an
 
 func TestOperatorCommands(t *testing.T) {
 	env := map[string]string{"PAYPAGE_DATA": filepath.Join(t.TempDir(), "data")}
+	// An operator command never makes a master key (only serve does, for a
+	// new store): without one it fails, saying how to give it one.
+	if _, out, err := paypage(t, env, "merchant", "add", "--name", "Air Astana"); err == nil || !strings.Contains(err.Error(), "never makes one") || !strings.Contains(err.Error(), "PAYPAGE_MASTER_KEY") {
+		t.Fatalf("merchant add without a master key: %v %s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(env["PAYPAGE_DATA"], "master.key")); !os.IsNotExist(err) {
+		t.Fatalf("an operator command wrote a master key: %v", err)
+	}
+	env["PAYPAGE_MASTER_KEY"] = strings.Repeat("6a", 32)
 	m, out, err := paypage(t, env, "merchant", "add", "--name", "Air Astana", "--webhook-url", "https://shop.example/hooks")
 	if err != nil || !strings.HasPrefix(m["id"].(string), "mer_") || !strings.HasPrefix(m["secret_key"].(string), "sk_") || !strings.HasPrefix(m["webhook_secret"].(string), "whsec_") {
 		t.Fatalf("merchant add: %v %s", err, out)
-	}
-	if !strings.Contains(out, "DEVELOPMENT MASTER KEY") {
-		t.Fatal("no warning about the development key")
 	}
 	// Only hashes are stored: the secret key is nowhere in the data directory.
 	raw, _ := os.ReadFile(filepath.Join(env["PAYPAGE_DATA"], "paypage.db"))
@@ -79,10 +90,11 @@ func TestOperatorCommands(t *testing.T) {
 
 func TestKeyErrors(t *testing.T) {
 	dir := t.TempDir()
-	env := map[string]string{"PAYPAGE_DATA": filepath.Join(dir, "data")}
+	env := map[string]string{"PAYPAGE_DATA": filepath.Join(dir, "data"), "PAYPAGE_MASTER_KEY": strings.Repeat("5c", 32)}
 	if _, _, err := paypage(t, env, "keys", "status"); err != nil {
 		t.Fatal(err)
 	}
+	delete(env, "PAYPAGE_MASTER_KEY")
 	other := filepath.Join(dir, "other.key")
 	_ = os.WriteFile(other, []byte(strings.Repeat("ab", 32)), 0o600)
 	env["PAYPAGE_MASTER_KEY_FILE"] = other
@@ -298,7 +310,7 @@ func TestHelp(t *testing.T) {
 // refused under the settings they run with, and still do what they were told.
 func TestWebhookWarning(t *testing.T) {
 	t.Parallel()
-	env := map[string]string{"PAYPAGE_DATA": filepath.Join(t.TempDir(), "data")}
+	env := map[string]string{"PAYPAGE_DATA": filepath.Join(t.TempDir(), "data"), "PAYPAGE_MASTER_KEY": strings.Repeat("4e", 32)}
 	m, out, err := paypage(t, env, "merchant", "add", "--name", "Shop", "--webhook-url", "https://127.0.0.1/hooks")
 	if err != nil || !strings.Contains(out, "paypage: warning: egress refused: 127.0.0.1 is not a public address") || !strings.Contains(out, "--webhook-allow-private") {
 		t.Fatalf("no warning for a loopback receiver: %v %s", err, out)
@@ -327,7 +339,7 @@ func TestWebhookWarning(t *testing.T) {
 // anything is written, clears with an empty list, and is audited.
 func TestSetFrameOrigins(t *testing.T) {
 	t.Parallel()
-	env := map[string]string{"PAYPAGE_DATA": filepath.Join(t.TempDir(), "data")}
+	env := map[string]string{"PAYPAGE_DATA": filepath.Join(t.TempDir(), "data"), "PAYPAGE_MASTER_KEY": strings.Repeat("4e", 32)}
 	m, out, err := paypage(t, env, "merchant", "add", "--name", "Air Astana")
 	if err != nil {
 		t.Fatalf("merchant add: %v %s", err, out)
@@ -410,6 +422,111 @@ func TestLoadArguments(t *testing.T) {
 	for _, bad := range []string{"page", "page=x", "page=-1"} {
 		if _, err := parseMix(bad); err == nil {
 			t.Errorf("mix %q accepted", bad)
+		}
+	}
+}
+
+// Help comes first: "--help" works whatever the environment holds (the
+// settings the operator asks help about are often the ones set wrong); a
+// flag given for a setting makes up for its bad environment value; and
+// without either a bad value is still a usage error.
+func TestHelpDespiteBadEnvironment(t *testing.T) {
+	t.Parallel()
+	for _, env := range []string{"PAYPAGE_LIMIT_CARD_PER_DAY=ten", "PAYPAGE_WEBHOOK_ALLOW_PRIVATE=yes"} {
+		k, v, _ := strings.Cut(env, "=")
+		getenv := func(name string) string {
+			if name == k {
+				return v
+			}
+			return ""
+		}
+		var out, errb bytes.Buffer
+		err := run(context.Background(), []string{"merchant", "add", "--help"}, getenv, &out, &errb)
+		if err != nil || !strings.Contains(out.String(), "Usage: paypage merchant add") {
+			t.Errorf("%s: merchant add --help: %v\n%s", env, err, out.String()+errb.String())
+		}
+		err = run(context.Background(), []string{"merchant", "list"}, getenv, &out, &errb)
+		var u usageError
+		if !errors.As(err, &u) || !strings.Contains(err.Error(), k) {
+			t.Errorf("%s: merchant list: %v", env, err)
+		}
+	}
+	flagWins := map[string]string{"PAYPAGE_LIMIT_CARD_PER_DAY": "ten"}
+	c, err := parseConfig([]string{"--limit-card-per-day", "3"}, func(k string) string { return flagWins[k] })
+	if err != nil || c.LimitCardPerDay != 3 {
+		t.Fatalf("a flag over a bad environment value: %+v %v", c.LimitCardPerDay, err)
+	}
+}
+
+// cancelAfter runs an operation and then cancels its context, as the
+// operator socket does when the caller goes away (Ctrl-C) after the change
+// is committed but before execute has written its audit record.
+type cancelAfter struct {
+	operation
+	cancel context.CancelFunc
+}
+
+func (c cancelAfter) do(ctx context.Context, k *call) (any, error) {
+	res, err := c.operation.do(ctx, k)
+	c.cancel()
+	return res, err
+}
+
+// A change whose caller leaves just after it is committed is audited all
+// the same, with who made it.
+func TestAuditedEvenIfCallerLeaves(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseConfig([]string{"--data", filepath.Join(t.TempDir(), "data")}, func(k string) string {
+		return map[string]string{"PAYPAGE_MASTER_KEY": strings.Repeat("2a", 32)}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := app.OpenVault(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	who := audit.Operator{UID: 1000, User: "alice", PID: 42, Via: "socket"}
+	_, warnings, err := execute(ctx, a, who, entryNamed("merchant add"), cancelAfter{&merchantAddCmd{Name: "Shop"}, cancel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, _ := a.Accounts.ListMerchants(context.Background())
+	evs, _ := a.Audit.List(context.Background(), "", 100)
+	if len(ms) != 1 || len(evs) != 1 || evs[0].Action != "merchant.add" || evs[0].Actor != "operator:alice" || evs[0].Object != ms[0].ID {
+		t.Fatalf("merchants %+v were added by alice through the socket; audit trail %+v (warnings to a caller that has gone: %q)", ms, evs, warnings)
+	}
+}
+
+// serve listens before it opens anything: --addr with port 0 picks a free
+// port, and a public URL derived from the address names it; one given
+// apart is left alone.
+func TestListenNamesThePickedPort(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ public, want string }{
+		{"http://127.0.0.1:0", "http://127.0.0.1:"},
+		{"https://127.0.0.1:0", "https://127.0.0.1:"},
+		{"https://pay.example.com", "https://pay.example.com"},
+	} {
+		cfg := Config{Addr: "127.0.0.1:0", PublicURL: c.public}
+		l, err := listen(&cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeAll(l)
+		port := strings.TrimPrefix(cfg.Addr, "127.0.0.1:")
+		if port == "0" || l.Public.Addr().String() != cfg.Addr {
+			t.Fatalf("addr %q, listener %v", cfg.Addr, l.Public.Addr())
+		}
+		want := c.want
+		if strings.HasSuffix(want, ":") {
+			want += port
+		}
+		if cfg.PublicURL != want {
+			t.Fatalf("public URL %q, want %q", cfg.PublicURL, want)
 		}
 	}
 }

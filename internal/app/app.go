@@ -142,7 +142,7 @@ func (a *App) Store() store.Store { return a.store }
 // Open opens the store and the vault, in that order, and builds the services
 // and the web server on them; Close undoes it.
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
-	a, err := open(ctx, cfg, log)
+	a, err := open(ctx, cfg, log, true)
 	if err != nil {
 		return nil, err
 	}
@@ -172,9 +172,10 @@ const (
 )
 
 // OpenVault opens only the store and the vault: what the operator's
-// subcommands need.
+// subcommands need. It never makes a master key: without one it fails,
+// saying how to give it one.
 func OpenVault(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
-	a, err := open(ctx, cfg, log)
+	a, err := open(ctx, cfg, log, false)
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +186,9 @@ func OpenVault(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) 
 	return a, nil
 }
 
-func open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
+// open opens the store and the vault; service says whether this is the
+// service, the only process that may make a development master key.
+func open(ctx context.Context, cfg Config, log *slog.Logger, service bool) (*App, error) {
 	if err := cfg.checkTLS(); err != nil {
 		return nil, err
 	}
@@ -220,7 +223,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := a.openVault(ctx); err != nil {
+	if err := a.openVault(ctx, service); err != nil {
 		a.store.Close()
 		return nil, err
 	}
@@ -237,17 +240,37 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 // to a development one refuses to start, and how to make one.
 var ErrNoMasterKey = errors.New("no master key: make one with \"openssl rand -hex 32 > master.key; chmod 600 master.key\" " +
 	"and set --master-key-file (PAYPAGE_MASTER_KEY_FILE) to it, or PAYPAGE_MASTER_KEY to its 64 hex characters; " +
-	"a development key is made only for the embedded store on a loopback address")
+	"a development key is made only by paypage serve, for a new embedded store served on a loopback address over plain http, with no trusted proxy")
+
+// errOperatorNoKey is an operator command's error when it has no master
+// key: it never makes one, since the store it opens may be sealed by
+// another (the service's, given in the service's environment).
+var errOperatorNoKey = errors.New("no master key: an operator command never makes one; give it the service's, " +
+	"with --master-key-file (PAYPAGE_MASTER_KEY_FILE) or PAYPAGE_MASTER_KEY, or run it while the service runs, so that it goes " +
+	"through the operator socket; a new deployment makes its key with \"openssl rand -hex 32 > master.key; chmod 600 master.key\" " +
+	"(in development, paypage serve makes one on its first start)")
 
 // devKeyAllowed reports whether a development master key may be made (or
-// used) beside the data: only for the embedded store, listening on a
-// loopback address, so nothing that others reach or that several replicas
-// share runs on a key that sits beside the data.
+// used) beside the data: only for the embedded store, served over plain
+// http on loopback addresses alone, with no proxy trusted, so nothing that
+// others reach or that several replicas share runs on a key that sits
+// beside the data.
 func (a *App) devKeyAllowed() bool {
-	if storeKind(a.cfg.Store) != "bolt" {
+	c := a.cfg
+	if storeKind(c.Store) != "bolt" || c.TLSEnabled() || len(c.TrustedProxies) > 0 || !strings.HasPrefix(c.PublicURL, "http://") {
 		return false
 	}
-	host, _, err := net.SplitHostPort(a.cfg.Addr)
+	for _, addr := range []string{c.Addr, c.ProcessorAddr} {
+		if addr != "" && !loopback(addr) {
+			return false
+		}
+	}
+	return true
+}
+
+// loopback reports whether a listen address is on a loopback address.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
 	}
@@ -259,8 +282,10 @@ func (a *App) devKeyAllowed() bool {
 }
 
 // openVault opens the vault with the master key, or, with --unseal-shares,
-// leaves it sealed until the custodians' shares unseal it.
-func (a *App) openVault(ctx context.Context) error {
+// leaves it sealed until the custodians' shares unseal it. service says
+// whether this is the service, the only process that may make a
+// development master key.
+func (a *App) openVault(ctx context.Context, service bool) error {
 	opts := vault.Options{SealBudget: a.cfg.KeySealBudget, Logger: a.log, UnsealThreshold: a.cfg.UnsealShares,
 		CardReview: a.cfg.retention().cardUnused, TombstoneTTL: a.cfg.retention().records, OnBudgetRotation: a.auditBudgetRotation}
 	if path := a.masterKeyPath(); path != "" {
@@ -275,7 +300,7 @@ func (a *App) openVault(ctx context.Context) error {
 		a.Vault = vault.NewSealed(a.store, opts)
 		return nil
 	}
-	kek, err := a.loadKEK()
+	kek, err := a.loadKEK(ctx, service)
 	if err != nil {
 		return err
 	}
@@ -297,9 +322,10 @@ func (a *App) masterKeyPath() string {
 	return ""
 }
 
-// loadKEK reads the master key file, or in development makes one in the
-// data directory and says so loudly.
-func (a *App) loadKEK() (*vault.LocalKEK, error) {
+// loadKEK reads the master key, or in development the one beside the data.
+// Only the service (service) makes that one, only for a store that holds
+// no keyring yet, and says so loudly.
+func (a *App) loadKEK(ctx context.Context, service bool) (*vault.LocalKEK, error) {
 	if a.cfg.MasterKey != "" {
 		k, err := vault.ParseKEK(a.cfg.MasterKey)
 		if err != nil {
@@ -311,22 +337,36 @@ func (a *App) loadKEK() (*vault.LocalKEK, error) {
 		return vault.LoadKEKFile(a.cfg.MasterKeyFile)
 	}
 	if !a.devKeyAllowed() {
+		if !service {
+			return nil, errOperatorNoKey
+		}
 		return nil, ErrNoMasterKey
 	}
 	path := filepath.Join(a.cfg.Data, "master.key")
 	k, err := vault.LoadKEKFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(a.cfg.Data, 0o700); err != nil {
-			return nil, err
-		}
-		k, err = vault.GenerateKEKFile(path)
-		if err == nil {
-			a.log.Warn("DEVELOPMENT MASTER KEY generated beside the data: never do this in production; set --master-key-file", "path", path)
-		}
-		return k, err
-	}
 	if err == nil {
 		a.log.Warn("using the DEVELOPMENT MASTER KEY from the data directory; set --master-key-file in production", "path", path)
+		return k, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	if !service {
+		return nil, errOperatorNoKey
+	}
+	sealed, err := vault.HasKeyring(ctx, a.store)
+	if err != nil {
+		return nil, err
+	}
+	if sealed {
+		return nil, fmt.Errorf("the store's keys are sealed by a master key that is not given here, and no development key is made beside them: %w", ErrNoMasterKey)
+	}
+	if err := os.MkdirAll(a.cfg.Data, 0o700); err != nil {
+		return nil, err
+	}
+	k, err = vault.GenerateKEKFile(path)
+	if err == nil {
+		a.log.Warn("DEVELOPMENT MASTER KEY generated beside the data: never do this in production; set --master-key-file", "path", path)
 	}
 	return k, err
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/paypage/paypage/pkg/store"
 )
@@ -328,5 +329,50 @@ func TestCollectionMethodsNotAllowed(t *testing.T) {
 		if errObj, _ := r["error"].(map[string]any); st != http.StatusMethodNotAllowed || errObj["code"] != "method_not_allowed" {
 			t.Fatalf("%s /v1/sessions: %d %v", m, st, r)
 		}
+	}
+}
+
+// One detokenize bucket per processor, whatever its rate: a lowered rate
+// goes on from the tokens left instead of starting a full bucket, so an
+// operator who throttles a leaking processor throttles it at once.
+func TestDetokenizeBucketPerProcessor(t *testing.T) {
+	e := newEnv(t, envOpts{detokenize: 3})
+	token := e.paidToken("4242 4242 4242 4242")
+	detok := func() int {
+		t.Helper()
+		code, _, _ := e.api("POST", "/v1/detokenize", e.procKey, map[string]any{"token": token})
+		return code
+	}
+	for i := 0; i < 3; i++ {
+		if c := detok(); c != 200 {
+			t.Fatalf("call %d of a burst of 3: %d", i+1, c)
+		}
+	}
+	// The clock behind the last spend: no token comes back by itself.
+	e.clock.Advance(-time.Hour)
+	if c := detok(); c != 429 {
+		t.Fatalf("past the burst: %d", c)
+	}
+	procs, err := e.app.Accounts.ListProcessors(context.Background())
+	if err != nil || len(procs) != 1 {
+		t.Fatalf("%v %v", procs, err)
+	}
+	rate := int64(2)
+	if err := e.app.Accounts.SetRate(context.Background(), procs[0].ID, &rate); err != nil {
+		t.Fatal(err)
+	}
+	if c := detok(); c != 429 {
+		t.Fatalf("a lowered rate started a full bucket: %d", c)
+	}
+	// A second on: 2 tokens at 2 a second, and no more.
+	e.clock.Advance(time.Hour + time.Second)
+	for i := 0; i < 2; i++ {
+		if c := detok(); c != 200 {
+			t.Fatalf("call %d after a second at 2 a second: %d", i+1, c)
+		}
+	}
+	e.clock.Advance(-time.Hour)
+	if c := detok(); c != 429 {
+		t.Fatalf("a third call: %d", c)
 	}
 }

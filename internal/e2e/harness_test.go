@@ -140,8 +140,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if cfg.TrustedProxies, err = clientaddr.ParsePrefixes(o.trusted); err != nil {
 		t.Fatal(err)
 	}
-	if o.store != "bolt" {
-		cfg.MasterKey = strings.Repeat("3b", 32) // no development key off the embedded store
+	if o.store != "bolt" || o.tlsCert != "" || o.trusted != "" {
+		// No development key off the embedded store on plain loopback.
+		cfg.MasterKey = strings.Repeat("3b", 32)
 	}
 	var mln, pln net.Listener
 	if o.processor {

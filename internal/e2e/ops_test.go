@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/paypage/paypage/pkg/audit"
 )
@@ -60,7 +61,7 @@ func TestBinaryHelpAndFlags(t *testing.T) {
 		t.Fatalf("help or a bad command line made ./data: %v", err)
 	}
 	// A bare boolean flag means true.
-	if r := run(nil, "merchant", "add", "--name", "Shop", "--webhook-url", "https://127.0.0.1/h", "--webhook-allow-private"); r.code != 0 || strings.Contains(r.stderr, "warning") {
+	if r := run([]string{"PAYPAGE_MASTER_KEY=" + strings.Repeat("3d", 32)}, "merchant", "add", "--name", "Shop", "--webhook-url", "https://127.0.0.1/h", "--webhook-allow-private"); r.code != 0 || strings.Contains(r.stderr, "warning") {
 		t.Fatalf("bare --webhook-allow-private: exit %d\n%s", r.code, r.stderr)
 	}
 }
@@ -298,6 +299,67 @@ func TestProcessorScope(t *testing.T) {
 	})
 }
 
+// refusedDetokenize sets up merchants A and B, a processor serving A only
+// (ea is A's shop and that processor), and n tokens of B, and has the
+// processor ask for each: 404s.
+func refusedDetokenize(t *testing.T, w *world, svc *service, n int) (ea *env, bID, pid string, tokens []string) {
+	t.Helper()
+	aID, aKey := w.merchant("Shop A")
+	bID, bKey := w.merchant("Shop B")
+	pid, pkey := w.processor("Acquirer", "--merchants", aID)
+	ea, eb := svc.as(aID, aKey, pkey), svc.as(bID, bKey, pkey)
+	for i := 0; i < n; i++ {
+		tokens = append(tokens, eb.paidToken("4242 4242 4242 4242"))
+	}
+	for _, tok := range tokens {
+		if code, body, _ := ea.api("POST", "/v1/detokenize", pkey, map[string]any{"token": tok}); code != 404 {
+			t.Fatalf("another merchant's token: %d %v", code, body)
+		}
+	}
+	return ea, bID, pid, tokens
+}
+
+// A processor's refused detokenize call (another merchant's token) is
+// audited before it is answered, like a success: the record is there even
+// when the replica dies (SIGKILL) right after, with nothing flushed.
+func TestOutOfScopeDetokenizeAuditedBeforeAnswer(t *testing.T) {
+	w := newWorld(t, "bolt")
+	svc := w.serve()
+	_, bID, pid, tokens := refusedDetokenize(t, w, svc, 1)
+	svc.kill()
+	for _, ev := range w.audit("--merchant", bID) {
+		if ev.Action == "detokenize" && ev.Outcome == audit.Failure && ev.Actor == "processor:"+pid && ev.Object == tokens[0] && ev.Count == 0 {
+			return
+		}
+	}
+	t.Fatalf("processor %s was refused merchant %s's token %s, then the replica crashed: no audit record of it", pid, bID, tokens[0])
+}
+
+// Each refused token is named in a record of its own (DESIGN, invariant 4:
+// "which token"), and an authenticated processor's 404s do not count
+// toward --limit-refusals-per-minute: with a limit of 1 it gets 404, not
+// 429, for every token it asks about, and its own merchant's cards after.
+func TestOutOfScopeDetokenizeAuditedPerToken(t *testing.T) {
+	w := newWorld(t, "bolt")
+	svc := w.serve("PAYPAGE_LIMIT_REFUSALS_PER_MINUTE=1")
+	ea, bID, pid, tokens := refusedDetokenize(t, w, svc, 3)
+	var objects []string
+	for _, ev := range w.audit("--merchant", bID) {
+		if ev.Action == "detokenize" && ev.Actor == "processor:"+pid {
+			if ev.Count != 0 || ev.Reason != "refused: merchant not served" || ev.Outcome != audit.Failure || ev.Source == "" {
+				t.Fatalf("refusal record %+v", ev)
+			}
+			objects = append(objects, ev.Object)
+		}
+	}
+	if strings.Join(objects, " ") != strings.Join(tokens, " ") {
+		t.Fatalf("refused tokens %q, records name %q", tokens, objects)
+	}
+	if code, body, _ := ea.api("POST", "/v1/detokenize", ea.procKey, map[string]any{"token": ea.paidToken("4242 4242 4242 4242")}); code != 200 {
+		t.Fatalf("its own merchant's card after the refusals: %d %v", code, body)
+	}
+}
+
 // detokenizeBurst makes n detokenize calls at once and counts the answers.
 func detokenizeBurst(e *env, key, token string, n int) (ok, limited int, retryAfter string) {
 	for i := 0; i < n; i++ {
@@ -334,8 +396,9 @@ func TestLimitsAsSettings(t *testing.T) {
 			if i < 3 && p.status != 303 {
 				t.Fatalf("try %d: %d", i, p.status)
 			}
-			if i == 3 && (p.status != 429 || !strings.Contains(p.body, "С этой карты было слишком много попыток оплаты. Попробуйте снова в течение 24 часов") ||
-				p.header.Get("Retry-After") != "86400") {
+			// Retry-After is what is left of the day the first try began.
+			if ra, _ := strconv.Atoi(p.header.Get("Retry-After")); i == 3 && (p.status != 429 || !strings.Contains(p.body, "С этой карты было слишком много попыток оплаты. Попробуйте снова в течение 24 часов") ||
+				ra > 86400 || ra < 86400-120) {
 				t.Fatalf("third try: %d %v\n%s", p.status, p.header, p.body)
 			}
 		}
@@ -353,6 +416,9 @@ func TestLimitsAsSettings(t *testing.T) {
 			t.Fatalf("1 a second: %d ok, %d limited, Retry-After %q", ok, limited, ra)
 		}
 		w.ok(nil, "processor", "set-rate", "--id", pid, "--rate", "5")
+		// One bucket per processor whatever its rate: the new rate fills it
+		// from where it stood, 5 tokens in a second.
+		time.Sleep(1100 * time.Millisecond)
 		if ok, limited, _ := detokenizeBurst(e, pkey, token, 8); ok < 5 || ok > 6 || limited == 0 {
 			t.Fatalf("5 a second: %d ok, %d limited", ok, limited)
 		}
@@ -393,6 +459,45 @@ func TestLimitsAsSettings(t *testing.T) {
 			t.Fatalf("the log does not say which limit:\n%s", svc2.logs.String())
 		}
 	})
+}
+
+// Starting a Kaspi QR counts against the client limit, and a shopper who
+// hits it there is told which limit and when too, with Retry-After from
+// what is left of the hour; the log says which limit.
+func TestKaspiLimitSaysWhichAndWhen(t *testing.T) {
+	w := newWorld(t, "bolt")
+	svc := w.serve("PAYPAGE_LIMIT_CLIENT_PER_HOUR=1")
+	mid, key := w.merchant("Shop")
+	e := svc.as(mid, key, "")
+	b := e.browser()
+	b.lang = "en"
+	var last page
+	for i := 0; i < 2; i++ {
+		id := e.session(map[string]any{"methods": []string{"card", "kaspi_qr"}, "locale": "en"})["id"].(string)
+		card := b.get("/pay/" + id)
+		var v map[string][]string
+		for n := 0; ; n++ {
+			a, fv := card.form(n)
+			if a == "" {
+				t.Fatalf("no Kaspi form:\n%s", card.body)
+			}
+			if a == "/pay/"+id+"/kaspi" {
+				v = fv
+				break
+			}
+		}
+		v["action"] = []string{"start"}
+		last = b.do("POST", "/pay/"+id+"/kaspi", v)
+	}
+	if last.status != 429 {
+		t.Fatalf("second Kaspi start from one address over a limit of 1: %d", last.status)
+	}
+	ra, _ := strconv.Atoi(last.header.Get("Retry-After"))
+	if !strings.Contains(last.body, "Too many payment attempts from your network. Please try again within an hour.") ||
+		!svc.logged(`"msg":"limit reached","limit":"client"`) || ra > 3600 || ra < 3600-120 {
+		t.Fatalf("the shopper is not told which limit and when (Retry-After %q), or the log does not say which:\n%s",
+			last.header.Get("Retry-After"), last.body)
+	}
 }
 
 // Every shopper page says "Test mode" in the shopper's language.
@@ -533,4 +638,73 @@ func TestMasterKeyRequired(t *testing.T) {
 			t.Fatalf("no warning:\n%s", svc.logs.String())
 		}
 	})
+	// Neither on an https public URL nor behind a trusted proxy: those
+	// are reached by others.
+	for _, setting := range []string{"PAYPAGE_PUBLIC_URL=https://pay.example.com", "PAYPAGE_TRUSTED_PROXIES=10.0.0.0/8"} {
+		t.Run(setting, func(t *testing.T) {
+			w := newWorld(t, "bolt")
+			if svc, err := w.start(setting); err == nil || !svc.logged("openssl rand -hex 32") {
+				t.Fatalf("serve with %s and no master key: %v\n%s", setting, err, svc.logs.String())
+			}
+			if _, err := os.Stat(filepath.Join(w.env["PAYPAGE_DATA"], "master.key")); !os.IsNotExist(err) {
+				t.Fatalf("a development key was written: %v", err)
+			}
+		})
+	}
+	// A store sealed by a real key gets no development key beside it: not
+	// from an operator command that opens the store itself (it never makes
+	// one, and decides nothing by its own --addr), nor from serve.
+	t.Run("beside a real key", func(t *testing.T) {
+		w := newWorld(t, "bolt")
+		w.env["PAYPAGE_MASTER_KEY"] = strings.Repeat("5e", 32)
+		svc := w.serve("PAYPAGE_ADDR=0.0.0.0:" + strings.Split(freeAddr(t), ":")[1])
+		w.merchant("Shop")
+		svc.stop()
+		delete(w.env, "PAYPAGE_MASTER_KEY")
+		devKey := filepath.Join(w.env["PAYPAGE_DATA"], "master.key")
+		if r := w.cli(nil, "merchant", "list"); r.code != 1 || !strings.Contains(r.stderr, "an operator command never makes one") || !strings.Contains(r.stderr, "PAYPAGE_MASTER_KEY") {
+			t.Fatalf("an operator command without the key: %+v", r)
+		}
+		if _, err := os.Stat(devKey); err == nil {
+			t.Fatal("an operator command wrote a development master key beside a store sealed by another key")
+		}
+		if svc, err := w.start(); err == nil || !svc.logged("sealed by a master key that is not given here") {
+			t.Fatalf("serve on loopback without the key: %v\n%s", err, svc.logs.String())
+		}
+		if _, err := os.Stat(devKey); err == nil {
+			t.Fatal("serve wrote a development master key beside a store sealed by another key")
+		}
+	})
+}
+
+// --addr 127.0.0.1:0 picks a free port, and the public URL (and so every
+// page link) names that port, not 0.
+func TestPublicURLOfAPickedPort(t *testing.T) {
+	w := newWorld(t, "bolt")
+	cmd := exec.Command(w.bin, "serve")
+	cmd.Env = w.environ("PAYPAGE_ADDR=127.0.0.1:0")
+	logs := startProcess(t, cmd)
+	var public string
+	for deadline := time.Now().Add(20 * time.Second); public == ""; time.Sleep(50 * time.Millisecond) {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			var l struct {
+				Msg       string `json:"msg"`
+				PublicURL string `json:"public_url"`
+			}
+			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "paypage serving" {
+				public = l.PublicURL
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never served:\n%s", logs.String())
+		}
+	}
+	if !strings.HasPrefix(public, "http://127.0.0.1:") || strings.HasSuffix(public, ":0") {
+		t.Fatalf("public URL %q", public)
+	}
+	mid, key := w.merchant("Shop")
+	e := &env{t: t, url: public, merchant: mid, key: key, seen: &syncBuffer{}, logs: logs}
+	if u := e.session(nil)["url"].(string); !strings.HasPrefix(u, public+"/pay/") {
+		t.Fatalf("session URL %q, public URL %q", u, public)
+	}
 }

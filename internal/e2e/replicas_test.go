@@ -179,3 +179,36 @@ func TestTwoProcessesOnOneRedis(t *testing.T) {
 		}
 	}
 }
+
+// Two replicas on one Redis share one detokenize bucket: a processor gets
+// no more calls through by spreading them over replicas.
+func TestDetokenizeBucketSharedByReplicas(t *testing.T) {
+	w := newWorld(t, "redis")
+	a := w.serve("PAYPAGE_DETOKENIZE_PER_SECOND=5")
+	mid, key := w.merchant("Shop")
+	_, pkey := w.processor("Acquirer", "--merchants", mid)
+	token := a.as(mid, key, pkey).paidToken("4242 4242 4242 4242")
+	w2 := &world{t: t, bin: w.bin, env: map[string]string{}}
+	for k, v := range w.env {
+		w2.env[k] = v
+	}
+	w2.env["PAYPAGE_DATA"] = filepath.Join(t.TempDir(), "data2")
+	b := w2.serve("PAYPAGE_DETOKENIZE_PER_SECOND=5")
+	time.Sleep(1100 * time.Millisecond) // the bucket full again
+	ea, eb := a.as(mid, key, pkey), b.as(mid, key, pkey)
+	ok := 0
+	start := time.Now()
+	for i := 0; i < 20; i++ {
+		e := ea
+		if i%2 == 1 {
+			e = eb
+		}
+		if code, _, _ := e.api("POST", "/v1/detokenize", pkey, map[string]any{"token": token}); code == 200 {
+			ok++
+		}
+	}
+	// Burst 5, plus 5 a second for the time the calls took.
+	if max := 5 + int(time.Since(start).Seconds()*5) + 1; ok > max {
+		t.Fatalf("%d of 20 calls across two replicas passed, more than %d", ok, max)
+	}
+}

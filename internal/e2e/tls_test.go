@@ -107,6 +107,7 @@ func TestTLSReloadOnSIGHUP(t *testing.T) {
 	addr := freeAddr(t)
 	cmd := exec.Command(bin, "serve", "--addr", addr, "--metrics-addr", "off", "--tls-cert", certFile, "--tls-key", keyFile,
 		"--data", filepath.Join(dir, "data"))
+	cmd.Env = append(os.Environ(), "PAYPAGE_MASTER_KEY="+strings.Repeat("1d", 32)) // no development key with TLS
 	logs := startProcess(t, cmd)
 	serial := func() int64 {
 		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {

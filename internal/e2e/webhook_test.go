@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -317,4 +318,91 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// A webhook to a loopback receiver on a service without
+// --webhook-allow-private is refused visibly: a warn line with the
+// merchant and the reason, and the event's delivery in GET /v1/events with
+// its last_error and next attempt.
+func TestRefusedWebhookIsVisible(t *testing.T) {
+	w := newWorld(t, "bolt")
+	svc := w.serve()
+	mid, key := w.merchant("Shop", "--webhook-url", "http://127.0.0.1:9/hooks")
+	e := svc.as(mid, key, "")
+	e.paidToken("4242 4242 4242 4242")
+	if !svc.logged(`"msg":"webhook delivery failed","merchant":"` + mid + `"`) {
+		t.Fatalf("no warn line for the refused delivery:\n%s", svc.logs.String())
+	}
+	_, body, _ := e.api("GET", "/v1/events", key, nil)
+	data, _ := body["data"].([]any)
+	if len(data) == 0 {
+		t.Fatalf("no events: %v", body)
+	}
+	d, _ := data[0].(map[string]any)["delivery"].(map[string]any)
+	if d == nil || d["state"] != "pending" || d["last_error"] == "" || d["last_error"] == nil || d["next_attempt_at"] == nil {
+		t.Fatalf("delivery: %v", d)
+	}
+}
+
+// GET /v1/events tells the shop where a refused delivery stands, through
+// every state: pending after the first refusal, failing once refused more
+// than once (with the next attempt), gave_up once refused for three days
+// (with no next attempt), and the log says so at each step.
+func TestEventDeliveryFailingThenGaveUp(t *testing.T) {
+	rc := newReceiver(t)
+	rc.plan = func(int) (int, time.Duration) { return 500, 0 }
+	// An hour between tries: each state holds until the test moves the clock.
+	e := newEnv(t, envOpts{webhookURL: rc.srv.URL, schedule: []time.Duration{time.Hour}})
+	rc.setSecret(e.hookSecret)
+	e.paidToken("4242 4242 4242 4242")
+	delivery := func(want string, attempts float64) map[string]any {
+		t.Helper()
+		var d map[string]any
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			_, body, _ := e.api("GET", "/v1/events", e.key, nil)
+			if data, _ := body["data"].([]any); len(data) == 1 {
+				d, _ = data[0].(map[string]any)["delivery"].(map[string]any)
+				if d["state"] == want && d["attempts"] == attempts {
+					return d
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("delivery %v, want %s after %v attempts", d, want, attempts)
+			}
+		}
+	}
+	next := func(d map[string]any) time.Time {
+		t.Helper()
+		at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(d["next_attempt_at"]))
+		if err != nil {
+			t.Fatalf("next_attempt_at of %v: %v", d, err)
+		}
+		return at
+	}
+	d := delivery("pending", 1)
+	if d["last_error"] != "HTTP 500" || next(d).Before(e.clock.Now().Add(45*time.Minute)) {
+		t.Fatalf("after one refusal: %v", d)
+	}
+	e.clock.Advance(time.Hour)
+	d = delivery("failing", 2)
+	if !strings.HasPrefix(fmt.Sprint(d["last_error"]), "HTTP ") || next(d).Before(e.clock.Now().Add(45*time.Minute)) {
+		t.Fatalf("after two refusals: %v", d)
+	}
+	if !strings.Contains(e.logs.String(), `"msg":"webhook delivery failed","merchant":"`+e.merchant+`"`) {
+		t.Fatalf("no warn line for the failed deliveries:\n%s", e.logs.String())
+	}
+	e.clock.Advance(72 * time.Hour)
+	d = delivery("gave_up", 3)
+	if d["next_attempt_at"] != nil || !strings.HasPrefix(fmt.Sprint(d["last_error"]), "HTTP ") {
+		t.Fatalf("given up: %v", d)
+	}
+	if !strings.Contains(e.logs.String(), `"msg":"webhook delivery given up","merchant":"`+e.merchant+`"`) {
+		t.Fatalf("no warn line for the delivery given up:\n%s", e.logs.String())
+	}
+	// Given up is final: time passing tries it no more.
+	e.clock.Advance(72 * time.Hour)
+	time.Sleep(300 * time.Millisecond) // three reconciler polls
+	if d := delivery("gave_up", 3); d["next_attempt_at"] != nil {
+		t.Fatalf("after giving up: %v", d)
+	}
 }

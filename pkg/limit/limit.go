@@ -33,7 +33,7 @@ func (r Rule) Off() bool { return r.Max <= 0 || r.Window <= 0 }
 // Exceeded is the error for a hit over a rule's limit.
 type Exceeded struct {
 	Rule       string
-	RetryAfter time.Duration // at the most; the window may end sooner
+	RetryAfter time.Duration // what is left of the count's window (a second at the least)
 }
 
 func (e *Exceeded) Error() string {
@@ -43,6 +43,9 @@ func (e *Exceeded) Error() string {
 // Counter counts hits in the store.
 type Counter struct {
 	store store.Store
+	// Now is the clock a window's end is read against (tests set it, with
+	// the store's).
+	Now func() time.Time
 }
 
 // NewCounter returns a counter over s.
@@ -50,7 +53,14 @@ func NewCounter(s store.Store) (*Counter, error) {
 	if s == nil {
 		return nil, fmt.Errorf("limit: a store is required")
 	}
-	return &Counter{store: s}, nil
+	return &Counter{store: s, Now: time.Now}, nil
+}
+
+func (c *Counter) now() time.Time {
+	if c.Now == nil {
+		return time.Now()
+	}
+	return c.Now()
 }
 
 // Hit counts one hit for subject under rule, and refuses it with an
@@ -61,13 +71,12 @@ func (c *Counter) Hit(ctx context.Context, r Rule, subject string) error {
 	if r.Off() || r.Exempt != nil && r.Exempt(subject) {
 		return nil
 	}
-	n, err := c.store.Incr(ctx, c.key(r, subject), r.Window)
+	n, end, err := c.store.Incr(ctx, c.key(r, subject), r.Window)
 	if err != nil {
 		return err
 	}
 	if n > r.Max {
-		e := &Exceeded{Rule: r.Name, RetryAfter: r.Window}
-		return &apperr.Error{Code: apperr.RateLimited, Message: e.Error(), Err: e}
+		return c.exceeded(r, end)
 	}
 	return nil
 }
@@ -79,15 +88,21 @@ func (c *Counter) Check(ctx context.Context, r Rule, subject string) error {
 	if r.Off() || r.Exempt != nil && r.Exempt(subject) {
 		return nil
 	}
-	n, err := c.store.Count(ctx, c.key(r, subject))
+	n, end, err := c.store.Count(ctx, c.key(r, subject))
 	if err != nil {
 		return err
 	}
 	if n >= r.Max {
-		e := &Exceeded{Rule: r.Name, RetryAfter: r.Window}
-		return &apperr.Error{Code: apperr.RateLimited, Message: e.Error(), Err: e}
+		return c.exceeded(r, end)
 	}
 	return nil
+}
+
+// exceeded is the error for a subject over a rule, whose count's window
+// ends at end: try again once it has (within a second to the window).
+func (c *Counter) exceeded(r Rule, end time.Time) error {
+	e := &Exceeded{Rule: r.Name, RetryAfter: min(max(end.Sub(c.now()), time.Second), r.Window)}
+	return &apperr.Error{Code: apperr.RateLimited, Message: e.Error(), Err: e}
 }
 
 // key is where a rule counts a subject: hashed, so a client address or card

@@ -110,12 +110,13 @@ type Store interface {
 	Commit(ctx context.Context, ops ...Op) error
 	// Take reads a record and deletes it in the same step; ErrNotFound when absent.
 	Take(ctx context.Context, k Key) ([]byte, error)
-	// Incr adds one to a counter and returns the new count; the counter
-	// expires window after its first increment.
-	Incr(ctx context.Context, k Key, window time.Duration) (int64, error)
-	// Count reads a counter that Incr keeps, without counting: 0 when it is
-	// absent or its window has ended.
-	Count(ctx context.Context, k Key) (int64, error)
+	// Incr adds one to a counter and returns the new count and when the
+	// counter expires: window after its first increment (so a caller can
+	// say when a limit over it lifts).
+	Incr(ctx context.Context, k Key, window time.Duration) (n int64, end time.Time, err error)
+	// Count reads a counter that Incr keeps, without counting, and when it
+	// expires: 0 (and a zero time) when it is absent or its window has ended.
+	Count(ctx context.Context, k Key) (n int64, end time.Time, err error)
 	// Allow spends one token of the token bucket at k, which holds at most
 	// b.Burst tokens and gains b.PerSecond a second, at time now. It returns
 	// 0 when a token was there, and otherwise how long until one is, spending

@@ -353,10 +353,13 @@ func (s *Server) createRefund(w http.ResponseWriter, r *http.Request) {
 
 // detokenize gives an authorized processor the card behind a token of a
 // merchant it serves. It is rate-limited per processor (a token bucket that
-// every replica shares), and every call leaves an audit record. The spend
-// of the bucket runs while the body is read and the token's record is
-// fetched, so the two share a round trip to the store; nothing is opened
-// before the spend allows it, and a refused spend is the answer.
+// every replica shares). The spend of the bucket runs while the body is
+// read and the token's record is fetched, so the two share a round trip to
+// the store; nothing is opened before the spend allows it, and a refused
+// spend is the answer. Every call the bucket lets through leaves its own
+// audit record, naming the token, before it is answered, whether it gets a
+// card or not: no record, no answer. Calls over the bucket are counted
+// (audit.Refusals): the bucket is what bounds the writes of the others.
 func (s *Server) detokenize(w http.ResponseWriter, r *http.Request) {
 	p := principalOf(r)
 	limit := s.spend(r, p)
@@ -365,25 +368,30 @@ func (s *Server) detokenize(w http.ResponseWriter, r *http.Request) {
 	if err == nil && req.Token == "" {
 		err = apperr.Field("token", "is required")
 	}
+	var (
+		c    vault.Card
+		info vault.Info
+	)
 	if err != nil {
 		if lerr := limit.verdict(); lerr != nil {
-			err = lerr
+			s.refuseDetokenize(w, r, p, lerr)
+			return
 		}
-		s.refuseDetokenize(w, r, p, err)
-		return
-	}
-	c, info, err := s.Vault.LookupForAfter(r.Context(), req.Token, p.Serves, limit.verdict)
-	if errors.As(err, new(*rateLimited)) || errors.As(err, new(*spendFailed)) {
-		s.refuseDetokenize(w, r, p, err)
-		return
+	} else {
+		c, info, err = s.Vault.LookupForAfter(r.Context(), req.Token, p.Serves, limit.verdict)
+		if errors.As(err, new(*rateLimited)) || errors.As(err, new(*spendFailed)) {
+			s.refuseDetokenize(w, r, p, err)
+			return
+		}
 	}
 	object := req.Token
-	if !vault.ValidToken(object) {
+	if object != "" && !vault.ValidToken(object) {
 		object = "(malformed)" // never record what was sent: it could be a card number
 	}
-	if err := s.auditDetokenize(r, p.String(), object, info.Merchant, err); err != nil {
-		// No audit record, no card: PCI DSS 10.2 wants every access logged.
-		s.writeError(w, r, apperr.Wrap(apperr.Unavailable, err, "audit trail unavailable"))
+	if aerr := s.auditDetokenize(r, p.String(), object, info.Merchant, err); aerr != nil {
+		// No audit record, no answer: PCI DSS 10.2 wants every access, and
+		// every attempt at one, logged.
+		s.writeError(w, r, apperr.Wrap(apperr.Unavailable, aerr, "audit trail unavailable"))
 		return
 	}
 	if err != nil {
@@ -393,9 +401,10 @@ func (s *Server) detokenize(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, api.CardDetails{PAN: c.PAN.Digits(), ExpMonth: c.Expiry.Month, ExpYear: c.Expiry.Year, CardholderName: c.Name, Brand: string(info.Brand), Merchant: info.Merchant})
 }
 
-// refuseDetokenize answers a detokenize call refused before any token was
-// read: the rate (429 with Retry-After, audited as a refusal), the store
-// failing to spend it (as the store's error), or a bad body (audited).
+// refuseDetokenize answers a detokenize call its spend refused: over the
+// rate (429 with Retry-After, counted as a refusal: audit.Refusals, which
+// also counts toward --limit-refusals-per-minute), or the store failing to
+// spend it (as the store's error).
 func (s *Server) refuseDetokenize(w http.ResponseWriter, r *http.Request, p account.Principal, err error) {
 	var sf *spendFailed
 	if errors.As(err, &sf) {
@@ -407,7 +416,7 @@ func (s *Server) refuseDetokenize(w http.ResponseWriter, r *http.Request, p acco
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(rl.wait.Seconds()))))
 		err = rl.err
 	}
-	s.auditDetokenize(r, p.String(), "", "", err)
+	s.Refusals.Add(audit.Event{Actor: p.String(), Action: "detokenize", Source: clientBucket(r), Reason: apperr.Code(err)})
 	s.writeError(w, r, err)
 }
 
@@ -442,9 +451,11 @@ func (s *Server) spend(r *http.Request, p account.Principal) *spending {
 	sp := &spending{done: make(chan struct{})}
 	go func() {
 		defer close(sp.done)
-		// A bucket per processor and rate: a new rate starts a full bucket.
-		k := store.K("bucket_detok", p.ID+"-"+strconv.FormatInt(rate, 10))
-		wait, err := s.Store.Allow(r.Context(), k, store.Bucket{PerSecond: float64(rate), Burst: rate}, time.Now())
+		// One bucket per processor, whatever its rate: replicas that differ
+		// in --detokenize-per-second for a while still share it, and a new
+		// rate applies to the tokens left.
+		k := store.K("bucket_detok", p.ID)
+		wait, err := s.Store.Allow(r.Context(), k, store.Bucket{PerSecond: float64(rate), Burst: rate}, s.Payments.Now())
 		switch {
 		case err != nil:
 			sp.err = &spendFailed{err}
@@ -480,19 +491,21 @@ func (s *Server) detokenizeRate(p account.Principal) int64 {
 	return s.cfg.DetokenizePerSecond
 }
 
-// auditDetokenize records a detokenize call: a success at once (no record,
-// no card), a failure as a refusal (audit.Refusals). A token of a merchant
-// the processor does not serve is refused under that merchant.
+// auditDetokenize records one detokenize call by an authenticated
+// processor: a success, or a failure with its reason. A token of a
+// merchant the processor does not serve is recorded under that merchant.
+// These refusals are not counted toward --limit-refusals-per-minute: the
+// processor is known, its bucket bounds its calls, and a token cannot be
+// guessed.
 func (s *Server) auditDetokenize(r *http.Request, actor, token, merchant string, failure error) error {
+	e := audit.Event{Actor: actor, Action: "detokenize", Outcome: audit.Success, Source: clientIP(r), Object: token, Merchant: merchant}
 	if failure != nil {
-		reason := apperr.Code(failure)
+		e.Outcome, e.Reason = audit.Failure, apperr.Code(failure)
 		if errors.Is(failure, vault.ErrNotAllowed) {
-			reason = "refused: merchant not served"
+			e.Reason = "refused: merchant not served"
 		}
-		s.Refusals.Add(audit.Event{Actor: actor, Action: "detokenize", Source: clientBucket(r), Reason: reason, Object: token, Merchant: merchant})
-		return nil
 	}
-	return s.record(r, audit.Event{Actor: actor, Action: "detokenize", Outcome: audit.Success, Source: clientIP(r), Object: token, Merchant: merchant})
+	return s.record(r, e)
 }
 
 // record appends an audit record, and logs when it cannot.

@@ -145,7 +145,7 @@ func (s *Server) kaspiAction(w http.ResponseWriter, r *http.Request) {
 	case err == nil, errors.Is(err, payment.ErrInProgress), errors.Is(err, payment.ErrPending):
 		http.Redirect(w, r, "/pay/"+id+"/kaspi", http.StatusSeeOther)
 	case apperr.Is(err, apperr.RateLimited):
-		s.noticePage(w, r, id, Status(err), "state.rate_limited")
+		s.noticePage(w, r, id, Status(err), s.limitNotice(w, id, err))
 	case apperr.Is(err, apperr.NotFound), apperr.Is(err, apperr.Unavailable), apperr.Is(err, apperr.Internal):
 		s.pageError(w, r, err)
 	default:

@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"errors"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -329,22 +330,29 @@ func (s *Server) paySubmit(w http.ResponseWriter, r *http.Request) {
 			s.log.Error("card submit failed", "code", apperr.Code(err), "err", err.Error())
 		}
 		notice := "state.unavailable"
-		var ex *limit.Exceeded
-		switch {
-		case errors.As(err, &ex):
-			// The shopper reads which limit and when to try again; the log
-			// says which limit (never the card or the address).
-			notice = "state.rate_limited"
-			if s.cat.Has("limit." + ex.Rule) {
-				notice = "limit." + ex.Rule
-			}
-			s.log.Warn("limit reached", "limit", ex.Rule, "session", id, "retry_after", ex.RetryAfter.String())
-			w.Header().Set("Retry-After", strconv.Itoa(int(ex.RetryAfter.Seconds())))
-		case apperr.Is(err, apperr.RateLimited):
-			notice = "state.rate_limited"
+		if apperr.Is(err, apperr.RateLimited) {
+			notice = s.limitNotice(w, id, err)
 		}
 		s.noticePage(w, r, id, Status(err), notice)
 	}
+}
+
+// limitNotice is the notice for a submission refused by a limit: the
+// shopper reads which limit and when to try again (Retry-After, from what
+// is left of the limit's window), and the log says which limit (never the
+// card or the address).
+func (s *Server) limitNotice(w http.ResponseWriter, id string, err error) string {
+	var ex *limit.Exceeded
+	if !errors.As(err, &ex) {
+		return "state.rate_limited"
+	}
+	notice := "state.rate_limited"
+	if s.cat.Has("limit." + ex.Rule) {
+		notice = "limit." + ex.Rule
+	}
+	s.log.Warn("limit reached", "limit", ex.Rule, "session", id, "retry_after", ex.RetryAfter.String())
+	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(ex.RetryAfter.Seconds()))))
+	return notice
 }
 
 // noticePage shows a session's page with a notice above it.

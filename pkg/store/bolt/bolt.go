@@ -383,29 +383,32 @@ func (d *DB) Take(ctx context.Context, k store.Key) ([]byte, error) {
 	return v, err
 }
 
-// Count reads a counter without counting.
-func (d *DB) Count(ctx context.Context, k store.Key) (int64, error) {
+// Count reads a counter without counting, and when its window ends.
+func (d *DB) Count(ctx context.Context, k store.Key) (int64, time.Time, error) {
 	r, err := d.Get(ctx, k)
 	if errors.Is(err, store.ErrNotFound) {
-		return 0, nil
+		return 0, time.Time{}, nil
 	}
 	if err != nil {
-		return 0, err
+		return 0, time.Time{}, err
 	}
 	n, _ := strconv.ParseInt(string(r.Value), 10, 64)
-	return n, nil
+	return n, r.ExpiresAt, nil
 }
 
 // Incr adds one to a counter that lives for window after its first increment.
-func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64, error) {
-	var n int64
+func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64, time.Time, error) {
+	var (
+		n   int64
+		exp time.Time
+	)
 	err := d.update(ctx, func(tx *bbolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketName(k.Kind))
 		if err != nil {
 			return err
 		}
 		n = 0
-		exp := d.Now().Add(window)
+		exp = d.Now().Add(window)
 		if r, ok := d.decode(b.Get([]byte(k.ID))); ok {
 			n, _ = strconv.ParseInt(string(r.Value), 10, 64)
 			exp = r.ExpiresAt
@@ -415,7 +418,10 @@ func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64
 		n++
 		return b.Put([]byte(k.ID), encode(1, exp, strconv.AppendInt(nil, n, 10)))
 	})
-	return n, err
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	return n, exp, nil
 }
 
 // Due lists filed keys of a kind due at or before now, earliest first: a

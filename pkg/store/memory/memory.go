@@ -128,25 +128,25 @@ func (d *DB) Take(ctx context.Context, k store.Key) ([]byte, error) {
 	return r.Value, nil
 }
 
-// Count reads a counter without counting.
-func (d *DB) Count(ctx context.Context, k store.Key) (int64, error) {
+// Count reads a counter without counting, and when its window ends.
+func (d *DB) Count(ctx context.Context, k store.Key) (int64, time.Time, error) {
 	r, err := d.Get(ctx, k)
 	if errors.Is(err, store.ErrNotFound) {
-		return 0, nil
+		return 0, time.Time{}, nil
 	}
 	if err != nil {
-		return 0, err
+		return 0, time.Time{}, err
 	}
 	n, _ := strconv.ParseInt(string(r.Value), 10, 64)
-	return n, nil
+	return n, r.ExpiresAt, nil
 }
 
 // Incr adds one to a counter that lives for window after its first increment.
-func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64, error) {
+func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64, time.Time, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.check(ctx); err != nil {
-		return 0, err
+		return 0, time.Time{}, err
 	}
 	r, ok := d.live(k)
 	var n int64
@@ -158,7 +158,7 @@ func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64
 	n++
 	r.Value, r.Version = strconv.AppendInt(nil, n, 10), 1
 	d.records[k] = r
-	return n, nil
+	return n, r.ExpiresAt, nil
 }
 
 // Allow spends a token of a bucket.

@@ -49,7 +49,7 @@ func TestConcurrentCallsShareRoundTrips(t *testing.T) {
 					errs <- fmt.Errorf("%v: %q v%d %v", k, r.Value, r.Version, err)
 					return
 				}
-				if _, err := db.Incr(ctx, store.K("count", "all"), time.Hour); err != nil {
+				if _, _, err := db.Incr(ctx, store.K("count", "all"), time.Hour); err != nil {
 					errs <- err
 					return
 				}
@@ -66,7 +66,7 @@ func TestConcurrentCallsShareRoundTrips(t *testing.T) {
 	if trips >= calls {
 		t.Errorf("%d calls took %d round trips: none shared", calls, trips)
 	}
-	if n, err := db.Incr(ctx, store.K("count", "all"), time.Hour); err != nil || n != calls/3+1 {
+	if n, _, err := db.Incr(ctx, store.K("count", "all"), time.Hour); err != nil || n != calls/3+1 {
 		t.Errorf("counter %d %v, want %d", n, err, calls/3+1)
 	}
 	t.Logf("%d calls in %d round trips", calls, trips)
@@ -140,7 +140,7 @@ func TestCallerGoneMidway(t *testing.T) {
 			k := store.K("thing", fmt.Sprint(i))
 			_ = db.Commit(ctx, store.Create(k, []byte("x"), 0))
 			_, _ = db.Get(ctx, k)
-			_, _ = db.Incr(ctx, store.K("count", "x"), time.Hour)
+			_, _, _ = db.Incr(ctx, store.K("count", "x"), time.Hour)
 			cancel()
 		}()
 	}

@@ -385,23 +385,48 @@ func (d *DB) Take(ctx context.Context, k store.Key) ([]byte, error) {
 
 var incrScript = goredis.NewScript(`
 local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return n
+local ttl = redis.call('PTTL', KEYS[1])
+if n == 1 or ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {n, ttl}
 `)
 
-// Count reads a counter without counting.
-func (d *DB) Count(ctx context.Context, k store.Key) (int64, error) {
-	n, err := d.c.Get(ctx, d.key(k)).Int64()
-	if errors.Is(err, goredis.Nil) {
-		return 0, nil
-	}
-	return n, mapErr(err)
+// countScript reads a counter and what is left of its window, in one step.
+var countScript = goredis.NewScript(`
+local n = redis.call('GET', KEYS[1])
+if not n then return {0, 0} end
+return {tonumber(n), redis.call('PTTL', KEYS[1])}
+`)
+
+// Count reads a counter without counting, and when it expires.
+func (d *DB) Count(ctx context.Context, k store.Key) (int64, time.Time, error) {
+	return d.counter(ctx, countScript, k)
 }
 
-// Incr increments a counter that expires window after its first increment.
-func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64, error) {
-	n, err := d.script(ctx, incrScript, []string{d.key(k)}, window.Milliseconds()).Int64()
-	return n, mapErr(err)
+// Incr increments a counter that expires window after its first
+// increment, and says when that is.
+func (d *DB) Incr(ctx context.Context, k store.Key, window time.Duration) (int64, time.Time, error) {
+	return d.counter(ctx, incrScript, k, window.Milliseconds())
+}
+
+// counter runs a counter's script, which answers the count and the
+// milliseconds left of its window (Redis's count; the end is read from
+// this process's clock).
+func (d *DB) counter(ctx context.Context, script *goredis.Script, k store.Key, args ...any) (int64, time.Time, error) {
+	now := time.Now()
+	v, err := d.script(ctx, script, []string{d.key(k)}, args...).Int64Slice()
+	if err != nil {
+		return 0, time.Time{}, mapErr(err)
+	}
+	if len(v) != 2 {
+		return 0, time.Time{}, fmt.Errorf("redis: a counter's script answered %v", v)
+	}
+	if v[0] == 0 || v[1] < 0 {
+		return v[0], time.Time{}, nil
+	}
+	return v[0], now.Add(time.Duration(v[1]) * time.Millisecond), nil
 }
 
 // allowScript is store.Bucket.Take in Lua, over "tokens:unix microseconds";

@@ -176,23 +176,48 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		s := open(t)
 		key := store.K("limit", "ip")
 		for want := int64(1); want <= 3; want++ {
-			n, err := s.Incr(ctx, key, 300*time.Millisecond)
+			n, _, err := s.Incr(ctx, key, 300*time.Millisecond)
 			must(t, err)
 			if n != want {
 				t.Fatalf("n = %d, want %d", n, want)
 			}
 		}
-		if n, err := s.Count(ctx, key); err != nil || n != 3 {
+		if n, _, err := s.Count(ctx, key); err != nil || n != 3 {
 			t.Fatalf("count = %d, %v; want 3 (and no increment)", n, err)
 		}
-		if n, err := s.Count(ctx, key); err != nil || n != 3 {
+		if n, _, err := s.Count(ctx, key); err != nil || n != 3 {
 			t.Fatalf("count again = %d, %v", n, err)
 		}
-		if n, err := s.Count(ctx, store.K("limit", "none")); err != nil || n != 0 {
+		if n, end, err := s.Count(ctx, store.K("limit", "none")); err != nil || n != 0 || !end.IsZero() {
 			t.Fatalf("an absent counter counts %d, %v", n, err)
 		}
-		eventually(t, func() bool { n, err := s.Count(ctx, key); return err == nil && n == 0 })
-		eventually(t, func() bool { n, err := s.Incr(ctx, key, time.Hour); return err == nil && n == 1 })
+		eventually(t, func() bool { n, _, err := s.Count(ctx, key); return err == nil && n == 0 })
+		eventually(t, func() bool { n, _, err := s.Incr(ctx, key, time.Hour); return err == nil && n == 1 })
+	})
+
+	// Incr and Count say when a counter ends: window after the first
+	// increment, the same on every later one (which does not move it).
+	t.Run("IncrWindowEnd", func(t *testing.T) {
+		s := open(t)
+		key := store.K("limit", "card")
+		before := time.Now()
+		_, end, err := s.Incr(ctx, key, time.Hour)
+		must(t, err)
+		after := time.Now()
+		if end.Before(before.Add(time.Hour-time.Second)) || end.After(after.Add(time.Hour+time.Second)) {
+			t.Fatalf("first increment at %v..%v: ends %v, want an hour later", before, after, end)
+		}
+		for i := 0; i < 3; i++ {
+			n, again, err := s.Incr(ctx, key, 24*time.Hour) // a later window does not extend it
+			must(t, err)
+			if n != int64(i+2) || again.Sub(end).Abs() > time.Second {
+				t.Fatalf("increment %d: n %d, ends %v, want %v", i+2, n, again, end)
+			}
+		}
+		// Count reads the same end, and does not move it either.
+		if n, counted, err := s.Count(ctx, key); err != nil || n != 4 || counted.Sub(end).Abs() > time.Second {
+			t.Fatalf("count: n %d, ends %v, %v; want 4, %v", n, counted, err, end)
+		}
 	})
 
 	t.Run("Allow", func(t *testing.T) {
@@ -537,7 +562,7 @@ func Bench(b *testing.B, s store.Store) {
 		_, err := s.Take(ctx, k)
 		return err
 	}
-	incr := func() error { _, err := s.Incr(ctx, store.K("count", next()), time.Hour); return err }
+	incr := func() error { _, _, err := s.Incr(ctx, store.K("count", next()), time.Hour); return err }
 	appendLog := func() error { _, err := s.Append(ctx, "bench", value[:300]); return err }
 
 	if err := s.Commit(ctx, store.Put(store.K("bench", "read"), value)); err != nil {
