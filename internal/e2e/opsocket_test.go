@@ -106,6 +106,20 @@ func TestOperatorSocketRefusesImpostors(t *testing.T) {
 		t.Cleanup(func() { os.RemoveAll(dir) })
 		w.env["PAYPAGE_DATA"] = dir
 		sock := filepath.Join(dir, "paypage.sock")
+		// serve checks the directory before it opens anything: no store, no
+		// development key in a directory open to all.
+		if err := os.Chmod(dir, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		if s, err := w.start(); err == nil || !s.logged("others may write in the data directory") {
+			t.Fatalf("serve on a new data directory others may write: %v\n%s", err, s.logs.String())
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+			t.Fatalf("serve wrote %v in a data directory others may write", ents)
+		}
+		if err := os.Chmod(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
 		svc := w.serve()
 		mid, key := w.merchant("Shop")
 		pid, pkey := w.processor("Acquirer", "--merchants", mid)
