@@ -244,7 +244,11 @@ func TestAcceptRetriesPassingErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	<-served
+	select {
+	case <-served:
+	case <-time.After(10 * time.Second):
+		t.Error("the connection was never served")
+	}
 	if logs := stop(); strings.Count(logs, "accept failed; trying again") != 3 {
 		t.Fatalf("want 3 retries logged:\n%s", logs)
 	}
