@@ -275,7 +275,9 @@ func TestServeListensAgain(t *testing.T) {
 		t.Fatal("the broken listener answered")
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		a, err := Call(context.Background(), path, Request{})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		a, err := Call(ctx, path, Request{})
+		cancel()
 		if err == nil && string(a.Result) == `"ok"` {
 			break
 		}
