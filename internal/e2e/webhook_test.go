@@ -351,7 +351,8 @@ func TestRefusedWebhookIsVisible(t *testing.T) {
 func TestEventDeliveryFailingThenGaveUp(t *testing.T) {
 	rc := newReceiver(t)
 	rc.plan = func(int) (int, time.Duration) { return 500, 0 }
-	// An hour between tries: each state holds until the test moves the clock.
+	// An hour (±20%) between tries: each state holds until the test moves
+	// the clock.
 	e := newEnv(t, envOpts{webhookURL: rc.srv.URL, schedule: []time.Duration{time.Hour}})
 	rc.setSecret(e.hookSecret)
 	e.paidToken("4242 4242 4242 4242")
@@ -383,7 +384,8 @@ func TestEventDeliveryFailingThenGaveUp(t *testing.T) {
 	if d["last_error"] != "HTTP 500" || next(d).Before(e.clock.Now().Add(45*time.Minute)) {
 		t.Fatalf("after one refusal: %v", d)
 	}
-	e.clock.Advance(time.Hour)
+	e.clock.Advance(2 * time.Hour) // past the hour and its jitter (up to 20%)
+	e.reconcile()
 	d = delivery("failing", 2)
 	if !strings.HasPrefix(fmt.Sprint(d["last_error"]), "HTTP ") || next(d).Before(e.clock.Now().Add(45*time.Minute)) {
 		t.Fatalf("after two refusals: %v", d)
@@ -392,6 +394,7 @@ func TestEventDeliveryFailingThenGaveUp(t *testing.T) {
 		t.Fatalf("no warn line for the failed deliveries:\n%s", e.logs.String())
 	}
 	e.clock.Advance(72 * time.Hour)
+	e.reconcile()
 	d = delivery("gave_up", 3)
 	if d["next_attempt_at"] != nil || !strings.HasPrefix(fmt.Sprint(d["last_error"]), "HTTP ") {
 		t.Fatalf("given up: %v", d)
@@ -401,7 +404,7 @@ func TestEventDeliveryFailingThenGaveUp(t *testing.T) {
 	}
 	// Given up is final: time passing tries it no more.
 	e.clock.Advance(72 * time.Hour)
-	time.Sleep(300 * time.Millisecond) // three reconciler polls
+	e.reconcile()
 	if d := delivery("gave_up", 3); d["next_attempt_at"] != nil {
 		t.Fatalf("after giving up: %v", d)
 	}
