@@ -453,9 +453,10 @@ func (s *Server) spend(r *http.Request, p account.Principal) *spending {
 		defer close(sp.done)
 		// One bucket per processor, whatever its rate: replicas that differ
 		// in --detokenize-per-second for a while still share it, and a new
-		// rate applies to the tokens left.
+		// rate applies to the tokens left. The time is the audit trail's,
+		// which is the app's clock (tests move it).
 		k := store.K("bucket_detok", p.ID)
-		wait, err := s.Store.Allow(r.Context(), k, store.Bucket{PerSecond: float64(rate), Burst: rate}, s.Payments.Now())
+		wait, err := s.Store.Allow(r.Context(), k, store.Bucket{PerSecond: float64(rate), Burst: rate}, s.Audit.Now())
 		switch {
 		case err != nil:
 			sp.err = &spendFailed{err}
