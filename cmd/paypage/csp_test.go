@@ -16,7 +16,8 @@ import (
 func TestCSPReportsCommand(t *testing.T) {
 	t.Parallel()
 	data := filepath.Join(t.TempDir(), "data")
-	cfg, err := parseConfig([]string{"--data", data}, func(string) string { return "" })
+	key := strings.Repeat("3c", 32) // an operator command makes no master key
+	cfg, err := parseConfig([]string{"--data", data}, func(k string) string { return map[string]string{"PAYPAGE_MASTER_KEY": key}[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +34,7 @@ func TestCSPReportsCommand(t *testing.T) {
 		}
 	}
 	a.Close()
-	env := map[string]string{"PAYPAGE_DATA": data}
+	env := map[string]string{"PAYPAGE_DATA": data, "PAYPAGE_MASTER_KEY": key}
 	_, out, err := paypage(t, env, "csp-reports", "--limit", "1")
 	if err != nil || !strings.Contains(out, `"blocked": "https://skim.example"`) || strings.Contains(out, "script-src-elem") {
 		t.Fatalf("csp-reports --limit 1: %v\n%s", err, out)
