@@ -376,3 +376,24 @@ func TestDetokenizeBucketPerProcessor(t *testing.T) {
 		t.Fatalf("a third call: %d", c)
 	}
 }
+
+// Review of issue 13, finding 5 (held back until this fix): a processor's
+// detokenize calls with its good key for tokens that are not there (stale,
+// deleted by retention, of a merchant it no longer serves) do not count
+// toward the refusal limit of its address: past 30 of them a good token
+// still gets its card, not a 429 before the key is even looked up.
+func TestProcessorNotLockedOutByItsOwnNotFounds(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{refusals: 30})
+	token := e.paidToken("4242 4242 4242 4242")
+	for i := 0; i < 30; i++ {
+		st, _, _ := e.api("POST", "/v1/detokenize", e.procKey, map[string]any{"token": fmt.Sprintf("tok_%026d", i)})
+		if st != http.StatusNotFound {
+			t.Fatalf("unknown token %d: %d", i, st)
+		}
+	}
+	st, d, _ := e.api("POST", "/v1/detokenize", e.procKey, map[string]any{"token": token})
+	if st != http.StatusOK {
+		t.Fatalf("the processor's good key and a good token after 30 unknown tokens: %d %v", st, d)
+	}
+}
