@@ -114,6 +114,15 @@ var settings = []*setting{
 		set: func(c *Config, v string) (err error) { c.DetokenizePerSecond, err = parseLimit(v); return err }},
 	{flag: "webhook-allow-private", env: "PAYPAGE_WEBHOOK_ALLOW_PRIVATE", def: "false", help: "allow webhook delivery to loopback and private addresses (development, tests)",
 		set: func(c *Config, v string) (err error) { c.WebhookAllowPrivate, err = parseBool(v); return err }},
+	{flag: "webhook-timeout", env: "PAYPAGE_WEBHOOK_TIMEOUT", def: "10s", arg: "DURATION", help: "how long one webhook delivery try may take; the try holds its event this long and 5 s more, then another replica may take it",
+		set: func(c *Config, v string) error {
+			d, err := time.ParseDuration(strings.TrimSpace(v))
+			if err != nil || d <= 0 || d > time.Minute {
+				return fmt.Errorf("%q is not a duration from 1ms to 1m", v)
+			}
+			c.WebhookTimeout = d
+			return nil
+		}},
 	{flag: "webhook-schedule", env: "PAYPAGE_WEBHOOK_SCHEDULE", def: "5s,30s,2m,10m,30m,1h,2h,4h,8h,12h,24h,24h,24h", arg: "LIST", help: "webhook retry delays, comma separated",
 		set: func(c *Config, v string) error {
 			c.WebhookSchedule = nil

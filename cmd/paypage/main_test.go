@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/paypage/paypage/internal/app"
 	"github.com/paypage/paypage/pkg/audit"
@@ -192,6 +193,15 @@ func TestHardeningSettings(t *testing.T) {
 	}
 	if _, err := parseConfig([]string{"--max-connections", "many"}, none); err == nil {
 		t.Fatal("--max-connections many accepted")
+	}
+	if c.WebhookTimeout != 10*time.Second {
+		t.Fatalf("webhook timeout by default: %s", c.WebhookTimeout)
+	}
+	if c, err := parseConfig(nil, func(k string) string { return map[string]string{"PAYPAGE_WEBHOOK_TIMEOUT": "1s"}[k] }); err != nil || c.WebhookTimeout != time.Second {
+		t.Fatalf("PAYPAGE_WEBHOOK_TIMEOUT: %s %v", c.WebhookTimeout, err)
+	}
+	if _, err := parseConfig([]string{"--webhook-timeout", "0s"}, none); err == nil {
+		t.Fatal("--webhook-timeout 0s accepted")
 	}
 }
 

@@ -92,7 +92,7 @@ func TestTwoProcessesOnOneRedis(t *testing.T) {
 	rc := newReceiver(t)
 	rc.plan = func(int) (int, time.Duration) { return 200, 30 * time.Millisecond }
 	base := append(os.Environ(), "PAYPAGE_STORE="+redis, "PAYPAGE_MASTER_KEY_FILE="+keyFile, "PAYPAGE_DATA="+filepath.Join(dir, "data"),
-		"PAYPAGE_WEBHOOK_ALLOW_PRIVATE=true", "PAYPAGE_WEBHOOK_SCHEDULE=200ms,400ms")
+		"PAYPAGE_WEBHOOK_ALLOW_PRIVATE=true", "PAYPAGE_WEBHOOK_SCHEDULE=200ms,400ms", "PAYPAGE_WEBHOOK_TIMEOUT=1s")
 	cli := func(args ...string) []byte {
 		cmd := exec.Command(bin, args...)
 		cmd.Env = base
@@ -147,7 +147,9 @@ func TestTwoProcessesOnOneRedis(t *testing.T) {
 			t.Fatalf("replica 0's metrics:\n%s", b)
 		}
 	}
-	time.Sleep(time.Second)
+	// A second delivery of an event could only come once a lease ran out:
+	// the try's timeout (1 s here) and 5 s more. Wait past that.
+	time.Sleep(7 * time.Second)
 	rc.mu.Lock()
 	if len(rc.ids) != n || rc.overlp != 0 || rc.bad != 0 {
 		t.Fatalf("%d events delivered, %d overlapping, %d bad signatures", len(rc.ids), rc.overlp, rc.bad)
