@@ -5,6 +5,8 @@ package opsock
 import (
 	"io/fs"
 	"net"
+	"os"
+	"sync"
 	"syscall"
 )
 
@@ -19,10 +21,24 @@ func owner(fi fs.FileInfo) (int, bool) {
 
 // listenPrivate binds a Unix socket that only its owner may use: the file
 // is made under umask 0177, so it is never open to others, not even
-// between its creation and a chmod. The umask is the process's; this runs
-// while the service starts, before anything else creates files.
+// between its creation and a chmod. The umask is the process's, so two
+// listens take turns (one restoring the umask while the other binds would
+// leave a socket open to all), and the mode is set again once bound.
 func listenPrivate(path string) (*net.UnixListener, error) {
+	umaskMu.Lock()
 	old := syscall.Umask(0o177)
-	defer syscall.Umask(old)
-	return net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	syscall.Umask(old)
+	umaskMu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
 }
+
+// umaskMu serializes the umask changes of listenPrivate.
+var umaskMu sync.Mutex
