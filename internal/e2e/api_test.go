@@ -4,13 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/paypage/paypage/pkg/api"
+	"github.com/paypage/paypage/pkg/client"
+	"github.com/paypage/paypage/pkg/payment"
+	"github.com/paypage/paypage/pkg/processor"
 	"github.com/paypage/paypage/pkg/store"
 )
 
@@ -62,6 +68,20 @@ func TestCreateSessionBadInput(t *testing.T) {
 		{"wrong content type", good, "text/plain", 400, "invalid", "", ""},
 		{"huge body", `{"description":"` + strings.Repeat("x", 70<<10) + `"}`, "", 400, "invalid", "", ""},
 		{"control characters", strings.Replace(good, `"amount"`, `"reference":"a\u0000b","amount"`, 1), "", 400, "invalid", "reference", ""},
+		// null is not "absent": each typed member refuses it, by name.
+		{"null amount", strings.Replace(good, "1000", "null", 1), "", 400, "invalid", "amount", "must be an integer, not null"},
+		{"null methods", strings.Replace(good, `"amount"`, `"methods":null,"amount"`, 1), "", 400, "invalid", "methods", "must be an array of strings, not null"},
+		{"null locale", strings.Replace(good, `"amount"`, `"locale":null,"amount"`, 1), "", 400, "invalid", "locale", "must be a string, not null"},
+		{"null expires_in", strings.Replace(good, `"amount"`, `"expires_in":null,"amount"`, 1), "", 400, "invalid", "expires_in", "must be an integer, not null"},
+		{"null reference", strings.Replace(good, `"amount"`, `"reference":null,"amount"`, 1), "", 400, "invalid", "reference", "not null"},
+		// An unknown member's name comes back with its digits masked and
+		// cut short: a card number never appears in an error.
+		{"a card number as a name", strings.Replace(good, `"amount"`, `"4242424242424242":1,"amount"`, 1), "", 400, "invalid", strings.Repeat("*", 16), "is not a known field"},
+		{"a card number in a long name", strings.Replace(good, `"amount"`, `"card 4242 4242 4242 4242 `+strings.Repeat("z", 300)+`":1,"amount"`, 1), "", 400, "invalid", "card **** **** **** **** " + strings.Repeat("z", 15) + "…", "is not a known field"},
+		// What is stored is what was sent: never U+FFFD for a bad byte.
+		{"invalid UTF-8", strings.Replace(good, `"amount"`, "\"reference\":\"PNR \xff\","+`"amount"`, 1), "", 400, "invalid", "", "not valid UTF-8"},
+		{"an unpaired surrogate", strings.Replace(good, `"amount"`, `"reference":"PNR \ud800","amount"`, 1), "", 400, "invalid", "", "unpaired surrogate"},
+		{"a low surrogate first", strings.Replace(good, `"amount"`, `"reference":"PNR \udc00\ud800","amount"`, 1), "", 400, "invalid", "", "unpaired surrogate"},
 	}
 	before := countKind(t, e, "session")
 	for _, tt := range tests {
@@ -80,7 +100,7 @@ func TestCreateSessionBadInput(t *testing.T) {
 			if status != tt.status || body.Error.Code != tt.code || body.Error.Param != tt.param || body.Error.Message == "" {
 				t.Fatalf("got %d %+v, want %d %s %s", status, body.Error, tt.status, tt.code, tt.param)
 			}
-			if strings.Contains(body.Error.Message, "4242424242424242") {
+			if strings.Contains(body.Error.Message, "4242") || strings.Contains(body.Error.Param, "4242") {
 				t.Fatal("error echoes card data")
 			}
 			if !strings.Contains(body.Error.Message, tt.message) {
@@ -144,6 +164,13 @@ func TestAPIAuthAndOwnership(t *testing.T) {
 			}
 		})
 	}
+	// The scheme's name is case-insensitive (RFC 9110 11.1); another
+	// scheme is no key.
+	for auth, want := range map[string]int{"bearer " + e.key: 200, "BEARER " + e.key: 200, "Bearer  " + e.key: 200, "Basic " + e.key: 401, e.key: 401} {
+		if st, _, _ := e.raw("GET", "/v1/sessions/"+id, "", nil, "Authorization", auth); st != want {
+			t.Errorf("Authorization %.12q...: %d, want %d", auth, st, want)
+		}
+	}
 	// The other merchant's failed refund changed nothing.
 	_, p, _ := e.api("GET", "/v1/payments/"+pay, e.key, nil)
 	if p["status"] != "succeeded" || p["amount_refunded"].(float64) != 0 {
@@ -179,11 +206,14 @@ func TestSessionIdempotency(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				st, s, _ := e.api("POST", "/v1/sessions", e.key, body, "Idempotency-Key", "order-43")
-				if st == 201 {
+				st, s, h := e.api("POST", "/v1/sessions", e.key, body, "Idempotency-Key", "order-43")
+				errObj, _ := s["error"].(map[string]any)
+				switch {
+				case st == 201:
 					ids <- s["id"].(string)
-				} else if st != 409 {
-					t.Errorf("concurrent create: %d %v", st, s)
+				case st != 409 || errObj["code"] != "idempotency_in_progress" || errObj["param"] != "Idempotency-Key" || h.Get("Retry-After") == "":
+					// Told apart from a state's conflict, and when to retry.
+					t.Errorf("concurrent create: %d %v (Retry-After %q)", st, s, h.Get("Retry-After"))
 				}
 			}()
 		}
@@ -195,6 +225,32 @@ func TestSessionIdempotency(t *testing.T) {
 		}
 		if len(uniq) != 1 {
 			t.Fatalf("concurrent retries made %d sessions", len(uniq))
+		}
+		// The Go client retries its own request in progress: every
+		// concurrent create under one key gets the one session.
+		shop := e.client(e.key, client.WithBackoff(10*time.Millisecond, 5*time.Second), client.WithRetries(20))
+		params := api.SessionParams{Amount: 5100, Currency: "KZT", SuccessURL: "https://s.example/ok", CancelURL: "https://s.example/no"}
+		got := make(chan string, 10)
+		for i := 0; i < 10; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s, err := shop.CreateSession(context.Background(), params, client.IdempotencyKey("order-44"))
+				if err != nil {
+					t.Errorf("concurrent create through the client: %v", err)
+					return
+				}
+				got <- s.ID
+			}()
+		}
+		wg.Wait()
+		close(got)
+		uniq = map[string]bool{}
+		for id := range got {
+			uniq[id] = true
+		}
+		if len(uniq) != 1 {
+			t.Fatalf("the client's concurrent creates made %d sessions", len(uniq))
 		}
 	})
 }
@@ -321,14 +377,102 @@ func TestAttemptsCountTheSuccessfulOne(t *testing.T) {
 }
 
 // TestCollectionMethodsNotAllowed: /v1/sessions takes POST only; another
-// method is 405 with the JSON error, not 404.
+// method is 405 with the JSON error, not 404, and Allow names the methods
+// the path takes (RFC 9110 15.5.6), on every path.
 func TestCollectionMethodsNotAllowed(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	for _, m := range []string{"GET", "DELETE", "PUT", "PATCH"} {
-		st, r, _ := e.api(m, "/v1/sessions", e.key, nil)
-		if errObj, _ := r["error"].(map[string]any); st != http.StatusMethodNotAllowed || errObj["code"] != "method_not_allowed" {
-			t.Fatalf("%s /v1/sessions: %d %v", m, st, r)
+	for _, m := range []string{"GET", "DELETE", "PUT", "PATCH", "BREW"} {
+		st, r, h := e.api(m, "/v1/sessions", e.key, nil)
+		if errObj, _ := r["error"].(map[string]any); st != http.StatusMethodNotAllowed || errObj["code"] != "method_not_allowed" || h.Get("Allow") != "POST" {
+			t.Fatalf("%s /v1/sessions: %d %v, Allow %q", m, st, r, h.Get("Allow"))
 		}
+	}
+	for path, allow := range map[string]string{
+		"/v1/sessions/ses_x": "GET", "/v1/payments/pay_x/refunds": "POST", "/v1/openapi.yaml": "GET, HEAD", "/v1/detokenize": "POST",
+	} {
+		if st, _, h := e.raw("DELETE", path, e.key, nil); st != http.StatusMethodNotAllowed || h.Get("Allow") != allow {
+			t.Errorf("DELETE %s: %d, Allow %q, want %q", path, st, h.Get("Allow"), allow)
+		}
+	}
+	// The shopper's pages too.
+	req, _ := http.NewRequest("DELETE", e.url+"/pay/ses_x", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, POST" {
+		t.Fatalf("DELETE /pay/{id}: %d, Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+}
+
+// refundsDown is a processor whose refunds cannot be reached while down.
+type refundsDown struct {
+	processor.Processor
+	down  *atomic.Bool
+	calls *atomic.Int32
+}
+
+func (p refundsDown) Refund(ctx context.Context, r processor.RefundRequest) (processor.RefundResult, error) {
+	p.calls.Add(1)
+	if p.down.Load() {
+		return processor.RefundResult{}, errors.New("connection refused")
+	}
+	return p.Processor.Refund(ctx, r)
+}
+
+// paidPayment pays a new session with a frictionless card and returns its
+// payment's ID.
+func paidPayment(t *testing.T, e *env) string {
+	t.Helper()
+	id := e.session(nil)["id"].(string)
+	b := e.browser()
+	b.follow(b.pay(id, "4242 4242 4242 4242", "981"))
+	if st, _ := sessionState(t, e, id); st != "complete" {
+		t.Fatalf("session %s", st)
+	}
+	return "pay_" + id[4:]
+}
+
+// TestRawRetryOfARefundIsOneRefund: client.Raw sends "as the client sends
+// every call (its key, JSON, retries)". A refund posted through it without
+// an Idempotency-Key while the processor is down answers 503 (the refund
+// stays pending, holding its amount); its retries must be the same refund,
+// not a new pending refund each (three times what the shop asked for).
+func TestRawRetryOfARefundIsOneRefund(t *testing.T) {
+	down, calls := &atomic.Bool{}, &atomic.Int32{}
+	e := newEnv(t, envOpts{wrap: func(p processor.Processor) processor.Processor { return refundsDown{p, down, calls} }})
+	pay := paidPayment(t, e)
+	down.Store(true)
+	shop := e.client(e.key, client.WithRetries(2), client.WithBackoff(time.Millisecond, 5*time.Second))
+	resp, err := shop.Raw(context.Background(), "POST", "/v1/payments/"+pay+"/refunds", []byte(`{"amount":30000}`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down.Store(false)
+	e.clock.Advance(payment.DefaultTiming.RefundRetry + time.Second)
+	e.reconcile()
+	_, p, _ := e.api("GET", "/v1/payments/"+pay, e.key, nil)
+	if n := len(p["refunds"].([]any)); n != 1 || p["amount_refunded"].(float64) != 30000 {
+		t.Fatalf("one refund of 30000 asked for (answer %d); the payment has %d refunds, %v refunded", resp.Status, n, p["amount_refunded"])
+	}
+}
+
+// TestNullRefundAmountIsRefused: openapi.yaml says a refund's amount is an
+// integer and bodies are strict; {"amount": null} is neither absent nor an
+// integer, and must not be taken as "refund what is left".
+func TestNullRefundAmountIsRefused(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	pay := paidPayment(t, e)
+	st, r, _ := e.api("POST", "/v1/payments/"+pay+"/refunds", e.key, `{"amount":null}`, "Content-Type", "application/json")
+	if st != 400 {
+		t.Fatalf(`{"amount":null} answered %d: refunded %v of 150000`, st, r["amount"])
+	}
+	if errObj, _ := r["error"].(map[string]any); errObj["param"] != "amount" {
+		t.Fatalf("error %v", r)
+	}
+	if _, p, _ := e.api("GET", "/v1/payments/"+pay, e.key, nil); len(p["refunds"].([]any)) != 0 || p["amount_refunded"].(float64) != 0 {
+		t.Fatalf("a refused refund changed the payment: %v", p)
 	}
 }
 

@@ -3,11 +3,13 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"html"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -379,6 +381,29 @@ func TestBrowserWithoutJavaScript(t *testing.T) {
 	}
 	if st, _ := sessionState(t, e, id); st != "complete" {
 		t.Fatalf("session %s", st)
+	}
+
+	// Kaspi QR without script: the page waits without reloading itself (no
+	// timed refresh, WCAG 2.2.1), and the shopper checks by its link once
+	// they have paid in the app.
+	s = e.session(map[string]any{"success_url": shop.URL + "/paid?session={SESSION_ID}", "cancel_url": shop.URL + "/cancelled", "locale": "en", "methods": []string{"kaspi_qr"}})
+	id = s["id"].(string)
+	p.MustNavigate(s["url"].(string)).MustWaitLoad()
+	nojsPress(t, p, "#use-kaspi")
+	nojsWaitFor(t, p, `id="check"`)
+	h := nojsHTML(t, p)
+	if regexp.MustCompile(`(?i)http-equiv="?refresh`).MatchString(h) {
+		t.Fatalf("the Kaspi page refreshes by itself without script:\n%s", h)
+	}
+	app := regexp.MustCompile(`href="([^"]+)" id="open-app"`).FindStringSubmatch(h)
+	if app == nil {
+		t.Fatalf("no app link:\n%s", h)
+	}
+	scan(t, e, html.UnescapeString(app[1]), "pay")
+	waitDone(t, e, e.browser(), id)
+	nojsPress(t, p, "#check")
+	if got := waitURL(t, p, shop.URL); got != shop.URL+"/paid?session="+id {
+		t.Fatalf("after checking: landed on %s", got)
 	}
 }
 

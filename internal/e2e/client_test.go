@@ -124,3 +124,23 @@ func TestGoClient(t *testing.T) {
 		t.Fatalf("without retries, over the rate: %v", err)
 	}
 }
+
+// TestClientSendsAnEmptyMethodsList: the server refuses "methods": [] (a
+// rough edge of issue 16: it was taken as ["card"]); the client must send
+// an empty list as it is, so a shop whose filter left no method hears so
+// instead of getting a card session, while a nil list is left out (the
+// default, card).
+func TestClientSendsAnEmptyMethodsList(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	shop := e.client(e.key, client.WithRetries(0))
+	params := api.SessionParams{Amount: 100, Currency: "KZT", SuccessURL: "https://s.example/ok", CancelURL: "https://s.example/no", Methods: []string{}}
+	s, err := shop.CreateSession(context.Background(), params)
+	var ae *client.Error
+	if !errors.As(err, &ae) || ae.Param != "methods" {
+		t.Fatalf("Methods: []string{} made a session with methods %v (err %v)", s.Methods, err)
+	}
+	params.Methods = nil
+	if s, err := shop.CreateSession(context.Background(), params); err != nil || len(s.Methods) != 1 || s.Methods[0] != "card" {
+		t.Fatalf("Methods: nil: %v %+v", err, s)
+	}
+}

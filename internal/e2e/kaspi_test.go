@@ -138,7 +138,7 @@ func TestKaspiQR(t *testing.T) {
 				t.Fatal("the card page offers no Kaspi QR")
 			}
 			p, app := kaspiQR(t, e, b, id)
-			for _, want := range []string{"1\u202f500.00", `data-poll="/pay/` + id + `/status"`, `data-expires="`, `<noscript><meta http-equiv="refresh" content="5"></noscript>`} {
+			for _, want := range []string{"1\u202f500.00", `data-poll="/pay/` + id + `/status"`, `data-expires="`, `href="/pay/` + id + `/kaspi" id="check"`} {
 				if !strings.Contains(p.body, want) {
 					t.Errorf("kaspi page lacks %q", want)
 				}
@@ -358,5 +358,41 @@ func TestKaspiNotifyFloodWritesLittle(t *testing.T) {
 	t.Logf("%d unauthenticated notifications: the session was written %d times", n, writes)
 	if writes > 10 {
 		t.Errorf("%d unauthenticated notifications cost %d durable writes of the session (and as many calls to Kaspi)", n, writes)
+	}
+}
+
+// TestNoTimedRefreshWithoutScript: a page that waits (the Kaspi QR, an
+// attempt in flight) polls with script, and without it reloads only when
+// the shopper asks, by a link: no <meta http-equiv="refresh"> on a timer
+// (WCAG 2.2.1; a refresh in <noscript> is one the shopper cannot stop).
+// axe-core runs with script on, where <noscript> is not parsed, so this is
+// checked on the HTML.
+func TestNoTimedRefreshWithoutScript(t *testing.T) {
+	e := newEnv(t, envOpts{timing: shortTiming})
+	timed := regexp.MustCompile(`(?i)<meta[^>]+http-equiv="?refresh`)
+
+	id := e.session(map[string]any{"methods": []string{"kaspi_qr"}, "locale": "en"})["id"].(string)
+	q, _ := kaspiQR(t, e, e.browser(), id)
+	if m := timed.FindString(q.body); m != "" {
+		t.Fatalf("the Kaspi page refreshes by itself: %s", m)
+	}
+	if !strings.Contains(q.body, `href="/pay/`+id+`/kaspi" id="check"`) {
+		t.Fatalf("the Kaspi page offers no link to check:\n%s", q.body)
+	}
+
+	// An answer slower than the call's deadline: the page shows the
+	// attempt in flight.
+	id = e.session(map[string]any{"locale": "en"})["id"].(string)
+	b := e.browser()
+	p := b.pay(id, "4000 0000 0000 0267", "981")
+	if p.status != 503 || !strings.Contains(p.body, "Processing your payment") {
+		t.Fatalf("slow answer: %d\n%s", p.status, p.body)
+	}
+	p = b.get("/pay/" + id)
+	if m := timed.FindString(p.body); m != "" {
+		t.Fatalf("the processing page refreshes by itself: %s", m)
+	}
+	if !strings.Contains(p.body, `id="continue" href="/pay/`+id+`">Check again</a>`) || !strings.Contains(p.body, `data-poll="/pay/`+id+`/status"`) {
+		t.Fatalf("the processing page offers no link to check again, or no poll:\n%s", p.body)
 	}
 }

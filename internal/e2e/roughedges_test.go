@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The rough edges a new shop met on its first integration (issue 16), each
@@ -66,6 +67,63 @@ func TestCardholderNameKeptAfterADecline(t *testing.T) {
 		if c.Name == "pp_name" {
 			t.Fatalf("name cookie kept after the payment: %v", c)
 		}
+	}
+}
+
+// TestNameCookieClearedWhenTheSessionEnds: the name cookie is forgotten
+// once the session is over, however it ended: paid after a 3-D Secure
+// challenge (which completes at the bank's return, not at the card post),
+// paid by Kaspi QR, its attempts used up, or expired. It used to be cleared
+// only by a frictionless card's post, and stayed in the browser for an hour.
+func TestNameCookieClearedWhenTheSessionEnds(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	hasCookie := func(b *browser, id string) bool {
+		for _, c := range b.c.Jar.Cookies(mustURL(t, e.url+"/pay/"+id)) {
+			if c.Name == "pp_name" {
+				return true
+			}
+		}
+		return false
+	}
+	tests := []struct {
+		name  string
+		state string
+		end   func(b *browser, id string)
+	}{
+		{"challenge", "complete", func(b *browser, id string) {
+			b.back(b.challenge(b.pay(id, "4000 0000 0000 3220", "981"), "123456"))
+		}},
+		{"kaspi", "complete", func(b *browser, id string) {
+			_, app := kaspiQR(t, e, b, id)
+			scan(t, e, app, "pay")
+			waitDone(t, e, b, id)
+			b.follow(b.get("/pay/" + id + "/kaspi"))
+		}},
+		{"attempts used up", "failed", func(b *browser, id string) {
+			b.follow(b.pay(id, "4000 0000 0000 0002", "981"))
+			b.follow(b.pay(id, "4000 0000 0000 0002", "981"))
+		}},
+		{"expired", "expired", func(b *browser, id string) {
+			e.clock.Advance(10 * time.Minute)
+			b.get("/pay/" + id)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := e.session(map[string]any{"locale": "en", "methods": []string{"card", "kaspi_qr"}, "expires_in": 300})["id"].(string)
+			b := e.browser()
+			b.follow(b.pay(id, "4000 0000 0000 0002", "981")) // a decline: the name is kept for the next try
+			if !hasCookie(b, id) {
+				t.Fatal("no name cookie after a decline")
+			}
+			tt.end(b, id)
+			if st, _ := sessionState(t, e, id); st != tt.state {
+				t.Fatalf("session %s, want %s", st, tt.state)
+			}
+			if hasCookie(b, id) {
+				t.Fatal("name cookie kept after the session ended")
+			}
+		})
 	}
 }
 

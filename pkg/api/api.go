@@ -163,7 +163,7 @@ type SessionParams struct {
 	SuccessURL  string   `json:"success_url"`
 	CancelURL   string   `json:"cancel_url"`
 	Locale      string   `json:"locale,omitempty"`     // en, ru or kk
-	Methods     []string `json:"methods,omitempty"`    // card, kaspi_qr; none: card
+	Methods     []string `json:"methods,omitzero"`     // card, kaspi_qr; nil: card (an empty list is sent, and refused)
 	ExpiresIn   int64    `json:"expires_in,omitempty"` // seconds; 0: the default
 }
 

@@ -13,7 +13,7 @@ import (
 // Webhook deliveries are JSON POSTs of an Event with these headers.
 const (
 	SignatureHeader = "Paypage-Signature"  // "t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">"
-	EventIDHeader   = "Paypage-Event-Id"   // the event's ID: drop a delivery whose ID you have seen
+	EventIDHeader   = "Paypage-Event-Id"   // the event's ID, unsigned: deduplicate on the signed body's id instead
 	EventTypeHeader = "Paypage-Event-Type" // the event's type
 )
 
@@ -22,6 +22,7 @@ var (
 	ErrSignatureMalformed = errors.New("malformed signature header")
 	ErrSignatureStale     = errors.New("signature timestamp outside the tolerance: a replay?")
 	ErrSignatureMismatch  = errors.New("signature does not match")
+	ErrNoSecret           = errors.New("no webhook secret: an HMAC under an empty key proves nothing")
 )
 
 // SignWebhook returns the signature header of body at time t under the
@@ -32,10 +33,14 @@ func SignWebhook(secret string, t time.Time, body []byte) string {
 }
 
 // VerifyWebhook checks a signature header against body; it refuses a
-// timestamp further than tolerance from now (a replay). Several v1 values
+// timestamp further than tolerance from now (a replay), and an empty secret
+// (one that did not load: anyone could sign under it). Several v1 values
 // may be given (during a secret's roll); one must match, compared in
 // constant time.
 func VerifyWebhook(secret, header string, body []byte, now time.Time, tolerance time.Duration) error {
+	if secret == "" {
+		return ErrNoSecret
+	}
 	var ts string
 	var sigs []string
 	for _, part := range strings.Split(header, ",") {

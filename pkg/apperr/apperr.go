@@ -20,7 +20,8 @@ const (
 	RateLimited  = "rate_limited" // too many attempts
 	Internal     = "internal"     // a bug or an unexpected failure
 	IdemMismatch = "idempotency_mismatch"
-	TokenDeleted = "token_deleted" // a token whose card the retention policy deleted
+	InProgress   = "idempotency_in_progress" // an earlier try of the same request still runs; retry
+	TokenDeleted = "token_deleted"           // a token whose card the retention policy deleted
 )
 
 // Error is an error with a code. Message is safe to show to a client: it must

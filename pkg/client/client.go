@@ -4,14 +4,16 @@
 // library and pkg/api (the wire types, themselves standard library only),
 // never on the server.
 //
-// Every create sends an Idempotency-Key (the caller's, or one it makes) and
-// reuses it across its own retries, so a retry never makes a second session
-// or refund. Calls are retried on 503 and 429, and on a connection that
-// failed before an answer, with exponential back-off and full jitter,
-// waiting at least what Retry-After says; the number of tries and the
-// longest wait are bounded, and the context ends the wait. An answer that
-// is not a success is an *Error with the API's code, message and param and
-// the HTTP status.
+// Every create (and every POST sent with Raw) carries an Idempotency-Key,
+// the caller's or one it makes, and reuses it across its own retries, so a
+// retry never makes a second session or refund. Only what is safe to repeat
+// is retried (a GET, or a request under an Idempotency-Key): on 503 and 429,
+// on 409 idempotency_in_progress (its own earlier try still running), and
+// on a connection that failed before an answer, with exponential back-off
+// and full jitter, waiting at least what Retry-After says; the number of
+// tries and the longest wait are bounded, and the context ends the wait. An
+// answer that is not a success is an *Error with the API's code, message and
+// param and the HTTP status.
 package client
 
 import (
@@ -23,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -86,8 +89,8 @@ func New(baseURL, secretKey string, opts ...Option) *Client {
 
 // Error is an answer that is not a success: the API's error, with the HTTP
 // status. Code is one of invalid, unauthorized, forbidden, not_found,
-// token_deleted, method_not_allowed, conflict, idempotency_mismatch,
-// rate_limited, unavailable, internal.
+// token_deleted, method_not_allowed, conflict, idempotency_in_progress,
+// idempotency_mismatch, rate_limited, unavailable, internal.
 type Error struct {
 	Status     int
 	Code       string
@@ -104,11 +107,16 @@ func (e *Error) Error() string {
 	return s
 }
 
-// Temporary reports whether the same call may succeed later (503, 429):
-// what the client retries by itself, and what was still so after its
-// retries.
+// CodeInProgress is the code of a 409 that says an earlier try of the same
+// request (under the same Idempotency-Key) is still running: retry it.
+const CodeInProgress = "idempotency_in_progress"
+
+// Temporary reports whether the same call may succeed later (503, 429, or
+// a 409 idempotency_in_progress): what the client retries by itself, and
+// what was still so after its retries.
 func (e *Error) Temporary() bool {
-	return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests
+	return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests ||
+		(e.Status == http.StatusConflict && e.Code == CodeInProgress)
 }
 
 // CallOption sets up one call.
@@ -191,11 +199,12 @@ func (c *Client) Events(ctx context.Context, after string, limit int) (*api.Even
 func (c *Client) Detokenize(ctx context.Context, token string) (*api.CardDetails, error) {
 	var d api.CardDetails
 	body, _ := json.Marshal(api.DetokenizeParams{Token: token})
-	return &d, c.decode(c.send(ctx, http.MethodPost, "/v1/detokenize", body, nil))(&d)
+	// A read (each try is audited, nothing else changes): safe to repeat.
+	return &d, c.decode(c.send(ctx, http.MethodPost, "/v1/detokenize", body, nil, true))(&d)
 }
 
 func (c *Client) get(ctx context.Context, path string, out any) error {
-	return c.decode(c.send(ctx, http.MethodGet, path, nil, nil))(out)
+	return c.decode(c.send(ctx, http.MethodGet, path, nil, nil, true))(out)
 }
 
 // create POSTs params under an Idempotency-Key that every retry reuses.
@@ -211,12 +220,12 @@ func (c *Client) create(ctx context.Context, path string, params, out any, opts 
 	if h == nil {
 		h = http.Header{}
 	}
-	h.Set("Idempotency-Key", cl.idemKey)
+	h.Set(idemHeader, cl.idemKey)
 	body, err := json.Marshal(params)
 	if err != nil {
 		return err
 	}
-	return c.decode(c.send(ctx, http.MethodPost, path, body, h))(out)
+	return c.decode(c.send(ctx, http.MethodPost, path, body, h, true))(out)
 }
 
 // Raw sends a request as the client sends every call (its key, JSON,
@@ -224,9 +233,30 @@ func (c *Client) create(ctx context.Context, path string, params, out any, opts 
 // call that got no answer. For calls the typed methods do not make, and
 // for tests that send what a careless shop would. A body is sent as
 // application/json unless header says otherwise.
+//
+// A POST gets an Idempotency-Key of its own unless header names one, and
+// keeps it across its retries, so a retry is the same request. An
+// Idempotency-Key given empty sends none: that request is never retried,
+// since a repeat could make the object twice (a second refund).
 func (c *Client) Raw(ctx context.Context, method, path string, body []byte, header http.Header) (*Response, error) {
-	return c.send(ctx, method, path, body, header)
+	header = header.Clone()
+	if method == http.MethodPost {
+		if _, given := header[idemHeader]; !given {
+			if header == nil {
+				header = http.Header{}
+			}
+			header.Set(idemHeader, newIdempotencyKey())
+		}
+	}
+	if v, given := header[idemHeader]; given && (len(v) == 0 || v[0] == "") {
+		delete(header, idemHeader)
+	}
+	repeatable := method == http.MethodGet || method == http.MethodHead || header.Get(idemHeader) != ""
+	return c.send(ctx, method, path, body, header, repeatable)
 }
+
+// idemHeader is the Idempotency-Key header, in its canonical form.
+const idemHeader = "Idempotency-Key"
 
 // decode turns an answer into out, or into an *Error.
 func (c *Client) decode(resp *Response, err error) func(out any) error {
@@ -255,11 +285,14 @@ func errorOf(resp *Response) *Error {
 	return e
 }
 
-// send makes the call, retrying what may be retried.
-func (c *Client) send(ctx context.Context, method, path string, body []byte, header http.Header) (*Response, error) {
+// send makes the call, retrying what may be retried when the call is
+// repeatable: a read, or a request under an Idempotency-Key (the service
+// answers its repeat with the first answer). Anything else could be made
+// twice, and is sent once.
+func (c *Client) send(ctx context.Context, method, path string, body []byte, header http.Header, repeatable bool) (*Response, error) {
 	for try := 0; ; try++ {
 		resp, err := c.once(ctx, method, path, body, header)
-		if try >= c.retries || !retryable(resp, err) || ctx.Err() != nil {
+		if try >= c.retries || !repeatable || !retryable(resp, err) || ctx.Err() != nil {
 			return resp, err
 		}
 		wait := c.backoffFor(try)
@@ -280,13 +313,20 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte, hea
 	}
 }
 
-// retryable: a 503 or a 429, or no answer at all (a connection refused or
-// cut before the answer; never the caller's own cancellation).
+// retryable: a 503 or a 429, a 409 idempotency_in_progress, or no answer
+// at all (a connection refused or cut before the answer; never the
+// caller's own cancellation).
 func retryable(resp *Response, err error) bool {
 	if err != nil {
 		return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 	}
-	return resp.Status == http.StatusServiceUnavailable || resp.Status == http.StatusTooManyRequests
+	switch resp.Status {
+	case http.StatusServiceUnavailable, http.StatusTooManyRequests:
+		return true
+	case http.StatusConflict:
+		return errorOf(resp).Code == CodeInProgress
+	}
+	return false
 }
 
 // backoffFor is the wait before retry n+1: a random time up to the first
@@ -335,14 +375,20 @@ func (c *Client) once(ctx context.Context, method, path string, body []byte, hea
 }
 
 // retryAfter reads Retry-After in seconds (the form paypage sends) or as
-// an HTTP date.
+// an HTTP date. A number of seconds too large for a Duration (about 292
+// years) is the longest Duration: never a negative wait.
 func retryAfter(h http.Header) time.Duration {
 	v := h.Get("Retry-After")
 	if v == "" {
 		return 0
 	}
-	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+	if s, err := strconv.ParseUint(v, 10, 64); err == nil {
+		if s > uint64(math.MaxInt64/int64(time.Second)) {
+			return math.MaxInt64
+		}
 		return time.Duration(s) * time.Second
+	} else if errors.Is(err, strconv.ErrRange) {
+		return math.MaxInt64
 	}
 	if t, err := http.ParseTime(v); err == nil {
 		return max(0, time.Until(t))
@@ -373,8 +419,11 @@ const WebhookTolerance = 5 * time.Minute
 
 // ParseWebhook verifies a webhook delivery's signature (the
 // Paypage-Signature header) under the merchant's webhook secret, refusing a
-// signature older or newer than WebhookTolerance (a replay), and returns
-// the event. Pass the body exactly as it came.
+// signature older or newer than WebhookTolerance (a replay) and an empty
+// secret (api.ErrNoSecret: a secret that did not load), and returns the
+// event. Pass the body exactly as it came. A retry of a delivery is signed
+// anew: deduplicate on the returned event's ID (it is in the signed body),
+// never on the unsigned Paypage-Event-Id header.
 func ParseWebhook(secret, header string, body []byte) (*api.Event, error) {
 	return ParseWebhookAt(secret, header, body, time.Now())
 }

@@ -234,6 +234,9 @@ func TestParseWebhook(t *testing.T) {
 		{"another secret", "whsec_b", good, body, now, api.ErrSignatureMismatch},
 		{"body changed", "whsec_a", good, []byte(strings.Replace(string(body), "pay_1", "pay_2", 1)), now, api.ErrSignatureMismatch},
 		{"replayed later", "whsec_a", good, body, now.Add(6 * time.Minute), api.ErrSignatureStale},
+		// A secret that did not load (os.Getenv of an unset variable): an
+		// HMAC under an empty key is anyone's, so nothing is verified.
+		{"empty secret", "", api.SignWebhook("", now, body), body, now, api.ErrNoSecret},
 		{"no header", "whsec_a", "", body, now, api.ErrSignatureMalformed},
 		{"no v1", "whsec_a", "t=1800000000", body, now, api.ErrSignatureMalformed},
 	}
@@ -247,6 +250,110 @@ func TestParseWebhook(t *testing.T) {
 				t.Fatalf("event %+v", ev)
 			}
 		})
+	}
+}
+
+// TestRawKeysEveryPost: Raw retries only what is safe to repeat. A refund
+// whose 503 left it pending, retried as it was, would be a second refund:
+// a POST gets an Idempotency-Key of its own, reused by its retries; one
+// sent with an empty key (none) is sent once; a GET is retried as it is.
+func TestRawKeysEveryPost(t *testing.T) {
+	t.Parallel()
+	pending := `{"error":{"code":"unavailable","message":"the refund could not be confirmed; it stays pending"}}`
+	tests := []struct {
+		name   string
+		method string
+		header http.Header
+		tries  int
+		key    string // the key every try carries: "" none, "*" one the client made
+	}{
+		{"POST without a key", "POST", nil, 2, "*"},
+		{"POST with the caller's key", "POST", http.Header{"Idempotency-Key": {"refund-7"}}, 2, "refund-7"},
+		{"POST with an empty key: none, never retried", "POST", http.Header{"Idempotency-Key": {""}}, 1, ""},
+		{"DELETE without a key is not retried", "DELETE", nil, 1, ""},
+		{"GET is retried", "GET", nil, 2, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := &script{answers: []func(http.ResponseWriter){answer(503, "1", pending), answer(201, "", `{"id":"re_2"}`)}}
+			c, _ := newTest(t, s)
+			var body []byte
+			if tt.method == "POST" {
+				body = []byte(`{"amount":500}`)
+			}
+			if _, err := c.Raw(context.Background(), tt.method, "/v1/payments/pay_x/refunds", body, tt.header); err != nil {
+				t.Fatal(err)
+			}
+			if len(s.got) != tt.tries {
+				t.Fatalf("%s sent %d times, want %d", tt.method, len(s.got), tt.tries)
+			}
+			first := s.got[0].Header.Get("Idempotency-Key")
+			for i, r := range s.got {
+				got := r.Header.Get("Idempotency-Key")
+				if _, sent := r.Header["Idempotency-Key"]; tt.key == "" && sent {
+					t.Fatalf("try %d sent Idempotency-Key %q", i, got)
+				}
+				if tt.key == "*" && (!strings.HasPrefix(got, "idem_") || got != first) {
+					t.Fatalf("try %d: key %q, the first %q", i, got, first)
+				}
+				if tt.key != "" && tt.key != "*" && got != tt.key {
+					t.Fatalf("try %d: key %q, want %q", i, got, tt.key)
+				}
+			}
+			if tt.header != nil && len(tt.header["Idempotency-Key"]) != 1 {
+				t.Fatal("Raw changed the caller's header")
+			}
+		})
+	}
+}
+
+// TestRetriesItsOwnRequestInProgress: after a cut connection the create's
+// own retry may meet its first try still running (409
+// idempotency_in_progress, with Retry-After); the client waits and asks
+// again under the same key, and gets the session, where it used to hand
+// the shop a 409 like "refunded already".
+func TestRetriesItsOwnRequestInProgress(t *testing.T) {
+	t.Parallel()
+	inProgress := `{"error":{"code":"idempotency_in_progress","message":"a request with this Idempotency-Key is in progress: retry it after Retry-After seconds, with the same key","param":"Idempotency-Key"}}`
+	s := &script{answers: []func(http.ResponseWriter){cut, answer(409, "1", inProgress), answer(201, "", created)}}
+	c, waits := newTest(t, s)
+	ses, err := c.CreateSession(context.Background(), api.SessionParams{Amount: 1000, Currency: "KZT", SuccessURL: "https://s.example/ok", CancelURL: "https://s.example/no"})
+	if err != nil || ses.ID != "ses_x" {
+		t.Fatalf("the create's own retry met its first try in flight and gave up: %v (%d tries)", err, len(s.got))
+	}
+	if len(s.got) != 3 || s.got[1].Header.Get("Idempotency-Key") != s.got[2].Header.Get("Idempotency-Key") || (*waits)[1] < time.Second {
+		t.Fatalf("%d tries, waits %v", len(s.got), *waits)
+	}
+	if !errorOf(&Response{Status: 409, Body: []byte(inProgress)}).Temporary() {
+		t.Fatal("an in-progress 409 is not Temporary")
+	}
+}
+
+// TestHugeRetryAfterIsNotWaited: a Retry-After past the longest wait is not
+// waited for and the error is returned, however large: 10^10 seconds used
+// to overflow time.Duration into a negative wait, retried at once.
+func TestHugeRetryAfterIsNotWaited(t *testing.T) {
+	t.Parallel()
+	for _, ra := range []string{"10000000000", "99999999999999999999999"} {
+		s := &script{answers: []func(http.ResponseWriter){answer(503, ra, unavailable)}}
+		c, waits := newTest(t, s)
+		_, err := c.Payment(context.Background(), "pay_x")
+		var e *Error
+		if !errors.As(err, &e) || len(s.got) != 1 || e.RetryAfter <= 0 {
+			t.Fatalf("Retry-After %s: %d tries (waits %v), %v: a huge Retry-After was ignored", ra, len(s.got), *waits, err)
+		}
+	}
+}
+
+// TestRetryAfterAsAnHTTPDate: the HTTP-date form is waited for.
+func TestRetryAfterAsAnHTTPDate(t *testing.T) {
+	t.Parallel()
+	when := time.Now().Add(5 * time.Second).UTC().Format(http.TimeFormat)
+	s := &script{answers: []func(http.ResponseWriter){answer(503, when, unavailable), answer(200, "", `{"id":"pay_x"}`)}}
+	c, waits := newTest(t, s)
+	if _, err := c.Payment(context.Background(), "pay_x"); err != nil || len(*waits) != 1 || (*waits)[0] < 3*time.Second {
+		t.Fatalf("%v, waits %v", err, *waits)
 	}
 }
 

@@ -23,7 +23,7 @@ import (
 // Errors of a claim.
 var (
 	ErrMismatch   = apperr.E(apperr.IdemMismatch, "this Idempotency-Key was used with a different request")
-	ErrInProgress = apperr.E(apperr.Conflict, "a request with this Idempotency-Key is in progress; retry")
+	ErrInProgress = &apperr.Error{Code: apperr.InProgress, Param: "Idempotency-Key", Message: "a request with this Idempotency-Key is in progress: retry it after Retry-After seconds, with the same key"}
 )
 
 // Keys remembers requests made under idempotency keys.

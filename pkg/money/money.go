@@ -4,6 +4,7 @@ package money
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -18,6 +19,16 @@ var currencies = map[string]int{
 // MaxAmount bounds an amount in minor units: large enough for any ticket, small
 // enough that sums never overflow.
 const MaxAmount = 1_000_000_000_00
+
+// Currencies lists the codes of the currencies we take, sorted.
+func Currencies() []string {
+	out := make([]string, 0, len(currencies))
+	for c := range currencies {
+		out = append(out, c)
+	}
+	slices.Sort(out)
+	return out
+}
 
 // ValidCurrency reports whether we take c (upper case ISO 4217).
 func ValidCurrency(c string) bool { _, ok := currencies[c]; return ok }

@@ -338,7 +338,7 @@ func (svc *Service) authorize(ctx context.Context, st *State) (Outcome, error) {
 		}
 	}
 	req := processor.AuthorizeRequest{
-		ID: a.ID, Merchant: s.Merchant, Token: a.Card.Token, CVV: cvv, Amount: s.Amount,
+		ID: a.ID, SessionID: s.ID, Merchant: s.Merchant, Token: a.Card.Token, CVV: cvv, Amount: s.Amount,
 		Currency: s.Currency, Reference: s.Reference, ThreeDS: auth,
 	}
 	var res processor.Result

@@ -59,6 +59,9 @@ type fakeProcessor struct {
 	hold chan struct{}
 	// refundDown makes Refund fail without acting.
 	refundDown bool
+	// answer, when set, is every authorization's decision (a connector
+	// with codes of its own).
+	answer *processor.Result
 }
 
 func newFakeProcessor(v *vault.Vault) *fakeProcessor {
@@ -95,6 +98,9 @@ func (f *fakeProcessor) Authorize(ctx context.Context, r processor.AuthorizeRequ
 		res = processor.Result{Approved: true, NetworkCode: "00", AuthCode: "123456", Reference: "ref_" + r.ID}
 		if code := declines[info.Last4]; code != "" {
 			res = processor.Result{Code: code, NetworkCode: processor.NetworkCodes[code], Reference: "ref_" + r.ID}
+		}
+		if f.answer != nil {
+			res = *f.answer
 		}
 		if f.voided[r.ID] {
 			res = processor.Result{Code: "voided"}

@@ -20,6 +20,11 @@ func (svc *Service) finish(ctx context.Context, st *State, attempt *Attempt, res
 // finishWith is finish with one more change to the state, made in the same
 // save (again after each reload).
 func (svc *Service) finishWith(ctx context.Context, st *State, attempt *Attempt, res processor.Result, counted bool, also func(*State)) (Outcome, error) {
+	if !res.Approved && !processor.Known(res.Code) {
+		// A connector's code of its own (or none): the shop API names only
+		// ours, so it reads do_not_honor; the ISO 8583 code stays beside it.
+		res.Code = processor.DoNotHonor
+	}
 	for {
 		a := st.Session.Live
 		if a == nil || a.ID != attempt.ID {

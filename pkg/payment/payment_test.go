@@ -105,6 +105,39 @@ func TestCardOutcomes(t *testing.T) {
 	}
 }
 
+// A connector may decline with a code of its own (or none): the shop API
+// names only ours (openapi.yaml's DeclineCode is a closed list), so the
+// payment reads do_not_honor, with the connector's ISO 8583 code kept.
+func TestConnectorDeclineCodes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, code, network string
+		want                string
+	}{
+		{"OurCode", processor.InsufficientFunds, "51", processor.InsufficientFunds},
+		{"ConnectorsOwnCode", "lost_card", "41", processor.DoNotHonor},
+		{"NoCode", "", "N7", processor.DoNotHonor},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t)
+			r.proc.answer = &processor.Result{Code: tt.code, NetworkCode: tt.network, Reference: "acq_1"}
+			id := r.session()
+			if _, err := r.pay(id, "4242 4242 4242 4242"); err != nil {
+				t.Fatal(err)
+			}
+			s, p := r.state(id)
+			if p.Decline == nil || p.Decline.Code != tt.want || p.Decline.NetworkCode != tt.network || s.LastDecline.Code != tt.want {
+				t.Fatalf("decline %+v, session's %+v: want %s (%s)", p.Decline, s.LastDecline, tt.want, tt.network)
+			}
+			if len(p.Attempts) != 1 || p.Attempts[0].Outcome != tt.want {
+				t.Fatalf("attempts %+v", p.Attempts)
+			}
+		})
+	}
+}
+
 func TestFieldErrorsChangeNothing(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)

@@ -22,12 +22,13 @@ type Authentication struct {
 // AuthorizeRequest asks to authorize (and capture) a payment.
 type AuthorizeRequest struct {
 	ID        string // our attempt ID: the processor's idempotency key
+	SessionID string // the session the attempt pays (ses_...): one per order, on every attempt
 	Merchant  string
 	Token     string   // the vault token; the processor detokenizes it
-	CVV       card.CVV // used once; empty when resuming an attempt
+	CVV       card.CVV // sent once: a lost answer is asked for by Inquire, never by a second Authorize
 	Amount    int64    // minor units
 	Currency  string
-	Reference string
+	Reference string // the shop's own order reference: free text, possibly empty
 	ThreeDS   *Authentication
 }
 
@@ -104,6 +105,17 @@ const (
 	LimitExceeded        = "attempts_exceeded"
 	QRExpired            = "qr_expired" // a Kaspi QR that nobody paid in time; nothing charged
 )
+
+// Known reports whether code is one of the decline codes above: the ones
+// the shop API names (a connector's other code is recorded as DoNotHonor).
+func Known(code string) bool {
+	switch code {
+	case DoNotHonor, InsufficientFunds, ExpiredCard, IncorrectCVC, NotEnabledInternet, Unavailable,
+		AuthenticationFailed, InvalidCard, TryAgain, LimitExceeded, QRExpired:
+		return true
+	}
+	return false
+}
 
 // NetworkCodes maps our codes to ISO 8583 response codes.
 var NetworkCodes = map[string]string{

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 
@@ -54,15 +55,14 @@ func (s *Server) authenticate(kind string, next http.HandlerFunc) http.HandlerFu
 			s.writeError(w, r, err)
 			return
 		}
-		h := r.Header.Get("Authorization")
-		secret, ok := strings.CutPrefix(h, "Bearer ")
+		secret, ok := bearer(r.Header.Get("Authorization"))
 		if !ok {
 			s.refuse(r, action, "unknown", account.ErrUnauthorized)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="paypage"`)
 			s.writeError(w, r, account.ErrUnauthorized)
 			return
 		}
-		p, err := s.Accounts.Authenticate(r.Context(), strings.TrimSpace(secret))
+		p, err := s.Accounts.Authenticate(r.Context(), secret)
 		if err != nil {
 			if apperr.Is(err, apperr.Unauthorized) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="paypage"`)
@@ -81,6 +81,17 @@ func (s *Server) authenticate(kind string, next http.HandlerFunc) http.HandlerFu
 	}
 }
 
+// bearer reads the credential of an Authorization header of the Bearer
+// scheme, whose name is case-insensitive (RFC 9110 11.1): "bearer sk_..."
+// is as good as "Bearer sk_...".
+func bearer(h string) (string, bool) {
+	scheme, cred, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(cred), true
+}
+
 func (s *Server) merchantOnly(h http.HandlerFunc) http.HandlerFunc {
 	return s.authenticate(account.KindMerchant, h)
 }
@@ -89,10 +100,11 @@ func (s *Server) processorOnly(h http.HandlerFunc) http.HandlerFunc {
 	return s.authenticate(account.KindProcessor, h)
 }
 
-// decodeJSON reads a JSON body strictly: the right content type, one
-// object whose member names are the request's own, spelled exactly (Go's
-// decoder would take "Amount" for "amount"), each once, with values of the
-// right types. Each refusal names the field, in our words, not Go's.
+// decodeJSON reads a JSON body strictly: the right content type, valid
+// UTF-8, one object whose member names are the request's own, spelled
+// exactly (Go's decoder would take "Amount" for "amount"), each once, with
+// values of the right types and never null (a null is not "absent": leave
+// the member out). Each refusal names the field, in our words, not Go's.
 func decodeJSON(r *http.Request, into any) error {
 	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
 		return apperr.E(apperr.Invalid, "send a JSON body with Content-Type: application/json")
@@ -104,6 +116,11 @@ func decodeJSON(r *http.Request, into any) error {
 		return apperr.E(apperr.Invalid, "the body is larger than %d bytes", maxErr.Limit)
 	case err != nil:
 		return apperr.E(apperr.Invalid, "the body could not be read")
+	}
+	if !validUnicode(body) {
+		// Go's decoder would keep a bad byte or a lone surrogate as U+FFFD:
+		// what is stored would not be what was sent.
+		return apperr.E(apperr.Invalid, "the body is not valid UTF-8 (or holds an unpaired surrogate escape)")
 	}
 	fields := jsonFieldsOf(into)
 	if err := checkMembers(body, fields); err != nil {
@@ -142,18 +159,21 @@ func checkMembers(body []byte, fields map[string]string) error {
 		if _, ok := fields[name]; !ok {
 			for known := range fields {
 				if strings.EqualFold(known, name) {
-					return apperr.Field(name, "is not a known field: names are lower case (%s)", known)
+					return apperr.Field(safeParam(name), "is not a known field: names are lower case (%s)", known)
 				}
 			}
-			return apperr.Field(name, "is not a known field")
+			return apperr.Field(safeParam(name), "is not a known field")
 		}
 		if seen[name] {
 			return apperr.Field(name, "is given twice")
 		}
 		seen[name] = true
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
 			return notJSON
+		}
+		if string(value) == "null" {
+			return apperr.Field(name, "must be %s, not null: leave it out for the default", fields[name])
 		}
 	}
 	if _, err := dec.Token(); err != nil {
@@ -163,6 +183,74 @@ func checkMembers(body []byte, fields map[string]string) error {
 		return apperr.E(apperr.Invalid, "the body must hold one JSON object")
 	}
 	return nil
+}
+
+// maxParam is the longest member name an error names, in bytes.
+const maxParam = 40
+
+// safeParam is an unknown member's name as an error may name it: every
+// digit masked (a card number sent as a name must never come back in an
+// error, a log or a metric) and cut to maxParam bytes.
+func safeParam(name string) string {
+	b := []byte(name)
+	for i, c := range b {
+		if c >= '0' && c <= '9' {
+			b[i] = '*'
+		}
+	}
+	if len(b) <= maxParam {
+		return string(b)
+	}
+	cut := maxParam
+	for cut > 0 && !utf8.RuneStart(b[cut]) {
+		cut--
+	}
+	return string(b[:cut]) + "…"
+}
+
+// validUnicode reports whether a JSON text is valid UTF-8 whose \u escapes
+// pair their surrogates: what Go's decoder would otherwise turn into U+FFFD.
+func validUnicode(body []byte) bool {
+	if !utf8.Valid(body) {
+		return false
+	}
+	for i := 0; i < len(body); i++ {
+		if body[i] != '\\' || i+1 >= len(body) {
+			continue
+		}
+		i++ // the escaped character: a backslash escapes the next one only
+		if body[i] != 'u' {
+			continue
+		}
+		u := hex4(body, i+1)
+		switch {
+		case u >= 0xDC00 && u <= 0xDFFF:
+			return false // a low surrogate with no high one before it
+		case u >= 0xD800 && u <= 0xDBFF:
+			if i+10 >= len(body) || body[i+5] != '\\' || body[i+6] != 'u' {
+				return false
+			}
+			if lo := hex4(body, i+7); lo < 0xDC00 || lo > 0xDFFF {
+				return false
+			}
+			i += 10
+		default:
+			i += 4
+		}
+	}
+	return true
+}
+
+// hex4 is the value of the four hex digits at body[i:], or -1.
+func hex4(body []byte, i int) int {
+	if i+4 > len(body) {
+		return -1
+	}
+	v, err := strconv.ParseUint(string(body[i:i+4]), 16, 16)
+	if err != nil {
+		return -1
+	}
+	return int(v)
 }
 
 // jsonFields are, per request type, its members' JSON names and the JSON

@@ -19,6 +19,7 @@ var statusOf = map[string]int{
 	apperr.Forbidden:    http.StatusForbidden,
 	apperr.RateLimited:  http.StatusTooManyRequests,
 	apperr.IdemMismatch: http.StatusUnprocessableEntity,
+	apperr.InProgress:   http.StatusConflict,
 	apperr.TokenDeleted: http.StatusNotFound,
 	apperr.Internal:     http.StatusInternalServerError,
 }
@@ -40,7 +41,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status >= 500 {
 		s.log.ErrorContext(r.Context(), "request failed", "code", code, "err", err.Error(), "route", routeName(r))
 	}
-	if status == http.StatusServiceUnavailable {
+	if (status == http.StatusServiceUnavailable || code == apperr.InProgress || status == http.StatusTooManyRequests) && w.Header().Get("Retry-After") == "" {
 		w.Header().Set("Retry-After", "1")
 	}
 	writeJSON(w, status, errorBodyOf(err))

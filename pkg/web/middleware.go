@@ -78,6 +78,9 @@ var knownMethods = map[string]bool{
 	http.MethodPatch: true, http.MethodDelete: true, http.MethodOptions: true,
 }
 
+// methodOrder is knownMethods in the order Allow names them.
+var methodOrder = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions}
+
 // methodLabel is the method as labels and logs show it.
 func methodLabel(m string) string {
 	if knownMethods[m] {
@@ -135,23 +138,42 @@ func (s *Server) observe(next http.Handler) http.Handler {
 
 // refuseUnknownMethods answers 405 to a method outside knownMethods before
 // any route is looked up.
-func (s *Server) refuseUnknownMethods(next http.Handler) http.Handler {
+func (s *Server) refuseUnknownMethods(router *mux.Router, next http.Handler) http.Handler {
+	notAllowed := s.methodNotAllowed(router)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !knownMethods[r.Method] {
-			s.methodNotAllowed(w, r)
+			notAllowed.ServeHTTP(w, r)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
-// methodNotAllowed answers 405: in JSON on the API, in plain text elsewhere.
-func (s *Server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
-	if strings.HasPrefix(r.URL.Path, "/v1/") {
-		writeJSON(w, http.StatusMethodNotAllowed, api.ErrorBody{Error: api.ErrorDetail{Code: "method_not_allowed", Message: "method not allowed"}})
-		return
+// methodNotAllowed answers 405 with the methods the path takes in Allow
+// (RFC 9110 15.5.6): in JSON on the API, in plain text elsewhere.
+func (s *Server) methodNotAllowed(router *mux.Router) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", strings.Join(allowedMethods(router, r), ", "))
+		if strings.HasPrefix(r.URL.Path, "/v1/") {
+			writeJSON(w, http.StatusMethodNotAllowed, api.ErrorBody{Error: api.ErrorDetail{Code: "method_not_allowed", Message: "method not allowed"}})
+			return
+		}
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	})
+}
+
+// allowedMethods are the methods of knownMethods that a route of router
+// takes for r's path, in a fixed order.
+func allowedMethods(router *mux.Router, r *http.Request) []string {
+	var out []string
+	for _, m := range methodOrder {
+		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host, Header: http.Header{}}
+		var match mux.RouteMatch
+		if router.Match(probe, &match) && match.MatchErr == nil {
+			out = append(out, m)
+		}
 	}
-	http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	return out
 }
 
 // clientIP is the caller's address, as realIP found it.

@@ -48,9 +48,10 @@ type pageData struct {
 	BodyClass string
 	Assets    *Assets
 	Script    bool
-	Refresh   string
-	// NoScriptRefresh reloads the page every so many seconds when script is off.
-	NoScriptRefresh string
+	// Refresh is a meta refresh: only "0;url=..." (at once, never timed:
+	// WCAG 2.2.1). A page that waits polls with script and, without it,
+	// offers a link to check again.
+	Refresh string
 
 	Order        *orderView
 	State        string // form, complete, expired, failed, processing, notfound, error
@@ -196,8 +197,9 @@ func (s *Server) sessionPage(r *http.Request, ss payment.Session, p *payment.Pay
 		d.State = "form"
 		if ss.Live != nil {
 			d.State, d.Heading, d.Body, d.Decline = "processing", d.T("state.processing.title"), d.T("state.processing.body"), ""
-			// Script polls (pay.js); without it the page reloads itself.
-			d.Poll, d.NoScriptRefresh, d.LinkURL, d.LinkText = "/pay/"+ss.ID+"/status", "3", "/pay/"+ss.ID, d.T("state.refresh")
+			// Script polls (pay.js); without it the shopper checks again
+			// by the link, when they choose (no timed refresh: WCAG 2.2.1).
+			d.Poll, d.LinkURL, d.LinkText = "/pay/"+ss.ID+"/status", "/pay/"+ss.ID, d.T("state.check_again")
 		} else if ss.LastDecline != nil && ss.Attempts > 0 {
 			d.AttemptsLeft = ss.AttemptsLeft()
 		}
@@ -249,7 +251,7 @@ func (s *Server) showSession(w http.ResponseWriter, r *http.Request, id string, 
 	}
 	d := s.sessionPage(r, ss, p)
 	d.CSRF = s.csrfToken(w, r, ss.ID, d.frameOrigins() != nil)
-	d.Values.Name = rememberedName(r)
+	d.Values.Name = s.nameFor(w, r, ss, d)
 	s.render(w, r, status, "pay", d)
 }
 
@@ -365,7 +367,7 @@ func (s *Server) noticePage(w http.ResponseWriter, r *http.Request, id string, s
 	d := s.sessionPage(r, ss, p)
 	d.CSRF = s.csrfToken(w, r, id, d.frameOrigins() != nil)
 	d.Notice = d.T(notice)
-	d.Values.Name = rememberedName(r)
+	d.Values.Name = s.nameFor(w, r, ss, d)
 	s.render(w, r, status, "pay", d)
 }
 
@@ -473,15 +475,41 @@ func (s *Server) rememberName(w http.ResponseWriter, r *http.Request, id, typed 
 	if err != nil || ss.ID == "" {
 		return
 	}
+	if ss.Status == payment.SessionComplete {
+		name = ""
+	}
+	http.SetCookie(w, s.nameCookieOf(r, id, name, s.order(r.Context(), ss).framers != nil))
+}
+
+// nameFor is the name the form of page d shows: the remembered one while
+// the session may still be paid. A page that shows the session finished
+// (paid, expired, its attempts used up) clears the cookie, however the
+// session got there (a challenge, Kaspi, the reconciler, the clock).
+func (s *Server) nameFor(w http.ResponseWriter, r *http.Request, ss payment.Session, d *pageData) string {
+	name := rememberedName(r)
+	switch d.State {
+	case "complete", "expired", "failed":
+		if _, err := r.Cookie(nameCookie); err == nil {
+			http.SetCookie(w, s.nameCookieOf(r, ss.ID, "", d.frameOrigins() != nil))
+		}
+		return ""
+	}
+	return name
+}
+
+// nameCookieOf is the name cookie of a session's page holding name, or,
+// with no name, the cookie that deletes it (same path and attributes, or
+// the browser keeps the old one).
+func (s *Server) nameCookieOf(r *http.Request, id, name string, framed bool) *http.Cookie {
 	c := &http.Cookie{Name: nameCookie, Value: url.QueryEscape(name), Path: "/pay/" + id, MaxAge: 3600, HttpOnly: true,
 		Secure: strings.HasPrefix(s.cfg.PublicURL, "https://"), SameSite: http.SameSiteLaxMode}
-	if ss.Status == payment.SessionComplete {
-		c.Value, c.MaxAge = "", -1
+	if name == "" {
+		c.MaxAge = -1
 	}
-	if c.Secure && s.order(r.Context(), ss).framers != nil {
+	if c.Secure && framed {
 		c.SameSite, c.Partitioned = http.SameSiteNoneMode, true // as the CSRF cookie of a framed page
 	}
-	http.SetCookie(w, c)
+	return c
 }
 
 // rememberedName is the name the name cookie holds (the browser sends only

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -169,7 +170,7 @@ func (s *Server) routes() {
 	if !s.cfg.ProcessorElsewhere {
 		r.HandleFunc("/v1/detokenize", s.processorOnly(s.detokenize)).Methods(http.MethodPost)
 	}
-	r.HandleFunc("/v1/openapi.yaml", s.openAPI).Methods(http.MethodGet)
+	r.HandleFunc("/v1/openapi.yaml", s.openAPI).Methods(http.MethodGet, http.MethodHead)
 
 	r.HandleFunc("/pay/{id}", s.payPage).Methods(http.MethodGet)
 	r.HandleFunc("/pay/{id}", s.paySubmit).Methods(http.MethodPost)
@@ -201,8 +202,8 @@ func (s *Server) routes() {
 func (s *Server) chain(r *mux.Router) http.Handler {
 	r.Use(markRoute)
 	r.NotFoundHandler = http.HandlerFunc(s.notFound)
-	r.MethodNotAllowedHandler = http.HandlerFunc(s.methodNotAllowed)
-	return s.realIP(s.observe(s.securityHeaders(s.limitBody(s.refuseUnknownMethods(s.sealedGate(r))))))
+	r.MethodNotAllowedHandler = s.methodNotAllowed(r)
+	return s.realIP(s.observe(s.securityHeaders(s.limitBody(s.refuseUnknownMethods(r, s.sealedGate(r))))))
 }
 
 // ProcessorHandler serves the processor API alone, with the same
@@ -232,6 +233,7 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 // openAPI serves the API's description (openapi.yaml, embedded).
 func (s *Server) openAPI(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/yaml; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(paypage.OpenAPI))) // HEAD answers it too
 	_, _ = w.Write(paypage.OpenAPI)
 }
 
