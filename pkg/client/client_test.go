@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -370,4 +371,45 @@ func TestPullsInNoServer(t *testing.T) {
 	if strings.Join(deps, " ") != strings.Join(want, " ") {
 		t.Fatalf("the client pulls in %v, want only %v", deps, want)
 	}
+}
+
+// TestAsksNoNewerGoThanItsDependencies: a shop's module that requires this
+// one must declare at least its go version; it asks for no newer Go than
+// the modules it requires already do (go 1.26.0, not a patch release: the
+// toolchain line, which binds only this module's own builds, names that).
+func TestAsksNoNewerGoThanItsDependencies(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{if .Main}}main {{end}}{{.GoVersion}}", "all").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var own, highest string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if v, ok := strings.CutPrefix(line, "main "); ok {
+			own = v
+		} else if line != "" && versionLess(highest, line) {
+			highest = line
+		}
+	}
+	if own == "" || highest == "" || versionLess(highest, own) {
+		t.Fatalf("go.mod says go %s; the highest any dependency asks for is %s", own, highest)
+	}
+}
+
+// versionLess compares Go versions such as 1.26 and 1.26.0 number by number.
+func versionLess(a, b string) bool {
+	as, bs := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < max(len(as), len(bs)); i++ {
+		var x, y int
+		if i < len(as) {
+			x, _ = strconv.Atoi(as[i])
+		}
+		if i < len(bs) {
+			y, _ = strconv.Atoi(bs[i])
+		}
+		if x != y {
+			return x < y
+		}
+	}
+	return false
 }
