@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -209,5 +211,20 @@ func TestAuthorizeCarriesTheSession(t *testing.T) {
 		if r := <-got; r.SessionID != id || r.Reference != tt.ref || !strings.HasPrefix(r.ID, "att_") {
 			t.Errorf("authorize session %q, reference %q, id %q: want %s, %q", r.SessionID, r.Reference, r.ID, id, tt.ref)
 		}
+	}
+	// And the document says so: its authorize example has the session's ID
+	// under session_id and a shop's reference under reference.
+	doc, err := os.ReadFile("../../docs/processor.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	example := regexp.MustCompile("(?s)## Authorize\n.*?```json\n(.*?)```").FindSubmatch(doc)
+	var authorize struct {
+		SessionID string `json:"session_id"`
+		Reference string `json:"reference"`
+	}
+	if example == nil || json.Unmarshal(example[1], &authorize) != nil ||
+		!strings.HasPrefix(authorize.SessionID, "ses_") || authorize.Reference == "" || strings.HasPrefix(authorize.Reference, "ses_") {
+		t.Fatalf("docs/processor.md's authorize example: %+v", authorize)
 	}
 }
