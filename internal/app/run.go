@@ -51,9 +51,9 @@ func (a *App) build() error {
 	a.ACS = threeds.NewSandbox(a.store, a.Vault, func(id string) string { return pub + "/sandbox/acs/" + id })
 	a.ACS.Now = a.now
 	a.Kaspi = kaspi.NewSandbox(a.store, func(id string) string { return pub + "/sandbox/kaspi/" + id })
-	a.Kaspi.NotifyURL, a.Kaspi.Now = pub+"/kaspi/notify", a.now
+	a.Kaspi.NotifyURL, a.Kaspi.Now, a.Kaspi.Keep = pub+"/kaspi/notify", a.now, a.cfg.retention().records
 	a.Sandbox = processor.NewSandbox(a.store, a.Vault, a.Audit)
-	a.Sandbox.Now = a.now
+	a.Sandbox.Now, a.Sandbox.Keep = a.now, a.cfg.retention().records
 	repo, err := paystore.New(a.store, func(id string) string { return apiview.PageURL(pub, id) }, a.now, a.Runner.Wake)
 	if err != nil {
 		return err

@@ -26,6 +26,20 @@ import (
 // looked at again on the next look.
 type Handler func(ctx context.Context, k store.Key) error
 
+// Later is what a handler returns when its key's work cannot be done yet
+// for a reason that is not the key's own (the vault is sealed): the key
+// rests d on this replica, without a failure's doubling back-off, and the
+// log says so at debug level only.
+func Later(d time.Duration, reason error) error { return &later{d: d, err: reason} }
+
+type later struct {
+	d   time.Duration
+	err error
+}
+
+func (l *later) Error() string { return "not yet: " + l.err.Error() }
+func (l *later) Unwrap() error { return l.err }
+
 type kind struct {
 	name   string
 	handle Handler
@@ -36,6 +50,7 @@ type kind struct {
 type rest struct {
 	until time.Time
 	fails int
+	at    time.Time // when the key was due as it was handed out
 }
 
 // Runner reads the due index and runs handlers.
@@ -175,13 +190,39 @@ func (r *Runner) Look(ctx context.Context) (int, error) {
 			continue
 		}
 		more := len(keys) >= want // the read was full: more may be due behind it
+		r.forget(kd.name, keys, more)
 		for _, dk := range keys {
-			if r.start(ctx, kd, dk.Key, now, more) {
+			if r.start(ctx, kd, dk, now, more) {
 				started++
 			}
 		}
 	}
 	return started, errors.Join(errs...)
+}
+
+// forget drops the rests of a kind's keys that a look found no longer due:
+// their work was done elsewhere (another replica) or moved on. A read that
+// was not full holds every key due now; a full one, every key due before
+// its last. So a key that failed here once costs no read once it is done.
+func (r *Runner) forget(kindName string, keys []store.DueKey, full bool) {
+	due := make(map[store.Key]bool, len(keys))
+	for _, dk := range keys {
+		due[dk.Key] = true
+	}
+	var last time.Time
+	if full && len(keys) > 0 {
+		last = keys[len(keys)-1].At
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, rs := range r.resting {
+		if k.Kind != kindName || due[k] {
+			continue
+		}
+		if !full || !rs.at.IsZero() && rs.at.Before(last) {
+			delete(r.resting, k)
+		}
+	}
 }
 
 // held counts the keys of a kind that are in flight or resting here: a look
@@ -203,7 +244,8 @@ func (r *Runner) held(kindName string) int {
 
 // start hands k to its kind's handler, unless it is in flight here, resting,
 // or the kind has no free worker.
-func (r *Runner) start(ctx context.Context, kd *kind, k store.Key, now time.Time, more bool) bool {
+func (r *Runner) start(ctx context.Context, kd *kind, dk store.DueKey, now time.Time, more bool) bool {
+	k := dk.Key
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.inflight[k] {
@@ -225,18 +267,27 @@ func (r *Runner) start(ctx context.Context, kd *kind, k store.Key, now time.Time
 		r.mu.Lock()
 		delete(r.inflight, k)
 		<-kd.slots
-		if err != nil && ctx.Err() == nil {
+		var wait *later
+		switch {
+		case err != nil && ctx.Err() == nil && errors.As(err, &wait):
+			r.resting[k] = rest{until: r.now().Add(wait.d), at: dk.At}
+		case err != nil && ctx.Err() == nil:
 			rs := r.resting[k]
 			rs.fails++
+			rs.at = dk.At
 			rs.until = r.now().Add(min(time.Second<<min(rs.fails-1, 20), r.MaxRest))
 			r.resting[k] = rs
-		} else {
+		default:
 			delete(r.resting, k)
 		}
 		r.idle.Broadcast()
 		r.mu.Unlock()
 		if err != nil && ctx.Err() == nil {
-			r.log.Warn("due work failed", "kind", k.Kind, "id", k.ID, "err", err.Error())
+			if wait != nil {
+				r.log.Debug("due work waits", "kind", k.Kind, "id", k.ID, "err", err.Error())
+			} else {
+				r.log.Warn("due work failed", "kind", k.Kind, "id", k.ID, "err", err.Error())
+			}
 		} else if more {
 			r.Wake(r.now()) // a worker is free and more is due: look again now
 		}

@@ -144,3 +144,38 @@ func TestFailingHandlerRests(t *testing.T) {
 		t.Fatalf("handled %d times, want 3 (a panic, then after one second, then after two)", calls)
 	}
 }
+
+// A handler that says "later" (a sealed vault, not the key's fault) rests
+// its key for the time it names, every time: no doubling.
+func TestLaterRestsWithoutDoubling(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := memory.New()
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	if err := db.Commit(ctx, store.Create(store.K("x", "1"), nil, 0).At(now)); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := due.New(db, nil, clock)
+	calls := 0
+	r.Handle("x", 1, func(context.Context, store.Key) error {
+		mu.Lock()
+		calls++
+		mu.Unlock()
+		return due.Later(time.Second, errors.New("sealed"))
+	})
+	for i := 0; i < 10; i++ { // ten seconds, a look every half second
+		if err := r.Drain(ctx); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		now = now.Add(500 * time.Millisecond)
+		mu.Unlock()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if calls != 5 {
+		t.Fatalf("handled %d times in 5 s with a rest of 1 s each, want 5", calls)
+	}
+}

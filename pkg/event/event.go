@@ -59,6 +59,7 @@ type Record struct {
 	History  []Try     `json:"history,omitempty"`
 	First    time.Time `json:"first"`           // when delivery began (retries end MaxAge after it)
 	Listed   bool      `json:"listed"`          // in the merchant's list of events
+	Pos      string    `json:"pos,omitempty"`   // its entry in that list
 	Waits    int       `json:"waits,omitempty"` // times in a row it waited for its merchant's turn
 	Owner    string    `json:"owner,omitempty"`
 	Until    time.Time `json:"until,omitzero"` // the owner's lease

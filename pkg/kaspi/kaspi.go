@@ -61,6 +61,9 @@ type Sandbox struct {
 	NotifyURL string
 	Client    *http.Client
 	Now       func() time.Time
+	// Keep is how long its records live after their last change, as the
+	// payments' own records (0: for ever): a refund renews them.
+	Keep time.Duration
 }
 
 // Notification is what Kaspi's callback (and the sandbox's) posts: which QR
@@ -78,6 +81,9 @@ func NewSandbox(s store.Store, appURL func(string) string) *Sandbox {
 	return &Sandbox{store: s, AppURL: appURL, Now: time.Now, Client: &http.Client{Timeout: 5 * time.Second}}
 }
 
+// kept gives an update the sandbox's time to live again.
+func (k *Sandbox) kept(op store.Op) store.Op { op.TTL = k.Keep; return op }
+
 func qrKey(id string) store.Key { return store.K("kaspi_qr", id) }
 
 // ErrNoSuchQR is returned for an unknown QR.
@@ -93,7 +99,7 @@ func (k *Sandbox) CreateQR(ctx context.Context, r payment.KaspiRequest) (payment
 		Amount: r.Amount, Reference: r.Reference, Status: payment.KaspiPending, ExpiresAt: r.ExpiresAt.UTC(),
 	}
 	b, _ := json.Marshal(q)
-	err := k.store.Commit(ctx, store.Create(qrKey(q.ID), b, 0))
+	err := k.store.Commit(ctx, store.Create(qrKey(q.ID), b, k.Keep))
 	if err != nil && !errors.Is(err, store.ErrConflict) {
 		return payment.KaspiQR{}, err
 	}
@@ -135,7 +141,7 @@ func (k *Sandbox) update(ctx context.Context, id string, change func(q *QR) bool
 			return q, err
 		}
 		b, _ := json.Marshal(q)
-		err = k.store.Commit(ctx, store.Update(qrKey(id), b, ver))
+		err = k.store.Commit(ctx, k.kept(store.Update(qrKey(id), b, ver)))
 		if !errors.Is(err, store.ErrConflict) {
 			return q, err
 		}
@@ -228,7 +234,7 @@ func (k *Sandbox) Refund(ctx context.Context, r processor.RefundRequest) (proces
 	res := processor.RefundResult{Approved: true, Reference: "kre_" + strings.TrimPrefix(r.ID, "re_")}
 	qb, _ := json.Marshal(q)
 	rb, _ := json.Marshal(res)
-	err = k.store.Commit(ctx, store.Update(qrKey(q.ID), qb, ver), store.Create(done, rb, 0))
+	err = k.store.Commit(ctx, k.kept(store.Update(qrKey(q.ID), qb, ver)), store.Create(done, rb, k.Keep))
 	if errors.Is(err, store.ErrConflict) {
 		return k.Refund(ctx, r)
 	}

@@ -71,6 +71,9 @@ type Sandbox struct {
 	audit *audit.Log
 	// Now is the sandbox's clock (a slow decision waits for it).
 	Now func() time.Time
+	// Keep is how long its records live after their last change, as the
+	// payments' own records (0: for ever): a refund renews them.
+	Keep time.Duration
 }
 
 var _ Processor = (*Sandbox)(nil)
@@ -90,6 +93,9 @@ type sandboxAuth struct {
 	// VoidedApproval: the void reversed an approval.
 	VoidedApproval bool `json:"voided_approval,omitempty"`
 }
+
+// kept gives an update the sandbox's time to live again.
+func (s *Sandbox) kept(op store.Op) store.Op { op.TTL = s.Keep; return op }
 
 func authKey(ref string) store.Key { return store.K("sbx_auth", ref) }
 
@@ -164,7 +170,7 @@ func (s *Sandbox) Authorize(ctx context.Context, r AuthorizeRequest) (Result, er
 		rec.DecideAt = s.Now().Add(SlowDelay).UTC()
 	}
 	b, _ := json.Marshal(rec)
-	if err := s.store.Commit(ctx, store.Create(authKey(ref), b, 0)); errors.Is(err, store.ErrConflict) {
+	if err := s.store.Commit(ctx, store.Create(authKey(ref), b, s.Keep)); errors.Is(err, store.ErrConflict) {
 		return s.Authorize(ctx, r) // a concurrent twin (or a void) came first: answer as it did
 	} else if err != nil {
 		return Result{}, err
@@ -202,7 +208,7 @@ func (s *Sandbox) Void(ctx context.Context, r VoidRequest) (VoidResult, error) {
 		a, ver, err := s.load(ctx, ref)
 		if errors.Is(err, store.ErrNotFound) {
 			b, _ := json.Marshal(sandboxAuth{Result: Result{Code: VoidedCode}, Voided: true})
-			err = s.store.Commit(ctx, store.Create(authKey(ref), b, 0))
+			err = s.store.Commit(ctx, store.Create(authKey(ref), b, s.Keep))
 			if errors.Is(err, store.ErrConflict) {
 				continue
 			}
@@ -218,7 +224,7 @@ func (s *Sandbox) Void(ctx context.Context, r VoidRequest) (VoidResult, error) {
 		a.VoidedApproval = decided && a.Result.Approved
 		a.Voided, a.Result = true, Result{Code: VoidedCode, Reference: a.Result.Reference}
 		b, _ := json.Marshal(a)
-		err = s.store.Commit(ctx, store.Update(authKey(ref), b, ver))
+		err = s.store.Commit(ctx, s.kept(store.Update(authKey(ref), b, ver)))
 		if errors.Is(err, store.ErrConflict) {
 			continue
 		}
@@ -257,7 +263,7 @@ func (s *Sandbox) Refund(ctx context.Context, r RefundRequest) (RefundResult, er
 	b, _ := json.Marshal(a)
 	rb, _ := json.Marshal(res)
 	// The refund's record lives in the authorization's group, so both change together.
-	err = s.store.Commit(ctx, store.Update(authKey(r.Reference), b, rec.Version), store.Create(doneKey, rb, 0))
+	err = s.store.Commit(ctx, s.kept(store.Update(authKey(r.Reference), b, rec.Version)), store.Create(doneKey, rb, s.Keep))
 	if errors.Is(err, store.ErrConflict) {
 		return s.Refund(ctx, r)
 	}

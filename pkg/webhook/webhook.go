@@ -37,6 +37,7 @@ import (
 	"github.com/paypage/paypage/pkg/account"
 	"github.com/paypage/paypage/pkg/api"
 	"github.com/paypage/paypage/pkg/apperr"
+	"github.com/paypage/paypage/pkg/due"
 	"github.com/paypage/paypage/pkg/egress"
 	"github.com/paypage/paypage/pkg/event"
 	"github.com/paypage/paypage/pkg/store"
@@ -229,7 +230,7 @@ func (w *Worker) Handle(ctx context.Context, k store.Key) error {
 	if st := rec.Delivery.State; st != event.Pending && st != event.Failing {
 		// Ended: kept for the record retention, then deleted.
 		if keep := w.keepUntil(rec); !keep.IsZero() && !now.Before(keep) {
-			return w.store.Commit(ctx, store.Op{Key: k, Delete: true, IfVersion: r.Version})
+			return w.forget(ctx, k, r.Version, rec)
 		}
 		return w.save(ctx, k, r.Version, rec, w.keepUntil(rec))
 	}
@@ -238,18 +239,35 @@ func (w *Worker) Handle(ctx context.Context, k store.Key) error {
 		return err
 	}
 	if !rec.Listed {
-		// The merchant's list of events is an index written once, at the first look.
-		idx, _ := json.Marshal(indexEntry{ID: rec.ID, Group: k.G()})
-		if _, err := w.store.Append(ctx, listName(rec.Merchant), idx); err != nil {
+		if err := w.list(ctx, k, &rec); err != nil {
 			return err
 		}
-		rec.Listed = true
 	}
 	if m.WebhookURL == "" {
 		rec.Delivery = event.Delivery{State: event.Disabled, Attempts: rec.Delivery.Attempts}
 		return w.save(ctx, k, r.Version, rec, w.keepUntil(rec))
 	}
+	// The secret first: while the vault is sealed nothing can be signed,
+	// which is no fault of the endpoint's nor of the event's: look again in
+	// a second, counting no failure and taking no lease.
+	secret, err := w.accounts.WebhookSecret(ctx, m)
+	if errors.Is(err, vault.ErrSealed) {
+		return due.Later(time.Second, err)
+	}
+	if err != nil {
+		return err
+	}
 	ok, unproven, later := w.take(m.ID, now)
+	if !ok && now.Sub(rec.First) >= w.opts.MaxAge {
+		// Its retry period is over while its endpoint is backed off (or
+		// busy): it ends here, without another try, as it would after one.
+		rec.Delivery.State, rec.Delivery.NextAttemptAt, rec.Waits = event.GaveUp, nil, 0
+		w.log.Warn("webhook delivery given up", "merchant", rec.Merchant, "event", rec.ID, "type", rec.Type, "attempts", rec.Delivery.Attempts, "reason", "the endpoint is backed off")
+		if err := w.save(ctx, k, r.Version, rec, w.keepUntil(rec)); !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		return nil
+	}
 	if !ok {
 		// The merchant is at its cap here, or its endpoint is backed off:
 		// move the event on rather than make others wait behind it.
@@ -275,10 +293,6 @@ func (w *Worker) Handle(ctx context.Context, k store.Key) error {
 		return err
 	}
 	version := r.Version + 1
-	secret, err := w.accounts.WebhookSecret(ctx, m)
-	if err != nil {
-		return err
-	}
 	try := w.post(ctx, m.WebhookURL, secret, rec.Event)
 	rec.History = append(rec.History, try)
 	if len(rec.History) > event.MaxHistory {
@@ -387,6 +401,14 @@ func redactErr(err error) string {
 	return "connection failed"
 }
 
+// position is where an event stands in its merchant's list: its own small
+// record, so a page after an event and a resend find it in one read.
+type position struct {
+	Merchant string `json:"merchant"`
+	Group    string `json:"group"`
+	Pos      string `json:"pos"`
+}
+
 type indexEntry struct {
 	ID    string `json:"id"`
 	Group string `json:"group"`
@@ -394,65 +416,112 @@ type indexEntry struct {
 
 func listName(merchant string) string { return "events_" + merchant }
 
+func positionKey(eventID string) store.Key { return store.K("event_pos", eventID) }
+
+// list appends an event to its merchant's list, once, at its first look,
+// and records where: in its position record, and in rec (saved by the
+// caller). A position lives as long as the event (and a day more).
+func (w *Worker) list(ctx context.Context, k store.Key, rec *event.Record) error {
+	idx, _ := json.Marshal(indexEntry{ID: rec.ID, Group: k.G()})
+	pos, err := w.store.Append(ctx, listName(rec.Merchant), idx)
+	if err != nil {
+		return err
+	}
+	var ttl time.Duration
+	if w.opts.Retention > 0 {
+		ttl = w.opts.Retention + 24*time.Hour
+	}
+	b, _ := json.Marshal(position{Merchant: rec.Merchant, Group: k.G(), Pos: pos})
+	if err := w.store.Commit(ctx, store.Op{Key: positionKey(rec.ID), Value: b, IfVersion: store.Any, TTL: ttl}); err != nil {
+		return err
+	}
+	rec.Listed, rec.Pos = true, pos
+	return nil
+}
+
+// forget deletes an ended event at the end of its retention, with its place
+// in the merchant's list: the list is trimmed through it (events are
+// deleted in the order they were made, which is the order they were listed
+// in, give or take the seconds before their first look), so a first page
+// never fills with events that are gone.
+func (w *Worker) forget(ctx context.Context, k store.Key, version int64, rec event.Record) error {
+	if err := w.store.Commit(ctx, store.Op{Key: k, Delete: true, IfVersion: version}); err != nil {
+		return err
+	}
+	if err := w.store.Commit(ctx, store.Delete(positionKey(rec.ID))); err != nil {
+		return err
+	}
+	if rec.Pos == "" {
+		return nil
+	}
+	_, err := w.store.TrimLog(ctx, listName(rec.Merchant), rec.Pos, 0)
+	return err
+}
+
 // List returns a merchant's events with their delivery, oldest first, after
-// the event ID after.
+// the event ID after. Its cost follows the page: the position of after is
+// one read, then the list is read from there.
 func (w *Worker) List(ctx context.Context, merchant, after string, limit int) ([]event.Record, error) {
 	cursor := ""
 	if after != "" {
-		// Find the log position of the event named by after.
-		_, pos, err := w.find(ctx, merchant, after)
+		p, err := w.position(ctx, merchant, after)
 		if err != nil {
 			return nil, apperr.Field("after", "no such event")
 		}
-		cursor = pos
+		cursor = p.Pos
 	}
-	entries, err := w.store.Read(ctx, listName(merchant), cursor, limit)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]event.Record, 0, len(entries))
+	out := make([]event.Record, 0, limit)
 	seen := map[string]bool{}
-	for _, en := range entries {
-		var ix indexEntry
-		if json.Unmarshal(en.Data, &ix) != nil || seen[ix.ID] {
-			continue // an event listed twice (two replicas at its first look) is shown once
-		}
-		seen[ix.ID] = true
-		r, err := w.store.Get(ctx, event.Key(ix.Group, ix.ID))
+	// An event listed twice (two replicas at its first look) is shown once;
+	// one deleted between a read and the trim of the list is skipped, and
+	// the page filled from further on (a few reads at most).
+	for range 8 {
+		want := limit - len(out)
+		entries, err := w.store.Read(ctx, listName(merchant), cursor, want)
 		if err != nil {
-			continue
+			return nil, err
 		}
-		if rec, err := event.Decode(r.Value); err == nil {
-			out = append(out, rec)
+		for _, en := range entries {
+			cursor = en.ID
+			var ix indexEntry
+			if json.Unmarshal(en.Data, &ix) != nil || seen[ix.ID] {
+				continue
+			}
+			seen[ix.ID] = true
+			r, err := w.store.Get(ctx, event.Key(ix.Group, ix.ID))
+			if err != nil {
+				continue
+			}
+			if rec, err := event.Decode(r.Value); err == nil {
+				out = append(out, rec)
+			}
+		}
+		if len(out) >= limit || len(entries) < want {
+			break // a full page, or the end of the list
 		}
 	}
 	return out, nil
 }
 
-// find returns an event's index entry and its position in the merchant's list.
-func (w *Worker) find(ctx context.Context, merchant, eventID string) (indexEntry, string, error) {
-	cursor := ""
-	for {
-		entries, err := w.store.Read(ctx, listName(merchant), cursor, 500)
-		if err != nil {
-			return indexEntry{}, "", err
-		}
-		for _, en := range entries {
-			var ix indexEntry
-			if json.Unmarshal(en.Data, &ix) == nil && ix.ID == eventID {
-				return ix, en.ID, nil
-			}
-		}
-		if len(entries) < 500 {
-			return indexEntry{}, "", apperr.E(apperr.NotFound, "no such event")
-		}
-		cursor = entries[len(entries)-1].ID
+// position reads where a merchant's event stands in its list.
+func (w *Worker) position(ctx context.Context, merchant, eventID string) (position, error) {
+	r, err := w.store.Get(ctx, positionKey(eventID))
+	if err != nil {
+		return position{}, err
 	}
+	var p position
+	if json.Unmarshal(r.Value, &p) != nil || p.Merchant != merchant {
+		return position{}, apperr.E(apperr.NotFound, "no such event")
+	}
+	return p, nil
 }
 
 // Resend files an event for delivery again, now, keeping its ID.
 func (w *Worker) Resend(ctx context.Context, merchant, eventID string) error {
-	found, _, err := w.find(ctx, merchant, eventID)
+	found, err := w.position(ctx, merchant, eventID)
+	if errors.Is(err, store.ErrNotFound) {
+		return apperr.E(apperr.NotFound, "no such event")
+	}
 	if err != nil {
 		return err
 	}
