@@ -77,14 +77,15 @@ start() {
 	export PAYPAGE_ADDR=$addr PAYPAGE_METRICS_ADDR=$metrics PAYPAGE_DATA=$work/data PAYPAGE_LOG_LEVEL=warn
 	if [ "$name" = redis ]; then
 		redis-cli -p "$redis_port" flushall >/dev/null
-		export PAYPAGE_STORE=redis://127.0.0.1:$redis_port/0 PAYPAGE_MASTER_KEY_FILE=$work/master.key
+		export PAYPAGE_STORE=redis://127.0.0.1:$redis_port/0
 	else
 		export PAYPAGE_STORE=bolt
-		unset PAYPAGE_MASTER_KEY_FILE
 	fi
-	"$pp" merchant add --name "Load test" >"$work/merchant.json" 2>/dev/null
+	# The operator commands below run before the service: they need its key.
+	export PAYPAGE_MASTER_KEY_FILE=$work/master.key
+	"$pp" merchant add --name "Load test" >"$work/merchant.json"
 	# The processor keeps a detokenize rate, far above the load: the limit is spent and checked on every call.
-	"$pp" processor add --name "Load test" --merchants "$(jq -r .id "$work/merchant.json")" --rate 1000000 >"$work/processor.json" 2>/dev/null
+	"$pp" processor add --name "Load test" --merchants "$(jq -r .id "$work/merchant.json")" --rate 1000000 >"$work/processor.json"
 	"$pp" serve --limit-client-per-hour 0 --limit-card-per-day 0 --limit-merchant-per-minute 0 --limit-global-per-minute 0 --pprof \
 		2>>"$work/serve-$name.log" & pids+=($!)
 	wait_for "http://$addr/readyz"
