@@ -160,6 +160,7 @@ type worker struct {
 	rng      *rand.Rand
 	requests uint64 // HTTP requests made by the operation in progress
 	tallies  map[string]*tally
+	credits  []int // the sale mix's round robin
 }
 
 // run is a load run in progress.

@@ -3,6 +3,7 @@ package load
 import (
 	"context"
 	"encoding/json"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -219,6 +220,43 @@ func TestScenarioNeedsKeys(t *testing.T) {
 			Concurrency: 1, Duration: time.Second})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error naming %s", c.scenario, err, c.want)
+		}
+	}
+}
+
+// named is a part of a mix that only says its name.
+type named string
+
+func (n named) setup(context.Context, *worker) error { return nil }
+func (n named) op(context.Context, *worker) (string, error) {
+	return string(n), nil
+}
+
+// The sale mix keeps each part's share over any run of its total, and a
+// short run meets every part, whatever the worker's starting credits.
+func TestMixRoundRobin(t *testing.T) {
+	t.Parallel()
+	m := &mix{}
+	weights := map[string]int{"page": 40, "pay": 25, "detokenize": 15, "sessions": 10, "challenge": 5, "refund": 5}
+	for _, name := range []string{"page", "pay", "detokenize", "sessions", "challenge", "refund"} {
+		m.parts = append(m.parts, named(name))
+		m.weights = append(m.weights, weights[name])
+		m.total += weights[name]
+	}
+	for seed := range 50 {
+		w := &worker{rng: rand.New(rand.NewPCG(uint64(seed), 7))}
+		counts := map[string]int{}
+		for i := range 1000 {
+			kind, _ := m.op(context.Background(), w)
+			counts[kind]++
+			if i == 39 && len(counts) != len(weights) {
+				t.Fatalf("seed %d: 40 operations ran only %v", seed, counts)
+			}
+		}
+		for name, wgt := range weights {
+			if d := counts[name] - 10*wgt; d < -1 || d > 1 {
+				t.Fatalf("seed %d: %v over 1,000 operations, want 10 times the weights %v, give or take one", seed, counts, weights)
+			}
 		}
 	}
 }

@@ -400,15 +400,27 @@ func (m *mix) setup(ctx context.Context, w *worker) error {
 	return nil
 }
 
+// op picks the worker's next part by smooth weighted round robin (each
+// part gains its weight, the one ahead is picked and pays the total back):
+// every part's share holds over any run of total operations, and each part
+// comes within the first total/weight of them, so a short run meets them
+// all. Each worker starts from its own random credits.
 func (m *mix) op(ctx context.Context, w *worker) (string, error) {
-	n := w.rng.IntN(m.total)
-	for i, wgt := range m.weights {
-		if n < wgt {
-			return m.parts[i].op(ctx, w)
+	if w.credits == nil {
+		w.credits = make([]int, len(m.parts))
+		for i := range w.credits {
+			w.credits[i] = w.rng.IntN(m.total) - m.total/2
 		}
-		n -= wgt
 	}
-	panic("unreachable")
+	best := 0
+	for i, wgt := range m.weights {
+		w.credits[i] += wgt
+		if w.credits[i] > w.credits[best] {
+			best = i
+		}
+	}
+	w.credits[best] -= m.total
+	return m.parts[best].op(ctx, w)
 }
 
 // floor drives the floor server (../shared/perf/floor): a transit decrypt
