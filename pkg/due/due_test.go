@@ -99,17 +99,17 @@ func TestWakeBringsTheNextLookForward(t *testing.T) {
 	<-done
 }
 
-// A handler that panics or fails does not take the replica down: the key
-// rests, doubling, before it is handed out again here.
-func TestFailingHandlerRests(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
+// oneKey is a runner on a settable clock over one key of kind "x", due
+// now, whose handler h is told how many times it has been called (from 1).
+// It returns the runner, the clock's advance and the count of calls.
+func oneKey(t *testing.T, h func(n int) error) (*due.Runner, func(time.Duration), func() int) {
+	t.Helper()
 	db := memory.New()
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	if err := db.Commit(ctx, store.Create(store.K("x", "1"), nil, 0).At(now)); err != nil {
+	if err := db.Commit(context.Background(), store.Create(store.K("x", "1"), nil, 0).At(now)); err != nil {
 		t.Fatal(err)
 	}
 	r, _ := due.New(db, nil, clock)
@@ -119,6 +119,17 @@ func TestFailingHandlerRests(t *testing.T) {
 		calls++
 		n := calls
 		mu.Unlock()
+		return h(n)
+	})
+	return r, advance, func() int { mu.Lock(); defer mu.Unlock(); return calls }
+}
+
+// A handler that panics or fails does not take the replica down: the key
+// rests, doubling, before it is handed out again here.
+func TestFailingHandlerRests(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r, advance, calls := oneKey(t, func(n int) error {
 		if n == 1 {
 			panic("a bad record")
 		}
@@ -138,10 +149,8 @@ func TestFailingHandlerRests(t *testing.T) {
 	look() // resting for two seconds now
 	advance(time.Second)
 	look()
-	mu.Lock()
-	defer mu.Unlock()
-	if calls != 3 {
-		t.Fatalf("handled %d times, want 3 (a panic, then after one second, then after two)", calls)
+	if n := calls(); n != 3 {
+		t.Fatalf("handled %d times, want 3 (a panic, then after one second, then after two)", n)
 	}
 }
 
@@ -149,33 +158,14 @@ func TestFailingHandlerRests(t *testing.T) {
 // its key for the time it names, every time: no doubling.
 func TestLaterRestsWithoutDoubling(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	db := memory.New()
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	if err := db.Commit(ctx, store.Create(store.K("x", "1"), nil, 0).At(now)); err != nil {
-		t.Fatal(err)
-	}
-	r, _ := due.New(db, nil, clock)
-	calls := 0
-	r.Handle("x", 1, func(context.Context, store.Key) error {
-		mu.Lock()
-		calls++
-		mu.Unlock()
-		return due.Later(time.Second, errors.New("sealed"))
-	})
-	for i := 0; i < 10; i++ { // ten seconds, a look every half second
-		if err := r.Drain(ctx); err != nil {
+	r, advance, calls := oneKey(t, func(int) error { return due.Later(time.Second, errors.New("sealed")) })
+	for i := 0; i < 10; i++ { // ten looks, half a second apart
+		if err := r.Drain(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		mu.Lock()
-		now = now.Add(500 * time.Millisecond)
-		mu.Unlock()
+		advance(500 * time.Millisecond)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if calls != 5 {
-		t.Fatalf("handled %d times in 5 s with a rest of 1 s each, want 5", calls)
+	if n := calls(); n != 5 {
+		t.Fatalf("handled %d times in 5 s with a rest of 1 s each, want 5", n)
 	}
 }
