@@ -238,18 +238,16 @@ func (w *Worker) Handle(ctx context.Context, k store.Key) error {
 	if err != nil {
 		return err
 	}
-	if !rec.Listed {
+	if m.WebhookURL == "" {
 		if err := w.list(ctx, k, &rec); err != nil {
 			return err
 		}
-	}
-	if m.WebhookURL == "" {
 		rec.Delivery = event.Delivery{State: event.Disabled, Attempts: rec.Delivery.Attempts}
 		return w.save(ctx, k, r.Version, rec, w.keepUntil(rec))
 	}
 	// The secret first: while the vault is sealed nothing can be signed,
 	// which is no fault of the endpoint's nor of the event's: look again in
-	// a second, counting no failure and taking no lease.
+	// a second, writing nothing, counting no failure and taking no lease.
 	secret, err := w.accounts.WebhookSecret(ctx, m)
 	if errors.Is(err, vault.ErrSealed) {
 		return due.Later(time.Second, err)
@@ -257,10 +255,14 @@ func (w *Worker) Handle(ctx context.Context, k store.Key) error {
 	if err != nil {
 		return err
 	}
+	if err := w.list(ctx, k, &rec); err != nil {
+		return err
+	}
 	ok, unproven, later := w.take(m.ID, now)
-	if !ok && now.Sub(rec.First) >= w.opts.MaxAge {
-		// Its retry period is over while its endpoint is backed off (or
-		// busy): it ends here, without another try, as it would after one.
+	if !ok && !later.IsZero() && now.Sub(rec.First) >= w.opts.MaxAge {
+		// Its retry period is over while its endpoint is backed off: it
+		// ends here, without another try, as it would after one. (An
+		// endpoint merely busy gives the event its last try.)
 		rec.Delivery.State, rec.Delivery.NextAttemptAt, rec.Waits = event.GaveUp, nil, 0
 		w.log.Warn("webhook delivery given up", "merchant", rec.Merchant, "event", rec.ID, "type", rec.Type, "attempts", rec.Delivery.Attempts, "reason", "the endpoint is backed off")
 		if err := w.save(ctx, k, r.Version, rec, w.keepUntil(rec)); !errors.Is(err, store.ErrConflict) {
@@ -419,43 +421,96 @@ func listName(merchant string) string { return "events_" + merchant }
 func positionKey(eventID string) store.Key { return store.K("event_pos", eventID) }
 
 // list appends an event to its merchant's list, once, at its first look,
-// and records where: in its position record, and in rec (saved by the
-// caller). A position lives as long as the event (and a day more).
+// and records where: in its position record (made once: a second replica,
+// or a look after a failed write, takes the recorded place) and in rec
+// (saved by the caller). An entry left by a write that failed, or by a
+// replica that lost the race, is skipped by List: the event's record names
+// its own entry. A position outlives its event by positionGrace, so a
+// shop's after= cursor keeps working after the event is deleted.
 func (w *Worker) list(ctx context.Context, k store.Key, rec *event.Record) error {
-	idx, _ := json.Marshal(indexEntry{ID: rec.ID, Group: k.G()})
-	pos, err := w.store.Append(ctx, listName(rec.Merchant), idx)
+	if rec.Listed {
+		return nil
+	}
+	p, err := w.readPosition(ctx, rec.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		idx, _ := json.Marshal(indexEntry{ID: rec.ID, Group: k.G()})
+		var pos string
+		if pos, err = w.store.Append(ctx, listName(rec.Merchant), idx); err != nil {
+			return err
+		}
+		var ttl time.Duration
+		if w.opts.Retention > 0 {
+			ttl = w.opts.Retention + positionGrace
+		}
+		p = position{Merchant: rec.Merchant, Group: k.G(), Pos: pos}
+		b, _ := json.Marshal(p)
+		err = w.store.Commit(ctx, store.Create(positionKey(rec.ID), b, ttl))
+		if errors.Is(err, store.ErrConflict) {
+			p, err = w.readPosition(ctx, rec.ID) // another look recorded it first
+		}
+	}
 	if err != nil {
 		return err
 	}
-	var ttl time.Duration
-	if w.opts.Retention > 0 {
-		ttl = w.opts.Retention + 24*time.Hour
-	}
-	b, _ := json.Marshal(position{Merchant: rec.Merchant, Group: k.G(), Pos: pos})
-	if err := w.store.Commit(ctx, store.Op{Key: positionKey(rec.ID), Value: b, IfVersion: store.Any, TTL: ttl}); err != nil {
-		return err
-	}
-	rec.Listed, rec.Pos = true, pos
+	rec.Listed, rec.Pos = true, p.Pos
 	return nil
 }
 
-// forget deletes an ended event at the end of its retention, with its place
-// in the merchant's list: the list is trimmed through it (events are
-// deleted in the order they were made, which is the order they were listed
-// in, give or take the seconds before their first look), so a first page
-// never fills with events that are gone.
+// positionGrace is how long an event's position outlives the event.
+const positionGrace = 30 * 24 * time.Hour
+
+// forget deletes an ended event at the end of its retention, then trims
+// the head of its merchant's list: the entries, oldest first, whose event
+// is gone (or that are not their event's own entry), up to the first that
+// still stands for a living event. So a first page never fills with
+// events that are gone, and an event that lives on (resent, retrying) is
+// never trimmed away.
 func (w *Worker) forget(ctx context.Context, k store.Key, version int64, rec event.Record) error {
 	if err := w.store.Commit(ctx, store.Op{Key: k, Delete: true, IfVersion: version}); err != nil {
 		return err
 	}
-	if err := w.store.Commit(ctx, store.Delete(positionKey(rec.ID))); err != nil {
+	list := listName(rec.Merchant)
+	entries, err := w.store.Read(ctx, list, "", 100)
+	if err != nil {
 		return err
 	}
-	if rec.Pos == "" {
+	through := ""
+	for _, en := range entries {
+		live, err := w.entryLive(ctx, en)
+		if err != nil {
+			return err
+		}
+		if live != nil {
+			break
+		}
+		through = en.ID
+	}
+	if through == "" {
 		return nil
 	}
-	_, err := w.store.TrimLog(ctx, listName(rec.Merchant), rec.Pos, 0)
+	_, err = w.store.TrimLog(ctx, list, through, 0)
 	return err
+}
+
+// entryLive returns the event an entry of a merchant's list stands for, or
+// nil when the event is gone or the entry is not its own (a duplicate).
+func (w *Worker) entryLive(ctx context.Context, en store.Entry) (*event.Record, error) {
+	var ix indexEntry
+	if json.Unmarshal(en.Data, &ix) != nil {
+		return nil, nil
+	}
+	r, err := w.store.Get(ctx, event.Key(ix.Group, ix.ID))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	rec, err := event.Decode(r.Value)
+	if err != nil || rec.Pos != "" && rec.Pos != en.ID {
+		return nil, nil
+	}
+	return &rec, nil
 }
 
 // List returns a merchant's events with their delivery, oldest first, after
@@ -465,17 +520,19 @@ func (w *Worker) List(ctx context.Context, merchant, after string, limit int) ([
 	cursor := ""
 	if after != "" {
 		p, err := w.position(ctx, merchant, after)
-		if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
 			return nil, apperr.Field("after", "no such event")
+		}
+		if err != nil {
+			return nil, err
 		}
 		cursor = p.Pos
 	}
 	out := make([]event.Record, 0, limit)
-	seen := map[string]bool{}
-	// An event listed twice (two replicas at its first look) is shown once;
-	// one deleted between a read and the trim of the list is skipped, and
-	// the page filled from further on (a few reads at most).
-	for range 8 {
+	// Entries whose event is gone (deleted between a read and the trim) or
+	// that are not their event's own are skipped, and the page filled from
+	// further on: a few reads, more only while the page is still empty.
+	for reads := 1; ; reads++ {
 		want := limit - len(out)
 		entries, err := w.store.Read(ctx, listName(merchant), cursor, want)
 		if err != nil {
@@ -483,35 +540,39 @@ func (w *Worker) List(ctx context.Context, merchant, after string, limit int) ([
 		}
 		for _, en := range entries {
 			cursor = en.ID
-			var ix indexEntry
-			if json.Unmarshal(en.Data, &ix) != nil || seen[ix.ID] {
-				continue
-			}
-			seen[ix.ID] = true
-			r, err := w.store.Get(ctx, event.Key(ix.Group, ix.ID))
+			rec, err := w.entryLive(ctx, en)
 			if err != nil {
-				continue
+				return nil, err
 			}
-			if rec, err := event.Decode(r.Value); err == nil {
-				out = append(out, rec)
+			if rec != nil {
+				out = append(out, *rec)
 			}
 		}
-		if len(out) >= limit || len(entries) < want {
-			break // a full page, or the end of the list
+		if len(out) >= limit || len(entries) < want || reads >= 8 && len(out) > 0 {
+			return out, nil
 		}
 	}
-	return out, nil
 }
 
-// position reads where a merchant's event stands in its list.
+// position reads where a merchant's event stands in its list; ErrNotFound
+// when it is not the merchant's.
 func (w *Worker) position(ctx context.Context, merchant, eventID string) (position, error) {
+	p, err := w.readPosition(ctx, eventID)
+	if err == nil && p.Merchant != merchant {
+		return position{}, store.ErrNotFound
+	}
+	return p, err
+}
+
+// readPosition reads an event's position record.
+func (w *Worker) readPosition(ctx context.Context, eventID string) (position, error) {
 	r, err := w.store.Get(ctx, positionKey(eventID))
 	if err != nil {
 		return position{}, err
 	}
 	var p position
-	if json.Unmarshal(r.Value, &p) != nil || p.Merchant != merchant {
-		return position{}, apperr.E(apperr.NotFound, "no such event")
+	if err := json.Unmarshal(r.Value, &p); err != nil {
+		return position{}, fmt.Errorf("event position %s: %w", eventID, err)
 	}
 	return p, nil
 }
