@@ -93,8 +93,9 @@ func expect(step string, a answer, status int) error {
 
 var reState = regexp.MustCompile(`class="state ([a-z_]+)"`)
 
-// codeOf is the error code of a JSON error answer, or the state a page
-// shows ("state failed").
+// codeOf is the error code of a JSON error answer, or what a page shows:
+// its state ("state failed"), else a field marked invalid ("field error"),
+// a decline ("declined") or a notice ("notice").
 func codeOf(a answer) string {
 	var e struct {
 		Error struct {
@@ -107,25 +108,40 @@ func codeOf(a answer) string {
 	if m := reState.FindSubmatch(a.body); m != nil {
 		return "state " + string(m[1])
 	}
+	for _, p := range pageMarks {
+		if bytes.Contains(a.body, []byte(p.mark)) {
+			return p.code
+		}
+	}
 	return ""
 }
 
+// pageMarks are what the card and bank pages show beside their form.
+var pageMarks = []struct{ mark, code string }{
+	{`aria-invalid="true"`, "field error"},
+	{`id="decline"`, "declined"},
+	{`id="notice"`, "notice"},
+}
+
 var (
-	reForm   = regexp.MustCompile(`(?s)<form[^>]*action="([^"]*)"[^>]*>(.*?)</form>`)
+	reForm   = regexp.MustCompile(`(?s)<form[^>]*action="([^"]*)"[^>]*>.*?</form>`)
 	reHidden = regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)">`)
 )
 
-// form returns the action and hidden fields of a page's first form.
-func form(body []byte) (action string, fields url.Values, ok bool) {
-	m := reForm.FindSubmatch(body)
-	if m == nil {
-		return "", nil, false
+// form returns the action and hidden fields of a page's first form whose
+// markup holds mark (an id, a field's name; "": the first form).
+func form(body []byte, mark string) (action string, fields url.Values, ok bool) {
+	for _, m := range reForm.FindAllSubmatch(body, -1) {
+		if !bytes.Contains(m[0], []byte(mark)) {
+			continue
+		}
+		fields = url.Values{}
+		for _, h := range reHidden.FindAllSubmatch(m[0], -1) {
+			fields.Set(string(h[1]), html.UnescapeString(string(h[2])))
+		}
+		return html.UnescapeString(string(m[1])), fields, true
 	}
-	fields = url.Values{}
-	for _, h := range reHidden.FindAllSubmatch(m[2], -1) {
-		fields.Set(string(h[1]), html.UnescapeString(string(h[2])))
-	}
-	return html.UnescapeString(string(m[1])), fields, true
+	return "", nil, false
 }
 
 // postForm posts form fields as a browser does.

@@ -130,12 +130,19 @@ func TestForm(t *testing.T) {
 	page := `<p>x</p><form method="post" action="/pay/ses_1?a=1&amp;b=2" class="card">
 <input type="hidden" name="csrf" value="t&amp;k">
 <input id="number" name="number"></form>`
-	action, f, ok := form([]byte(page))
+	action, f, ok := form([]byte(page), "")
 	if !ok || action != "/pay/ses_1?a=1&b=2" || f.Get("csrf") != "t&k" {
 		t.Fatalf("%q %v %v", action, f, ok)
 	}
-	if _, _, ok := form([]byte("<p>no form</p>")); ok {
+	if _, _, ok := form([]byte("<p>no form</p>"), ""); ok {
 		t.Fatal("form found where there is none")
+	}
+	two := `<form action="/kaspi"><input type="hidden" name="csrf" value="k"></form>` + page
+	if action, _, ok := form([]byte(two), `name="number"`); !ok || action != "/pay/ses_1?a=1&b=2" {
+		t.Fatalf("the form with the number field: %q %v", action, ok)
+	}
+	if _, _, ok := form([]byte(two), `name="creq"`); ok {
+		t.Fatal("a form found by a mark none has")
 	}
 }
 

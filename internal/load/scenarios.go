@@ -40,7 +40,7 @@ func (r *run) scenario(name string) (scenario, error) {
 	case "pay":
 		return &payments{r: r, number: frictionlessCard, kind: "pay"}, r.need("merchant")
 	case "challenge":
-		return &payments{r: r, number: challengeCard, kind: "challenge"}, r.need("merchant")
+		return &payments{r: r, number: challengeCard, kind: "challenge", challenge: true}, r.need("merchant")
 	case "detokenize":
 		return &detokenize{r: r}, r.need("processor")
 	case "refund":
@@ -159,10 +159,14 @@ func (w *worker) createSession(ctx context.Context, amount int64) (string, error
 }
 
 // pay takes a session through the card page with a card: the page and its
-// CSRF token, the form post, a 3-D Secure challenge if the card has one
-// (the bank's page, the SMS code, the way back), and the result page,
-// which must show the payment complete.
-func (w *worker) pay(ctx context.Context, id, number string) error {
+// CSRF token, the form post, and the result page, which must show the
+// payment complete. With challenge the form post must lead to the bank
+// (the page whose form carries the 3-D Secure CReq) and the payment goes
+// through the bank's page, the SMS code and the way back; without it a
+// challenge is a failure. So neither scenario counts the other's flow, and
+// a card page shown again (a field error, a notice) is a failure of the
+// submit, never posted on.
+func (w *worker) pay(ctx context.Context, id, number string, challenge bool) error {
 	j := jar{}
 	a, err := w.send(ctx, request{step: "page", method: http.MethodGet, path: "/pay/" + id, jar: j})
 	if err != nil {
@@ -171,7 +175,7 @@ func (w *worker) pay(ctx context.Context, id, number string) error {
 	if err := expect("page", a, http.StatusOK); err != nil {
 		return err
 	}
-	action, f, ok := form(a.body)
+	action, f, ok := form(a.body, `id="card-form"`)
 	if !ok || f.Get("csrf") == "" {
 		return &failure{step: "page", status: a.status, code: "no card form"}
 	}
@@ -183,10 +187,16 @@ func (w *worker) pay(ctx context.Context, id, number string) error {
 	if a, err = w.postForm(ctx, "submit", action, f, j); err != nil {
 		return err
 	}
-	if a.status == http.StatusOK {
+	_, _, toBank := form(a.body, bankMark)
+	switch {
+	case toBank && challenge:
 		if a, err = w.challenge(ctx, a, j); err != nil {
 			return err
 		}
+	case toBank:
+		return &failure{step: "submit", status: a.status, code: "challenge"}
+	case challenge && a.status == http.StatusSeeOther:
+		return &failure{step: "submit", status: a.status, code: "no challenge"}
 	}
 	if err := expect("submit", a, http.StatusSeeOther); err != nil {
 		return err
@@ -203,28 +213,40 @@ func (w *worker) pay(ctx context.Context, id, number string) error {
 	return nil
 }
 
+// bankMark is in the form of the page that sends the shopper to the bank:
+// the 3-D Secure CReq it posts to the issuer's page (templates/redirect.html
+// from renderChallenge).
+const bankMark = `name="creq"`
+
 // challenge follows the page that sends the shopper to the bank: the
 // sandbox bank's page, the SMS code, and the form that carries the result
-// back. It returns the answer to that last post.
+// back. Each page is recognised by its form (the CReq, the code field, the
+// CRes), not by its status. It returns the answer to that last post.
 func (w *worker) challenge(ctx context.Context, a answer, j jar) (answer, error) {
-	steps := []string{"bank", "code", "return"}
-	for i, step := range steps {
-		action, f, ok := form(a.body)
+	steps := []struct{ step, mark, missing string }{
+		{"bank", bankMark, "no challenge"},
+		{"code", `name="code"`, "no code form"},
+		{"return", `name="cres"`, "no return form"},
+	}
+	prev := "submit"
+	for _, s := range steps {
+		action, f, ok := form(a.body, s.mark)
 		if !ok {
-			return a, &failure{step: steps[max(i-1, 0)], status: a.status, code: "no form"}
+			return a, &failure{step: prev, status: a.status, code: s.missing}
 		}
-		if step == "code" {
+		if s.step == "code" {
 			f.Set("code", sandboxSMSCode)
 		}
 		var err error
-		if a, err = w.postForm(ctx, step, action, f, j); err != nil {
+		if a, err = w.postForm(ctx, s.step, action, f, j); err != nil {
 			return a, err
 		}
-		if step != "return" {
-			if err := expect(step, a, http.StatusOK); err != nil {
+		if s.step != "return" {
+			if err := expect(s.step, a, http.StatusOK); err != nil {
 				return a, err
 			}
 		}
+		prev = s.step
 	}
 	return a, nil
 }
@@ -262,7 +284,7 @@ func (r *run) paidSessions(ctx context.Context, n int, amount int64) (tokens, pa
 		if err != nil {
 			return err
 		}
-		if err := w.pay(ctx, id, frictionlessCard); err != nil {
+		if err := w.pay(ctx, id, frictionlessCard, false); err != nil {
 			return err
 		}
 		tokens[i], payments[i], err = w.sessionOf(ctx, id)
@@ -306,11 +328,13 @@ func (p *pages) op(ctx context.Context, w *worker) (string, error) {
 	return "page", err
 }
 
-// payments is a whole card payment: a session, then the page.
+// payments is a whole card payment: a session, then the page; with
+// challenge, through the bank's 3-D Secure challenge.
 type payments struct {
-	r      *run
-	number string
-	kind   string
+	r         *run
+	number    string
+	kind      string
+	challenge bool
 }
 
 func (*payments) setup(context.Context, *worker) error { return nil }
@@ -318,7 +342,7 @@ func (*payments) setup(context.Context, *worker) error { return nil }
 func (p *payments) op(ctx context.Context, w *worker) (string, error) {
 	id, err := w.createSession(ctx, 150000)
 	if err == nil {
-		err = w.pay(ctx, id, p.number)
+		err = w.pay(ctx, id, p.number, p.challenge)
 	}
 	return p.kind, err
 }
