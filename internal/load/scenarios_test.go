@@ -14,7 +14,8 @@ import (
 // redirect.html, acs.html) whose card post answers as submit says:
 // "frictionless" (303 to the result), "challenge" (the page that sends the
 // shopper to the bank), "field error" (the card page again, with submitCode
-// as its status). The bank's page answers a CReq with broken when set.
+// as its status). With broken, the bank answers every post with a page
+// whose form has no code field.
 // bankPosts counts the posts to the bank.
 func shop(t *testing.T, submit string, submitCode int, broken bool, bankPosts *atomic.Int64) *httptest.Server {
 	t.Helper()
@@ -49,7 +50,7 @@ func shop(t *testing.T, submit string, submitCode int, broken bool, bankPosts *a
 		bankPosts.Add(1)
 		switch {
 		case broken:
-			fmt.Fprint(w, `<p>maintenance</p>`)
+			fmt.Fprint(w, `<p>maintenance</p><form method="post" action="/sandbox/acs/tx_1"><input type="hidden" name="csrf" value="a"></form>`)
 		case r.PostFormValue("creq") != "":
 			fmt.Fprint(w, `<form method="post" action="/sandbox/acs/tx_1" class="card" novalidate><input type="hidden" name="csrf" value="a">
 <input id="code" name="code" type="text"></form>`)
