@@ -214,22 +214,25 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		wg.Wait()
 		return nil, ctx.Err()
 	}
+	// The CPU window is the measured one as closely as scrapes allow: the
+	// first scrape ends just before the measured time starts, the last
+	// starts as soon as it ends, before the workers stop.
+	sampler := r.sampler(ctx)
 	r.phase.Store(measuring)
 	start := time.Now()
 	r.progress("measuring: %s", cfg.Duration)
-	samples, sampled := r.sample(ctx, cfg.Duration)
 	sleep(ctx, cfg.Duration)
 	r.phase.Store(over)
 	elapsed := time.Since(start)
+	samples, serr := sampler.stop()
 	cancel()
 	wg.Wait()
 	rep.Seconds = elapsed.Seconds()
 	r.sum(rep, workers, elapsed)
-	s, serr := <-samples, <-sampled
 	if serr != nil {
 		r.progress("server metrics: %v", serr)
 	}
-	rep.Server = serverUse(s, rep.Total.Ops)
+	rep.Server = serverUse(samples, rep.Total.Ops+rep.Total.Errors)
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		rep.LoaderCPUSec = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
@@ -426,52 +429,62 @@ func round(v float64, places int) float64 {
 	return float64(int64(v*p+0.5)) / p
 }
 
-// sample reads the service's process metrics at the start of the measured
-// time, every Sample, and at its end; the channels give the samples and
-// the first error once sampling stops.
-func (r *run) sample(ctx context.Context, d time.Duration) (<-chan []processSample, <-chan error) {
-	out, errc := make(chan []processSample, 1), make(chan error, 1)
+// sampler reads the service's process metrics while a run measures.
+type sampler struct {
+	r       *run
+	c       *http.Client
+	all     []processSample
+	first   error
+	done    chan struct{}
+	stopped chan struct{}
+}
+
+// sampler takes the first sample at once, then one every Sample in the
+// background until stop.
+func (r *run) sampler(ctx context.Context) *sampler {
+	s := &sampler{r: r, c: &http.Client{Transport: r.tr, Timeout: 5 * time.Second}, done: make(chan struct{}), stopped: make(chan struct{})}
 	if r.cfg.MetricsURL == "" {
-		out <- nil
-		errc <- nil
-		return out, errc
+		close(s.stopped)
+		return s
 	}
+	s.take(ctx)
 	go func() {
-		var all []processSample
-		var first error
-		c := &http.Client{Transport: r.tr, Timeout: 5 * time.Second}
-		take := func() {
-			s, err := scrape(context.WithoutCancel(ctx), c, r.cfg.MetricsURL)
-			if err != nil {
-				first = cmp(first, err)
-				return
-			}
-			all = append(all, s)
-		}
-		take()
-		end := time.Now().Add(d)
+		defer close(s.stopped)
 		t := time.NewTicker(r.cfg.Sample)
 		defer t.Stop()
 		for {
-			left := time.Until(end)
-			if left <= 0 || ctx.Err() != nil {
-				break
-			}
-			if left < r.cfg.Sample {
-				sleep(ctx, left)
-				break
-			}
 			select {
 			case <-t.C:
-				take()
+				s.take(ctx)
+			case <-s.done:
+				return
 			case <-ctx.Done():
+				return
 			}
 		}
-		take()
-		out <- all
-		errc <- first
 	}()
-	return out, errc
+	return s
+}
+
+func (s *sampler) take(ctx context.Context) {
+	p, err := scrape(context.WithoutCancel(ctx), s.c, s.r.cfg.MetricsURL)
+	if err != nil {
+		s.first = cmp(s.first, err)
+		return
+	}
+	s.all = append(s.all, p)
+}
+
+// stop ends the sampling with a last sample, and returns the samples and
+// the first error.
+func (s *sampler) stop() ([]processSample, error) {
+	if s.r.cfg.MetricsURL == "" {
+		return nil, nil
+	}
+	close(s.done)
+	<-s.stopped
+	s.take(context.Background())
+	return s.all, s.first
 }
 
 func cmp(first, err error) error {

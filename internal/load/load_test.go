@@ -3,6 +3,7 @@ package load
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -265,5 +266,46 @@ func TestMixRoundRobin(t *testing.T) {
 				t.Fatalf("seed %d: %v over 1,000 operations, want 10 times the weights %v, give or take one", seed, counts, weights)
 			}
 		}
+	}
+}
+
+// The service's CPU an operation divides the CPU of the measured window by
+// every operation that ended in it, failed ones too: here each request
+// costs the service 1 ms of CPU and a third of them fail, so it is 1,000
+// µs an operation (give or take the operations in flight at either end),
+// not 1,500 as it would be over the successful ones alone.
+func TestCPUPerOpCountsFailedOperations(t *testing.T) {
+	t.Parallel()
+	var handled atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/metrics":
+			fmt.Fprintf(w, "process_cpu_seconds_total %g\nprocess_resident_memory_bytes 4e7\n", float64(handled.Load())/1000)
+		case strings.HasSuffix(r.URL.Path, "/encrypt/cards"):
+			_ = json.NewEncoder(w).Encode(map[string]any{"data": map[string]any{"ciphertext": "vault:v1:abc"}})
+		default:
+			time.Sleep(2 * time.Millisecond) // few operations, so the few in flight at either end weigh little
+			if handled.Add(1)%3 == 0 {
+				http.Error(w, `{"error": {"code": "rate_limited"}}`, http.StatusTooManyRequests)
+				return
+			}
+			_ = json.NewEncoder(w).Encode(map[string]any{"data": map[string]any{"plaintext": "NDI0Mg=="}})
+		}
+	}))
+	t.Cleanup(srv.Close)
+	rep, err := Run(context.Background(), Config{Target: srv.URL, MetricsURL: srv.URL + "/metrics", Scenario: "floor",
+		Concurrency: 3, Duration: 400 * time.Millisecond, Warmup: 50 * time.Millisecond, Sample: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Server == nil || rep.Total.Errors == 0 {
+		t.Fatalf("server %+v, total %+v", rep.Server, rep.Total)
+	}
+	if us := rep.Server.CPUPerOpMicros; us < 850 || us > 1200 {
+		t.Errorf("%.0f µs of CPU an operation over %d operations and %d failures, want 1,000", us, rep.Total.Ops, rep.Total.Errors)
+	}
+	t.Logf("%.0f µs of CPU an operation, %d operations, %d failures", rep.Server.CPUPerOpMicros, rep.Total.Ops, rep.Total.Errors)
+	if n := len(rep.Server.Samples); n < 3 {
+		t.Errorf("%d samples over 400 ms at one each 100 ms", n)
 	}
 }

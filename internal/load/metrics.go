@@ -36,8 +36,11 @@ func scrape(ctx context.Context, c *http.Client, url string) (processSample, err
 	if resp.StatusCode != http.StatusOK {
 		return processSample{}, fmt.Errorf("metrics: %s answered %d", url, resp.StatusCode)
 	}
+	// The service read its CPU while it answered: between the request and
+	// the whole answer, so At is off by at most the scrape's own time.
+	at := time.Now()
 	s, err := parseProcess(resp.Body)
-	s.At = time.Now()
+	s.At = at
 	return s, err
 }
 
@@ -79,12 +82,20 @@ func parseProcess(r io.Reader) (processSample, error) {
 	return s, nil
 }
 
-// ServerUse is the service's CPU and memory over the measured time.
+// ServerUse is the service's CPU and memory over the measured time: from
+// a scrape of its metrics that ends just before the measured time starts
+// to one that starts as soon as it ends, so the CPU window is the measured
+// one give or take the two scrapes' own time (milliseconds, against a run
+// of seconds).
 type ServerUse struct {
-	// CPUCores is the CPU time the service used over the measured time,
-	// divided by that time: 1.0 is one core busy throughout.
+	// CPUCores is the CPU time the service used between the first and the
+	// last scrape, divided by that time: 1.0 is one core busy throughout.
 	CPUCores float64 `json:"cpu_cores"`
-	// CPUPerOp is the service's CPU time per operation, in microseconds.
+	// CPUPerOpMicros is that CPU time, in microseconds, divided by the
+	// operations that ended in the measured time, successful and failed
+	// together (total.ops + total.errors): a failed operation costs the
+	// service too. Operations still in flight at either end are in neither
+	// count, and their CPU is in the window only in part.
 	CPUPerOpMicros float64 `json:"cpu_per_op_us"`
 	// Resident memory: at the start, at the end, and the most seen.
 	ResidentStartMB float64 `json:"resident_start_mb"`
@@ -110,7 +121,7 @@ type MemSample struct {
 const mb = 1 << 20
 
 // serverUse sums up samples taken from the start to the end of the
-// measured time.
+// measured time, over which ops operations ended, successful or failed.
 func serverUse(samples []processSample, ops uint64) *ServerUse {
 	if len(samples) < 2 {
 		return nil
