@@ -41,7 +41,7 @@ var settings = []*setting{
 		}},
 	{flag: "processor-addr", env: "PAYPAGE_PROCESSOR_ADDR", arg: "ADDR", help: "serve the processor API (/v1/detokenize) on this address, alone, and not on --addr, so a firewall or network policy can open it to the processor's network only (default: on --addr)",
 		set: func(c *Config, v string) error { c.ProcessorAddr = v; return nil }},
-	{flag: "pprof", env: "PAYPAGE_PPROF", def: "false", help: "serve Go's profiles (/debug/pprof/) on --metrics-addr beside /metrics, for go tool pprof; never on --addr",
+	{flag: "pprof", env: "PAYPAGE_PPROF", def: "false", help: "serve Go's profiles (/debug/pprof/) on --metrics-addr beside /metrics, for go tool pprof; only with --metrics-addr on a loopback address, never on --addr",
 		set: func(c *Config, v string) (err error) { c.Pprof, err = parseBool(v); return err }},
 	{flag: "data", env: "PAYPAGE_DATA", def: "./data", arg: "DIR", help: "data directory: the embedded store, the operator socket, the development key",
 		set: func(c *Config, v string) error { c.Data = v; return nil }},
@@ -288,7 +288,7 @@ func parseConfig(args []string, getenv func(string) string) (Config, error) {
 		return c, err
 	}
 	finishConfig(&c, getenv)
-	return c, nil
+	return c, c.CheckPprof()
 }
 
 // printSettings writes a table of settings for help.

@@ -205,6 +205,47 @@ func TestHardeningSettings(t *testing.T) {
 	}
 }
 
+// Profiles are served on a loopback metrics address only: --pprof with the
+// metrics off or on any other address is refused, naming both settings.
+func TestPprofOnLoopbackOnly(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		env  map[string]string
+		ok   bool
+	}{
+		{[]string{"--pprof"}, nil, true}, // the default 127.0.0.1:9090
+		{[]string{"--pprof", "--metrics-addr", "127.0.0.2:9090"}, nil, true},
+		{[]string{"--pprof", "--metrics-addr", "[::1]:9090"}, nil, true},
+		{[]string{"--pprof", "--metrics-addr", "localhost:9090"}, nil, true},
+		{[]string{"--metrics-addr", "0.0.0.0:9090"}, nil, true}, // metrics alone may go anywhere
+		{[]string{"--pprof", "--metrics-addr", "0.0.0.0:9090"}, nil, false},
+		{[]string{"--pprof", "--metrics-addr", ":9090"}, nil, false},
+		{[]string{"--pprof", "--metrics-addr", "[::]:9090"}, nil, false},
+		{[]string{"--pprof", "--metrics-addr", "10.0.0.5:9090"}, nil, false},
+		{[]string{"--pprof", "--metrics-addr", "metrics.internal:9090"}, nil, false},
+		{[]string{"--pprof", "--metrics-addr", "off"}, nil, false},
+		{nil, map[string]string{"PAYPAGE_PPROF": "true", "PAYPAGE_METRICS_ADDR": "192.0.2.1:9090"}, false},
+	} {
+		_, err := parseConfig(c.args, func(k string) string { return c.env[k] })
+		if c.ok {
+			if err != nil {
+				t.Errorf("%v %v: %v", c.args, c.env, err)
+			}
+			continue
+		}
+		if err == nil {
+			t.Errorf("%v %v: profiles served off loopback", c.args, c.env)
+			continue
+		}
+		for _, name := range []string{"--pprof", "PAYPAGE_PPROF", "--metrics-addr", "PAYPAGE_METRICS_ADDR", "loopback"} {
+			if !strings.Contains(err.Error(), name) {
+				t.Errorf("%v %v: %q does not name %s", c.args, c.env, err, name)
+			}
+		}
+	}
+}
+
 // Boolean settings are real booleans: the bare flag means true, and the
 // environment takes true, false, 1 or 0, with an error naming the variable
 // otherwise.

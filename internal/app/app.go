@@ -43,7 +43,7 @@ type Config struct {
 	// alone and then nowhere else; empty: on Addr beside the rest.
 	ProcessorAddr string
 	// Pprof serves Go's profiles at /debug/pprof/ beside /metrics (never
-	// on the public listener); it needs MetricsAddr.
+	// on the public listener); it needs MetricsAddr on a loopback address.
 	Pprof         bool
 	Data          string
 	Store         string // "bolt" or a Redis URL
@@ -192,8 +192,8 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, service bool) (*App
 	if err := cfg.checkTLS(); err != nil {
 		return nil, err
 	}
-	if cfg.Pprof && cfg.MetricsAddr == "" {
-		return nil, errors.New("--pprof serves the profiles on the metrics listener: give it --metrics-addr")
+	if err := cfg.CheckPprof(); err != nil {
+		return nil, err
 	}
 	if cfg.PublicURL == "" {
 		cfg.PublicURL = "http://" + cfg.Addr
@@ -266,6 +266,21 @@ func (a *App) devKeyAllowed() bool {
 		}
 	}
 	return true
+}
+
+// CheckPprof refuses profiles served anywhere but on a loopback metrics
+// address: a profile shows the process's memory and its command line, for
+// this machine's operator alone.
+func (c Config) CheckPprof() error {
+	switch {
+	case !c.Pprof:
+		return nil
+	case c.MetricsAddr == "":
+		return errors.New("--pprof (PAYPAGE_PPROF) serves the profiles on the metrics listener: give --metrics-addr (PAYPAGE_METRICS_ADDR) a loopback address, 127.0.0.1:9090")
+	case !loopback(c.MetricsAddr):
+		return fmt.Errorf("--pprof (PAYPAGE_PPROF) needs --metrics-addr (PAYPAGE_METRICS_ADDR) on a loopback address (127.0.0.0/8, [::1], localhost), not %q: turn --pprof off or listen on 127.0.0.1", c.MetricsAddr)
+	}
+	return nil
 }
 
 // loopback reports whether a listen address is on a loopback address.
