@@ -129,7 +129,7 @@ func (d *DB) commit(group []*write) {
 	answers := make([]error, len(group))
 	err := d.db.Update(func(tx *bbolt.Tx) error {
 		for i, w := range group {
-			if answers[i] = w.fn(tx); answers[i] != nil && !answer(answers[i]) {
+			if answers[i] = call(w.fn, tx); answers[i] != nil && !answer(answers[i]) {
 				return answers[i]
 			}
 		}
@@ -137,7 +137,7 @@ func (d *DB) commit(group []*write) {
 	})
 	if err != nil && len(group) > 1 {
 		for _, w := range group {
-			w.done <- d.db.Update(w.fn)
+			w.done <- d.db.Update(func(tx *bbolt.Tx) error { return call(w.fn, tx) })
 		}
 		return
 	}
@@ -147,6 +147,22 @@ func (d *DB) commit(group []*write) {
 		}
 		w.done <- answers[i]
 	}
+}
+
+// errPanicked is the answer of a write whose function panicked.
+var errPanicked = errors.New("bolt: a write panicked")
+
+// call runs a write's function, turning a panic into its error: the group's
+// transaction is rolled back, the other writes run again alone, and the
+// writer (every caller's only way to the file) goes on. The panic's value
+// is left out of the error, as a record's bytes may be in it.
+func call(fn func(*bbolt.Tx) error, tx *bbolt.Tx) (err error) {
+	defer func() {
+		if recover() != nil {
+			err = errPanicked
+		}
+	}()
+	return fn(tx)
 }
 
 // Groups counts the write transactions committed so far, each holding one

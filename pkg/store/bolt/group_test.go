@@ -129,6 +129,41 @@ func TestGroupSurvivesAFailedWrite(t *testing.T) {
 	}
 }
 
+// A write whose function panics fails alone, with an error that carries
+// nothing of the panic's value; its group's other writes are committed and
+// the writer goes on.
+func TestGroupSurvivesAPanickingWrite(t *testing.T) {
+	db := open(t)
+	ctx := context.Background()
+	release, held := holdWriter(t, db)
+	const n = 6
+	errs, wait := each(n, func(i int) error {
+		if i == 2 {
+			return db.update(ctx, func(*bbolt.Tx) error { panic("4242424242424242") })
+		}
+		return db.Commit(ctx, store.Put(store.K("thing", fmt.Sprint(i)), []byte("v")))
+	})
+	release(n)
+	wait()
+	<-held
+	for i, err := range errs {
+		if (i == 2) != (err != nil) {
+			t.Errorf("write %d: %v", i, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "4242") {
+			t.Errorf("the panic's value in the error: %v", err)
+		}
+	}
+	if err := db.Commit(ctx, store.Put(store.K("thing", "after"), []byte("v"))); err != nil {
+		t.Fatalf("a write after the panic: %v", err)
+	}
+	for _, id := range []string{"0", "1", "3", "4", "5", "after"} {
+		if _, err := db.Get(ctx, store.K("thing", id)); err != nil {
+			t.Errorf("record %s: %v", id, err)
+		}
+	}
+}
+
 // Writes queued when the store closes are committed before it closes, and
 // a write after Close is refused.
 func TestCloseFinishesQueuedWrites(t *testing.T) {
