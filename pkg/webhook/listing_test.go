@@ -6,7 +6,6 @@ package webhook_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -14,124 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/paypage/paypage/pkg/account"
-	"github.com/paypage/paypage/pkg/due"
 	"github.com/paypage/paypage/pkg/event"
 	"github.com/paypage/paypage/pkg/store"
-	"github.com/paypage/paypage/pkg/store/memory"
-	"github.com/paypage/paypage/pkg/vault"
 	"github.com/paypage/paypage/pkg/webhook"
 )
-
-// rig11c is a worker and a runner over a memory store (seen through st,
-// which may wrap it), with the vault at hand and a settable clock.
-type rig11c struct {
-	clock    *settable
-	db       *memory.DB
-	vault    *vault.Vault
-	kek      vault.KEK
-	accounts *account.Service
-	worker   *webhook.Worker
-	runner   *due.Runner
-}
-
-func newRig11c(t *testing.T, o webhook.Options, wrap func(store.Store) store.Store) *rig11c {
-	t.Helper()
-	clock := &settable{t: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)}
-	db := memory.New()
-	db.Now = clock.Now
-	kek, _ := vault.NewLocalKEK(make([]byte, 32))
-	v, err := vault.Open(context.Background(), db, kek)
-	if err != nil {
-		t.Fatal(err)
-	}
-	accounts := account.New(db, v)
-	var st store.Store = db
-	if wrap != nil {
-		st = wrap(db)
-	}
-	o.AllowPrivate, o.Now = true, clock.Now
-	w, err := webhook.New(st, accounts, slog.New(slog.DiscardHandler), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := due.New(db, slog.New(slog.DiscardHandler), clock.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Handle(event.Kind, 16, w.Handle)
-	return &rig11c{clock: clock, db: db, vault: v, kek: kek, accounts: accounts, worker: w, runner: r}
-}
-
-// event files one event of merchant m, due now, and returns its key.
-func (g *rig11c) event(t *testing.T, m string) store.Key {
-	t.Helper()
-	e := event.New("payment.succeeded", m, map[string]string{"k": "v"}, g.clock.Now())
-	k := event.Key("g"+e.ID[4:], e.ID)
-	if err := g.db.Commit(context.Background(), event.CreateOp(k.Group, e, g.clock.Now())); err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-// run drains the runner every step for d.
-func (g *rig11c) run(t *testing.T, d, step time.Duration) {
-	t.Helper()
-	for end := g.clock.Now().Add(d); g.clock.Now().Before(end); g.clock.Add(step) {
-		if err := g.runner.Drain(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// pageAll pages through a merchant's events limit at a time, as a shop
-// does (until an empty page), and returns the IDs it saw, in order.
-func (g *rig11c) pageAll(t *testing.T, m string, limit int) ([]string, error) {
-	t.Helper()
-	var ids []string
-	after := ""
-	for i := 0; i < 100; i++ {
-		page, err := g.worker.List(context.Background(), m, after, limit)
-		if err != nil {
-			return ids, err
-		}
-		if len(page) == 0 {
-			return ids, nil
-		}
-		for _, r := range page {
-			ids = append(ids, r.ID)
-		}
-		after = page[len(page)-1].ID
-	}
-	t.Fatal("paging does not end")
-	return nil, nil
-}
-
-// logLen counts the entries of a merchant's list of events.
-func (g *rig11c) logLen(t *testing.T, m string) int {
-	t.Helper()
-	es, err := g.db.Read(context.Background(), "events_"+m, "", 100000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(es)
-}
-
-func (g *rig11c) record(t *testing.T, k store.Key) (event.Record, bool) {
-	t.Helper()
-	r, err := g.db.Get(context.Background(), k)
-	if errors.Is(err, store.ErrNotFound) {
-		return event.Record{}, false
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, err := event.Decode(r.Value)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rec, true
-}
 
 // switchable is an endpoint whose answer a test changes.
 type switchable struct {
@@ -159,7 +44,7 @@ func newSwitchable(t *testing.T, code int) *switchable {
 // at the last append, so a shop paging with after= skips the events listed
 // between an event's first entry and its last.
 func TestSealedVaultListsEachEventOnce(t *testing.T) {
-	g := newRig11c(t, webhook.Options{}, nil)
+	g := newClockRig(t, webhook.Options{}, nil)
 	ctx := context.Background()
 	ok := newSwitchable(t, 200)
 	m, _ := g.accounts.AddMerchant(ctx, "Shop", ok.srv.URL)
@@ -215,7 +100,7 @@ func (f *failOnce) Commit(ctx context.Context, ops ...store.Op) error {
 // the next look appends again, and paging after the event skips whatever
 // was listed in between.
 func TestFailedPositionWriteSkipsNoEvents(t *testing.T) {
-	g := newRig11c(t, webhook.Options{}, func(s store.Store) store.Store { return &failOnce{Store: s} })
+	g := newClockRig(t, webhook.Options{}, func(s store.Store) store.Store { return &failOnce{Store: s} })
 	ctx := context.Background()
 	m, _ := g.accounts.AddMerchant(ctx, "Shop", "") // no endpoint: listed, then disabled
 	a, b := g.event(t, m.ID), g.event(t, m.ID)
@@ -248,7 +133,7 @@ func TestHealthyEndpointPastRetryPeriodGetsItsEvents(t *testing.T) {
 		seal bool
 	}{{"replicas down past the retry period", false}, {"vault sealed past the retry period", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			g := newRig11c(t, webhook.Options{MaxAge: time.Hour}, nil)
+			g := newClockRig(t, webhook.Options{MaxAge: time.Hour}, nil)
 			ctx := context.Background()
 			ok := newSwitchable(t, 200)
 			m, _ := g.accounts.AddMerchant(ctx, "Shop", ok.srv.URL)
@@ -289,7 +174,7 @@ func TestHealthyEndpointPastRetryPeriodGetsItsEvents(t *testing.T) {
 // page empty: a shop that pages until an empty page sees none of its
 // events. (The second review's "no empty first page", on an upgraded store.)
 func TestDeadEntriesFromBeforeTheUpgradeDoNotEmptyTheFirstPage(t *testing.T) {
-	g := newRig11c(t, webhook.Options{}, nil)
+	g := newClockRig(t, webhook.Options{}, nil)
 	ctx := context.Background()
 	m, _ := g.accounts.AddMerchant(ctx, "Shop", "")
 	for i := 0; i < 10; i++ { // deleted at the retention by the old code: entries without records
@@ -318,7 +203,7 @@ func TestDeadEntriesFromBeforeTheUpgradeDoNotEmptyTheFirstPage(t *testing.T) {
 // lives, so the shop's list no longer shows it. Its position record also
 // ends a day after the retention, from its listing.
 func TestTrimKeepsEventsThatStillExist(t *testing.T) {
-	g := newRig11c(t, webhook.Options{Retention: 10 * 24 * time.Hour, MaxAge: time.Hour}, nil)
+	g := newClockRig(t, webhook.Options{Retention: 10 * 24 * time.Hour, MaxAge: time.Hour}, nil)
 	ctx := context.Background()
 	ep := newSwitchable(t, 200)
 	m, _ := g.accounts.AddMerchant(ctx, "Shop", ep.srv.URL)
@@ -357,7 +242,7 @@ func TestTrimKeepsEventsThatStillExist(t *testing.T) {
 // although newer events exist. (Before e9ee9dd the untrimmed list still
 // held the entry.)
 func TestCursorSurvivesItsEventsRetention(t *testing.T) {
-	g := newRig11c(t, webhook.Options{Retention: 10 * 24 * time.Hour}, nil)
+	g := newClockRig(t, webhook.Options{Retention: 10 * 24 * time.Hour}, nil)
 	ctx := context.Background()
 	m, _ := g.accounts.AddMerchant(ctx, "Quiet shop", "")
 	last := g.event(t, m.ID)

@@ -5,13 +5,11 @@ package webhook_test
 
 import (
 	"context"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/paypage/paypage/pkg/account"
-	"github.com/paypage/paypage/pkg/due"
 	"github.com/paypage/paypage/pkg/event"
 	"github.com/paypage/paypage/pkg/store"
 	"github.com/paypage/paypage/pkg/store/memory"
@@ -19,63 +17,37 @@ import (
 	"github.com/paypage/paypage/pkg/webhook"
 )
 
-// settable is a clock a test moves by hand.
-type settable struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *settable) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *settable) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // Promise (README "Retention", GET /v1/events): a webhook event is deleted
 // the record retention after it was made; the shop's list of events is
 // "oldest first" and pages with after=. The merchant's list of event IDs is
 // trimmed with each deletion, so the first page is never empty while newer
 // events exist.
 func TestEventListAfterRetentionShowsNewerEvents(t *testing.T) {
-	clock := &settable{t: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)}
+	g := newClockRig(t, webhook.Options{Retention: 10 * 24 * time.Hour}, nil)
 	ok := newCounter(t, 200, nil)
-	f := newFairRig(t, webhook.Options{Retention: 10 * 24 * time.Hour, Now: clock.Now})
-	f.db.Now = clock.Now
 	ctx := context.Background()
-	m, _ := f.accounts.AddMerchant(ctx, "Shop", ok.srv.URL)
+	m, _ := g.accounts.AddMerchant(ctx, "Shop", ok.srv.URL)
 	add := func(n int) {
 		for i := 0; i < n; i++ {
-			e := event.New("payment.succeeded", m.ID, map[string]int{"n": i}, clock.Now())
-			if err := f.db.Commit(ctx, event.CreateOp("g"+e.ID[4:], e, clock.Now())); err != nil {
-				t.Fatal(err)
-			}
+			g.event(t, m.ID)
 		}
 	}
-	// drain lets the reconciler deliver what is due, a few seconds at a
+	// The reconciler delivers what is due over a minute, two seconds at a
 	// time (an unproven endpoint takes one event at a time, the others wait
 	// a second or two for their turn).
-	drain := func() {
-		for i := 0; i < 30; i++ {
-			if err := f.runner.Drain(ctx); err != nil {
-				t.Fatal(err)
-			}
-			clock.Add(2 * time.Second)
-		}
-	}
 	add(5)
-	drain() // delivered, listed
-	clock.Add(11 * 24 * time.Hour)
+	g.run(t, time.Minute, 2*time.Second) // delivered, listed
+	g.clock.Add(11 * 24 * time.Hour)
 	add(2) // the shop's newer events
-	drain()
-	all, err := f.worker.List(ctx, m.ID, "", 100)
+	g.run(t, time.Minute, 2*time.Second)
+	all, err := g.worker.List(ctx, m.ID, "", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(all) != 2 {
 		t.Fatalf("after the retention the list holds %d events, want the 2 newer ones", len(all))
 	}
-	first, err := f.worker.List(ctx, m.ID, "", 3)
+	first, err := g.worker.List(ctx, m.ID, "", 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,35 +129,18 @@ func TestEventPagingCostFollowsThePage(t *testing.T) {
 // not, and the record retention then reaches it. (Here the retry period is
 // an hour: 200 events, three hours on.)
 func TestDeadEndpointsEventsGiveUp(t *testing.T) {
-	clock := &settable{t: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)}
+	g := newClockRig(t, webhook.Options{MaxAge: time.Hour, Retention: 24 * time.Hour}, nil)
 	down := newCounter(t, 500, nil)
-	f := newFairRig(t, webhook.Options{MaxAge: time.Hour, Retention: 24 * time.Hour, Now: clock.Now})
-	f.db.Now = clock.Now
-	ctx := context.Background()
-	m, _ := f.accounts.AddMerchant(ctx, "Gone", down.srv.URL)
+	m, _ := g.accounts.AddMerchant(context.Background(), "Gone", down.srv.URL)
 	var keys []store.Key
 	for i := 0; i < 200; i++ {
-		e := event.New("payment.succeeded", m.ID, map[string]int{"n": i}, clock.Now())
-		k := event.Key("g"+e.ID[4:], e.ID)
-		if err := f.db.Commit(ctx, event.CreateOp(k.Group, e, clock.Now())); err != nil {
-			t.Fatal(err)
-		}
-		keys = append(keys, k)
+		keys = append(keys, g.event(t, m.ID))
 	}
-	for step := 0; step < 3*3600/10; step++ { // three hours, ten seconds at a time
-		if err := f.runner.Drain(ctx); err != nil {
-			t.Fatal(err)
-		}
-		clock.Add(10 * time.Second)
-	}
+	g.run(t, 3*time.Hour, 10*time.Second)
 	waiting := 0
 	for _, k := range keys {
-		r, err := f.db.Get(ctx, k)
-		if err != nil {
-			continue // ended and deleted
-		}
-		rec, _ := event.Decode(r.Value)
-		if st := rec.Delivery.State; st == event.Pending || st == event.Failing {
+		rec, found := g.record(t, k) // not found: ended and deleted
+		if st := rec.Delivery.State; found && (st == event.Pending || st == event.Failing) {
 			waiting++
 		}
 	}
@@ -203,52 +158,27 @@ func TestDeadEndpointsEventsGiveUp(t *testing.T) {
 // besides (measured before the fix: 20 to 46 s after the unseal). Now a
 // sealed vault rests each event a second (due.Later), counting nothing.
 func TestSealedVaultDoesNotBackOffHealthyEndpoints(t *testing.T) {
-	clock := &settable{t: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)}
-	db := memory.New()
-	db.Now = clock.Now
-	kek, _ := vault.NewLocalKEK(make([]byte, 32))
-	v, err := vault.Open(context.Background(), db, kek)
-	if err != nil {
-		t.Fatal(err)
-	}
-	accounts := account.New(db, v)
-	w, err := webhook.New(db, accounts, slog.New(slog.DiscardHandler), webhook.Options{AllowPrivate: true, Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := due.New(db, slog.New(slog.DiscardHandler), clock.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Handle(event.Kind, 16, w.Handle)
+	g := newClockRig(t, webhook.Options{}, nil)
 	ctx := context.Background()
 	ok := newCounter(t, 200, nil)
-	m, _ := accounts.AddMerchant(ctx, "Shop", ok.srv.URL)
-	v.Seal()
+	m, _ := g.accounts.AddMerchant(ctx, "Shop", ok.srv.URL)
+	g.vault.Seal()
 	for i := 0; i < 5; i++ {
-		e := event.New("payment.succeeded", m.ID, map[string]int{"n": i}, clock.Now())
-		if err := db.Commit(ctx, event.CreateOp("g"+e.ID[4:], e, clock.Now())); err != nil {
-			t.Fatal(err)
-		}
+		g.event(t, m.ID)
 	}
-	for i := 0; i < 60; i++ { // a minute sealed
-		if err := r.Drain(ctx); err != nil {
-			t.Fatal(err)
-		}
-		clock.Add(time.Second)
-	}
+	g.run(t, time.Minute, time.Second) // a minute sealed
 	if ok.count() != 0 {
 		t.Fatalf("%d deliveries while sealed", ok.count())
 	}
-	if err := v.Unseal(ctx, kek); err != nil {
+	if err := g.vault.Unseal(ctx, g.kek); err != nil {
 		t.Fatal(err)
 	}
 	waited := 0
 	for ; waited < 600 && ok.count() < 5; waited++ {
-		if err := r.Drain(ctx); err != nil {
+		if err := g.runner.Drain(ctx); err != nil {
 			t.Fatal(err)
 		}
-		clock.Add(time.Second)
+		g.clock.Add(time.Second)
 	}
 	t.Logf("all 5 delivered %d s after the unseal", waited)
 	if waited > 10 {
