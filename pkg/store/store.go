@@ -17,6 +17,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"math"
 	"strconv"
 	"strings"
@@ -99,6 +100,20 @@ type DueKey struct {
 type Entry struct {
 	ID   string // engine-specific, increasing; pass it as after to read on
 	Data []byte
+}
+
+// CounterOf turns what Get answered for a counter that Incr keeps as a
+// record holding its decimal count (bolt, memory) into Count's answer: the
+// count and when its window ends, 0 and a zero time when it is absent.
+func CounterOf(r Record, err error) (int64, time.Time, error) {
+	if errors.Is(err, ErrNotFound) {
+		return 0, time.Time{}, nil
+	}
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	n, _ := strconv.ParseInt(string(r.Value), 10, 64)
+	return n, r.ExpiresAt, nil
 }
 
 // Store is the contract every engine implements.

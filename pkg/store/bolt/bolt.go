@@ -401,15 +401,7 @@ func (d *DB) Take(ctx context.Context, k store.Key) ([]byte, error) {
 
 // Count reads a counter without counting, and when its window ends.
 func (d *DB) Count(ctx context.Context, k store.Key) (int64, time.Time, error) {
-	r, err := d.Get(ctx, k)
-	if errors.Is(err, store.ErrNotFound) {
-		return 0, time.Time{}, nil
-	}
-	if err != nil {
-		return 0, time.Time{}, err
-	}
-	n, _ := strconv.ParseInt(string(r.Value), 10, 64)
-	return n, r.ExpiresAt, nil
+	return store.CounterOf(d.Get(ctx, k))
 }
 
 // Incr adds one to a counter that lives for window after its first increment.
