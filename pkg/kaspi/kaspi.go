@@ -81,9 +81,6 @@ func NewSandbox(s store.Store, appURL func(string) string) *Sandbox {
 	return &Sandbox{store: s, AppURL: appURL, Now: time.Now, Client: &http.Client{Timeout: 5 * time.Second}}
 }
 
-// kept gives an update the sandbox's time to live again.
-func (k *Sandbox) kept(op store.Op) store.Op { op.TTL = k.Keep; return op }
-
 func qrKey(id string) store.Key { return store.K("kaspi_qr", id) }
 
 // ErrNoSuchQR is returned for an unknown QR.
@@ -141,7 +138,7 @@ func (k *Sandbox) update(ctx context.Context, id string, change func(q *QR) bool
 			return q, err
 		}
 		b, _ := json.Marshal(q)
-		err = k.store.Commit(ctx, k.kept(store.Update(qrKey(id), b, ver)))
+		err = k.store.Commit(ctx, store.Update(qrKey(id), b, ver).WithTTL(k.Keep))
 		if !errors.Is(err, store.ErrConflict) {
 			return q, err
 		}
@@ -234,7 +231,7 @@ func (k *Sandbox) Refund(ctx context.Context, r processor.RefundRequest) (proces
 	res := processor.RefundResult{Approved: true, Reference: "kre_" + strings.TrimPrefix(r.ID, "re_")}
 	qb, _ := json.Marshal(q)
 	rb, _ := json.Marshal(res)
-	err = k.store.Commit(ctx, k.kept(store.Update(qrKey(q.ID), qb, ver)), store.Create(done, rb, k.Keep))
+	err = k.store.Commit(ctx, store.Update(qrKey(q.ID), qb, ver).WithTTL(k.Keep), store.Create(done, rb, k.Keep))
 	if errors.Is(err, store.ErrConflict) {
 		return k.Refund(ctx, r)
 	}

@@ -94,9 +94,6 @@ type sandboxAuth struct {
 	VoidedApproval bool `json:"voided_approval,omitempty"`
 }
 
-// kept gives an update the sandbox's time to live again.
-func (s *Sandbox) kept(op store.Op) store.Op { op.TTL = s.Keep; return op }
-
 func authKey(ref string) store.Key { return store.K("sbx_auth", ref) }
 
 func refOf(id string) string { return "sbx_" + strings.TrimPrefix(id, "att_") }
@@ -224,7 +221,7 @@ func (s *Sandbox) Void(ctx context.Context, r VoidRequest) (VoidResult, error) {
 		a.VoidedApproval = decided && a.Result.Approved
 		a.Voided, a.Result = true, Result{Code: VoidedCode, Reference: a.Result.Reference}
 		b, _ := json.Marshal(a)
-		err = s.store.Commit(ctx, s.kept(store.Update(authKey(ref), b, ver)))
+		err = s.store.Commit(ctx, store.Update(authKey(ref), b, ver).WithTTL(s.Keep))
 		if errors.Is(err, store.ErrConflict) {
 			continue
 		}
@@ -263,7 +260,7 @@ func (s *Sandbox) Refund(ctx context.Context, r RefundRequest) (RefundResult, er
 	b, _ := json.Marshal(a)
 	rb, _ := json.Marshal(res)
 	// The refund's record lives in the authorization's group, so both change together.
-	err = s.store.Commit(ctx, s.kept(store.Update(authKey(r.Reference), b, rec.Version)), store.Create(doneKey, rb, s.Keep))
+	err = s.store.Commit(ctx, store.Update(authKey(r.Reference), b, rec.Version).WithTTL(s.Keep), store.Create(doneKey, rb, s.Keep))
 	if errors.Is(err, store.ErrConflict) {
 		return s.Refund(ctx, r)
 	}

@@ -87,6 +87,9 @@ type Op struct {
 // At returns the op with the key filed in the due index at t.
 func (o Op) At(t time.Time) Op { o.Due, o.Done = t, false; return o }
 
+// WithTTL returns the op with the written record living ttl (0: for ever).
+func (o Op) WithTTL(ttl time.Duration) Op { o.TTL = ttl; return o }
+
 // Finished returns the op with the key taken out of the due index.
 func (o Op) Finished() Op { o.Due, o.Done = time.Time{}, true; return o }
 
